@@ -1,0 +1,44 @@
+"""h2ochat: talk to h2oGPT-style chat servers, and run one.
+
+from h2ochat import H2o
+
+async for token in H2o.create_async_generator("", [{"role": "user", "content": "Hi"}]):
+    print(token, end="")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from h2ochat.protocol.errors import *  # noqa: F403
+from h2ochat.protocol.errors import __all__ as _errors
+from h2ochat.protocol.prompt import Message, Messages, format_prompt
+from h2ochat.providers import (
+    AsyncGeneratorProvider,
+    AsyncResult,
+    CallInfo,
+    DeleteFailedWarning,
+    H2o,
+    H2oSession,
+    Timeout,
+)
+
+try:
+    __version__ = version("h2ochat")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    *_errors,
+    "AsyncGeneratorProvider",
+    "AsyncResult",
+    "CallInfo",
+    "DeleteFailedWarning",
+    "H2o",
+    "H2oSession",
+    "Message",
+    "Messages",
+    "Timeout",
+    "format_prompt",
+    "__version__",
+]

@@ -1,0 +1,9 @@
+"""Chat providers: the async base class and the h2oGPT client."""
+
+from __future__ import annotations
+
+from h2ochat.providers.base import AsyncGeneratorProvider, AsyncResult, CallInfo
+from h2ochat.providers.h2o import DeleteFailedWarning, H2o, H2oSession
+from h2ochat.providers.transport import Timeout
+
+__all__ = ["AsyncGeneratorProvider", "AsyncResult", "CallInfo", "DeleteFailedWarning", "H2o", "H2oSession", "Timeout"]
