@@ -1,0 +1,75 @@
+"""Generation backends: one interface, one small module each.
+
+A backend streams tokens for a request: ``generate(request)`` is an async
+iterator of :class:`GeneratedToken`, the last of which carries the finish
+reason. Closing the iterator early (``aclose()``) must stop the generation
+within a token or two; that is how a vanished client or stop-generating
+reaches the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from h2ochat.server.config import Endpoint, FixedEndpoint, LlamaEndpoint
+from h2ochat.server.parameters import Parameters
+
+__all__ = ["Backend", "BackendError", "GeneratedToken", "GenerationRequest", "InputTooLong", "create_backend"]
+
+
+class GeneratedToken(NamedTuple):
+    id: int
+    text: str
+    logprob: float | None = None
+    special: bool = False
+    finish_reason: str | None = None  # set on the last token: length, eos_token or stop_sequence
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate: the chat so far, and the prompt if the model uses chat-ui tokens.
+
+    ``prompt`` is None when the model's own chat template applies; the backend
+    renders ``messages`` with it then.
+    """
+
+    messages: list[dict[str, str]]
+    prompt: str | None
+    parameters: Parameters
+
+
+class BackendError(Exception):
+    """A generation failed; ``error_type`` is the TGI error type sent to the client."""
+
+    error_type = "generation"
+
+
+class InputTooLong(BackendError):
+    """The prompt does not fit the model's context."""
+
+    error_type = "validation"
+
+
+class Backend(Protocol):
+    #: How many generations may run at once (None: no limit); more wait in line, first come first served.
+    max_concurrency: int | None
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]: ...
+
+
+def create_backend(endpoint: Endpoint) -> Backend:
+    if isinstance(endpoint, LlamaEndpoint):
+        from h2ochat.server.backends.llama import LlamaBackend
+
+        return LlamaBackend(endpoint)
+    if isinstance(endpoint, FixedEndpoint):
+        from h2ochat.server.backends.fixed import FixedBackend
+
+        return FixedBackend(endpoint)
+    raise TypeError(f"no backend for endpoint type {type(endpoint).__name__}")

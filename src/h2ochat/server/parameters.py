@@ -1,0 +1,68 @@
+"""Generation parameters: TGI's names and ranges, checked before anything is generated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = ["Parameters", "check_parameters", "merge_parameters"]
+
+_Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Parameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """TGI's generation parameters; ``None`` means "not set" (the backend's default)."""
+
+    temperature: _Positive | None = None
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    typical_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    do_sample: bool = False
+    repetition_penalty: _Positive | None = None
+    max_new_tokens: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]], msgspec.Meta(max_length=8)] = (
+        msgspec.field(default_factory=list)
+    )
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    truncate: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    details: bool = False
+    return_full_text: bool = False
+    # Accepted for TGI compatibility; only the values that change nothing are allowed.
+    watermark: bool = False
+    decoder_input_details: bool = False
+    best_of: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
+    top_n_tokens: Annotated[int, msgspec.Meta(ge=0, le=0)] | None = None
+
+
+_KNOWN = ", ".join(Parameters.__struct_fields__)
+
+
+def check_parameters(raw: Any, *, ceiling: int | None, where: str = "parameters") -> Parameters:
+    """Validate a parameters object; a ``ValueError`` says which value and why."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object, got {type(raw).__name__}")
+    try:
+        parameters = msgspec.convert(raw, Parameters)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("$", where, 1)
+        if "unknown field" in message:
+            message += f" (known parameters: {_KNOWN})"
+        raise ValueError(message) from None
+    if parameters.watermark:
+        raise ValueError(f"{where}.watermark: watermarking is not supported by this server")
+    if ceiling is not None and parameters.max_new_tokens is not None and parameters.max_new_tokens > ceiling:
+        raise ValueError(
+            f"{where}.max_new_tokens is {parameters.max_new_tokens}, over this server's limit of {ceiling}"
+        )
+    return parameters
+
+
+def merge_parameters(defaults: Parameters, raw: Any, *, ceiling: int) -> Parameters:
+    """The request's parameters over the model's defaults; the result is checked as a whole."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"parameters must be an object, got {type(raw).__name__}")
+    merged = {**msgspec.to_builtins(defaults), **{k: v for k, v in (raw or {}).items() if v is not None}}
+    return check_parameters(merged, ceiling=ceiling)

@@ -1,0 +1,371 @@
+"""The chat-ui endpoints (PROTOCOL.md section 3) and the JSON read API.
+
+Every refusal raises :class:`ApiError`, which the app turns into a JSON 4xx
+that says what was wrong. A conversation of another session is answered
+exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from h2ochat.protocol.tgi import MessageRequest
+from h2ochat.server.config import ServerConfig
+from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
+from h2ochat.server.parameters import merge_parameters
+from h2ochat.server.storage import Conversation, MessageRow, Store
+from h2ochat.server.streaming import EventWriter, Outcome, relay
+
+__all__ = ["CONFIG", "LIMITER", "MODELS", "SESSION", "STORE", "ApiError", "RateLimiter", "json_response", "routes"]
+
+log = logging.getLogger("h2ochat.server")
+
+CONFIG = web.AppKey("config", ServerConfig)
+STORE = web.AppKey("store", Store)
+MODELS = web.AppKey("models", Models)
+SESSION = web.RequestKey("session", str)
+
+routes = web.RouteTableDef()
+
+
+class ApiError(Exception):
+    """A refusal: HTTP status and a message for the client (under ``key``: message, or error for gates)."""
+
+    def __init__(self, status: int, message: str, *, key: str = "message", headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.key = key
+        self.headers = headers
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(payload), status=status, content_type="application/json", headers=headers
+    )
+
+
+class RateLimiter:
+    """At most ``per_minute`` messages per session in any 60 s window (0: unlimited)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._times: dict[str, deque[float]] = {}
+
+    def check(self, session: str) -> None:
+        if not self.per_minute:
+            return
+        now = time.monotonic()
+        times = self._times.setdefault(session, deque())
+        while times and now - times[0] >= 60:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            wait = max(1, int(60 - (now - times[0])) + 1)
+            raise ApiError(
+                429,
+                f"Too many messages: this server accepts {self.per_minute} per minute per session; "
+                f"try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        times.append(now)
+
+
+LIMITER = web.AppKey("limiter", RateLimiter)
+
+
+class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+
+
+class TitleUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    title: str
+
+
+def decode_body(raw: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"Invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"The request body must be JSON: {exc}") from None
+
+
+def unknown_model(name: object, models: Models) -> ApiError:
+    return ApiError(400, f"Unknown model {name!r}. Models served here: {', '.join(models.names)}")
+
+
+async def owned(request: web.Request) -> Conversation:
+    conversation = await request.app[STORE].conversation(request.match_info["id"], request[SESSION])
+    if conversation is None:
+        raise ApiError(404, "Conversation not found")
+    return conversation
+
+
+# chat-ui endpoints ----------------------------------------------------------------------------
+
+
+@routes.post("/settings")
+async def settings(request: web.Request) -> web.StreamResponse:
+    if request.content_type == "application/json":
+        form: Any = decode_body(await request.read(), dict)
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+    else:
+        raise ApiError(
+            415, f"Send the settings as a form (application/x-www-form-urlencoded), not {request.content_type}"
+        )
+    model = form.get("activeModel") or None
+    models = request.app[MODELS]
+    if model is not None and (not isinstance(model, str) or model not in models.names):
+        raise unknown_model(model, models)
+    accepted = _truthy(form.get("ethicsModalAccepted"))
+    share = _truthy(form.get("shareConversationsWithModelAuthors"))
+    await request.app[STORE].save_settings(request[SESSION], model, share, accepted)
+    location = request.headers.get("Referer") or "/"
+    if _prefers_html(request):
+        return web.Response(status=303, headers={"Location": location})
+    return json_response({"type": "redirect", "status": 303, "location": location})
+
+
+@routes.post("/conversation")
+async def create_conversation(request: web.Request) -> web.StreamResponse:
+    models = request.app[MODELS]
+    try:
+        body = msgspec.json.decode(await request.read(), type=CreateConversation)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f'Send JSON {{"model": "<name>"}} ({exc}). Models: {", ".join(models.names)}') from None
+    if body.model not in models.names:
+        raise unknown_model(body.model, models)
+    conversation_id = await request.app[STORE].create_conversation(request[SESSION], body.model)
+    return json_response({"conversationId": conversation_id})
+
+
+@routes.post("/conversation/{id}")
+async def post_message(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    config = app[CONFIG]
+    conversation = await owned(request)
+    body: MessageRequest = decode_body(await request.read(), MessageRequest)
+    inputs = body.inputs
+    if not inputs.strip():
+        raise ApiError(400, "inputs is empty: send the user's message in inputs")
+    if len(inputs) > config.max_input_chars:
+        raise ApiError(400, f"inputs is {len(inputs)} characters; this server accepts at most {config.max_input_chars}")
+    options = body.options
+    if options is None:
+        raise ApiError(400, 'options is required: {"id": <uuid>, "response_id": <uuid>, "is_retry": false}')
+    for name in ("id", "response_id"):
+        if not _is_uuid(getattr(options, name)):
+            raise ApiError(400, f"options.{name} must be a UUID, got {getattr(options, name)!r}")
+    runtime = app[MODELS].get(conversation.model)
+    if runtime is None:
+        raise ApiError(
+            410, f"The model {conversation.model!r} of this conversation is no longer served; start a new conversation"
+        )
+    app[LIMITER].check(request[SESSION])
+    try:
+        parameters = merge_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if parameters.do_sample and parameters.seed is None:
+        parameters = msgspec.structs.replace(parameters, seed=int.from_bytes(uuid.uuid4().bytes[:4], "big"))
+    store = app[STORE]
+    history = await store.messages(conversation.id)
+    replace_from = _retry_position(history, options.id, options.is_retry)
+    if replace_from is not None:
+        history = history[:replace_from]
+    messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
+    await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
+    return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
+
+
+async def _stream_answer(
+    request: web.Request,
+    runtime: ModelRuntime,
+    conversation: Conversation,
+    messages: list[dict[str, str]],
+    parameters: Any,
+    answer_id: str,
+    inputs: str,
+) -> web.StreamResponse:
+    app = request.app
+    started = time.monotonic()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    outcome = Outcome("", 0, interruption="client disconnected")
+    with app[MODELS].track(conversation.id) as generation:
+        try:
+            await response.prepare(request)
+            writer = EventWriter(response, app[CONFIG].keepalive_interval, generation)
+            request_ = build_request(runtime.config, messages, parameters)
+            outcome = await relay(writer, runtime, request_, generation, prefix=inputs)
+        except ConnectionError:
+            pass  # the client left before the stream began; the answer is saved as interrupted
+        finally:
+            # Shielded: an answer must be saved even if this handler is being cancelled.
+            await asyncio.shield(
+                app[STORE].finish_answer(
+                    conversation.id,
+                    answer_id,
+                    outcome.text,
+                    finish_reason=outcome.finish_reason,
+                    interruption=outcome.interruption,
+                    generated_tokens=outcome.generated_tokens,
+                )
+            )
+    elapsed = time.monotonic() - started
+    log.info(
+        "generated model=%s tokens=%d seconds=%.2f tokens/s=%.1f end=%s",
+        runtime.config.name,
+        outcome.generated_tokens,
+        elapsed,
+        outcome.generated_tokens / elapsed if elapsed else 0.0,
+        outcome.finish_reason or f"interrupted ({outcome.interruption})",
+    )
+    return response
+
+
+@routes.delete("/conversation/{id}")
+async def delete_conversation(request: web.Request) -> web.StreamResponse:
+    conversation_id = request.match_info["id"]
+    if not await request.app[STORE].delete_conversation(conversation_id, request[SESSION]):
+        raise ApiError(404, "Conversation not found")
+    request.app[MODELS].stop_conversation(conversation_id, "the conversation was deleted")
+    return web.Response(status=200)
+
+
+@routes.patch("/conversation/{id}")
+async def rename_conversation(request: web.Request) -> web.StreamResponse:
+    await owned(request)
+    body: TitleUpdate = decode_body(await request.read(), TitleUpdate)
+    title = body.title.strip()
+    if not 1 <= len(title) <= 100:
+        raise ApiError(400, f"title must be 1 to 100 characters, got {len(title)}")
+    await request.app[STORE].rename_conversation(request.match_info["id"], request[SESSION], title)
+    return web.Response(status=200)
+
+
+@routes.post("/conversation/{id}/stop-generating")
+async def stop_generating(request: web.Request) -> web.StreamResponse:
+    conversation = await owned(request)
+    request.app[MODELS].stop_conversation(conversation.id, "stop-generating was requested")
+    return web.Response(status=200)
+
+
+@routes.post("/conversation/{id}/summarize")
+async def summarize_title(request: web.Request) -> web.StreamResponse:
+    conversation = await owned(request)
+    store = request.app[STORE]
+    runtime = request.app[MODELS].get(conversation.model)
+    if runtime is None:
+        raise ApiError(410, f"The model {conversation.model!r} of this conversation is no longer served")
+    first = next((m.content for m in await store.messages(conversation.id) if m.role == "user"), None)
+    if first is None:
+        raise ApiError(400, "The conversation has no message to summarize yet")
+    title = await summarize(runtime, first)
+    await store.rename_conversation(conversation.id, request[SESSION], title)
+    return json_response({"title": title})
+
+
+# JSON read API ----------------------------------------------------------------------------------
+
+
+@routes.get("/api/models")
+async def list_models(request: web.Request) -> web.StreamResponse:
+    return json_response(
+        [
+            {
+                "id": runtime.config.name,
+                "name": runtime.config.name,
+                "displayName": runtime.config.display_name or runtime.config.name,
+                "description": runtime.config.description,
+                "preprompt": runtime.config.preprompt,
+                "parameters": msgspec.to_builtins(runtime.defaults),
+            }
+            for runtime in request.app[MODELS].runtimes.values()
+        ]
+    )
+
+
+@routes.get("/api/conversations")
+async def list_conversations(request: web.Request) -> web.StreamResponse:
+    conversations = await request.app[STORE].conversations(request[SESSION])
+    return json_response([_conversation_json(c) for c in conversations])
+
+
+@routes.get("/api/conversation/{id}")
+async def get_conversation(request: web.Request) -> web.StreamResponse:
+    conversation = await owned(request)
+    messages = await request.app[STORE].messages(conversation.id)
+    return json_response({**_conversation_json(conversation), "messages": [_message_json(m) for m in messages]})
+
+
+def _conversation_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "model": conversation.model,
+        "createdAt": conversation.created_at,
+        "updatedAt": conversation.updated_at,
+    }
+
+
+def _message_json(message: MessageRow) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "interrupted": message.status == "interrupted",
+        "interruption": message.interruption,
+        "finishReason": message.finish_reason,
+        "generatedTokens": message.generated_tokens,
+        "createdAt": message.created_at,
+        "updatedAt": message.updated_at,
+    }
+
+
+# Helpers ----------------------------------------------------------------------------------------
+
+
+def _retry_position(history: list[MessageRow], message_id: str, is_retry: bool) -> int | None:
+    """Where a retry cuts the history; a reused id without is_retry is refused."""
+    for message in history:
+        if message.id == message_id:
+            if not is_retry:
+                raise ApiError(
+                    400,
+                    f"options.id {message_id} is already a message of this conversation; "
+                    "send a new id, or is_retry: true to replace it",
+                )
+            if message.role != "user":
+                raise ApiError(400, f"options.id {message_id} is not a user message; only those can be retried")
+            return message.position
+    if is_retry:
+        raise ApiError(400, f"options.id {message_id} is not a message of this conversation, so it cannot be retried")
+    return None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _truthy(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "on", "1", "yes"))
+
+
+def _prefers_html(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    html, json = accept.find("text/html"), accept.find("application/json")
+    return html >= 0 and (json < 0 or html < json)
