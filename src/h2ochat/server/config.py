@@ -171,6 +171,9 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
                 # Without a system message, SmolLM2's template adds one naming the model,
                 # which made the 4-bit 135M model answer simple questions in French.
                 preprompt="You are a helpful assistant.",
+                # Sampling made this small model drift (into French, mostly); greedy
+                # decoding without a repetition penalty answered best in our trials.
+                parameters={"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": 512},
                 endpoints=[LlamaEndpoint()],
             )
         ]

@@ -287,7 +287,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
                 "displayName": runtime.config.display_name or runtime.config.name,
                 "description": runtime.config.description,
                 "preprompt": runtime.config.preprompt,
-                "parameters": msgspec.to_builtins(runtime.defaults),
+                "parameters": runtime.config.parameters,  # as configured: the model's recommended values
             }
             for runtime in request.app[MODELS].runtimes.values()
         ]

@@ -1,0 +1,3 @@
+from h2ochat.cli import main
+
+main()

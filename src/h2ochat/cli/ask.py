@@ -1,0 +1,170 @@
+"""``h2ochat ask`` (one question, streamed) and ``h2ochat models``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from h2ochat.cli.common import connect, fail, parse_parameters, run, stderr, stdin_text
+from h2ochat.protocol.prompt import Message
+
+__all__ = ["Spinner", "ask", "models", "server_options"]
+
+
+def server_options(function: Any) -> Any:
+    """--url, --proxy and --debug, shared by the commands that talk to a server."""
+    function = click.option(
+        "--url",
+        envvar="H2OCHAT_URL",
+        help="Server root, e.g. http://127.0.0.1:8080 (env H2OCHAT_URL). Default: the embedded model.",
+    )(function)
+    function = click.option(
+        "--proxy", help="Proxy URL: http://, https://, socks4:// or socks5:// (user:pass@ allowed)."
+    )(function)
+    return click.option("--debug", is_flag=True, help="Show tracebacks of errors.")(function)
+
+
+@click.command()
+@click.argument("question", required=False)
+@click.option("-m", "--model", help="Model to ask (default: the server's first model).")
+@click.option("-s", "--system", help="A system message sent before the question.")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Generation parameter, repeatable; values are JSON where possible (-p temperature=0.2).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, finish reason, tokens, timings.")
+@click.option("--no-stream", is_flag=True, help="Print the answer once it is complete.")
+@server_options
+def ask(
+    question: str | None,
+    model: str | None,
+    system: str | None,
+    params: tuple[str, ...],
+    as_json: bool,
+    no_stream: bool,
+    url: str | None,
+    proxy: str | None,
+    debug: bool,
+) -> None:
+    """Ask one question and stream the answer to stdout.
+
+    \b
+    Examples:
+      h2ochat ask "What is the capital of France?"
+      echo "Summarise: $(cat notes.txt)" | h2ochat ask
+      h2ochat ask --url http://127.0.0.1:8080 -p temperature=0.2 -p max_new_tokens=64 "Hi"
+      h2ochat ask --json "Hi" | jq .text
+    """
+    text = question if question is not None else stdin_text()
+    if not text.strip():
+        raise click.UsageError('give a question, e.g. h2ochat ask "Hello", or pipe one on stdin')
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": text})
+    parameters = parse_parameters(params)
+    run(lambda: _ask(messages, model, parameters, url, proxy, as_json, no_stream), debug)
+
+
+async def _ask(
+    messages: list[Message],
+    model: str | None,
+    parameters: dict[str, Any],
+    url: str | None,
+    proxy: str | None,
+    as_json: bool,
+    no_stream: bool,
+) -> None:
+    stream_to_stdout = not (as_json or no_stream)
+    async with connect(url, proxy, model, announce=not as_json) as connection:
+        started = time.perf_counter()
+        first_token: float | None = None
+        parts: list[str] = []
+        parameters = {**connection.parameters, **parameters, "details": True}
+        result = connection.session.stream(messages, connection.model, **parameters)
+        spinner = Spinner(enabled=stream_to_stdout)
+        try:
+            async for token in result:
+                if first_token is None:
+                    first_token = time.perf_counter() - started
+                    spinner.stop()
+                parts.append(token)
+                if stream_to_stdout:
+                    sys.stdout.write(token)
+                    sys.stdout.flush()
+        finally:
+            spinner.stop()
+        total = time.perf_counter() - started
+        answer = "".join(parts)
+        if as_json:
+            info = result.info
+            print(
+                json.dumps(
+                    {
+                        "text": answer,
+                        "model": connection.model,
+                        "finish_reason": info.finish_reason,
+                        "generated_tokens": info.generated_tokens,
+                        "conversation_id": info.conversation_id,
+                        "seconds_to_first_token": round(first_token or total, 4),
+                        "seconds_total": round(total, 4),
+                        "url": connection.session.root,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            sys.stdout.write(answer if no_stream else "")
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
+class Spinner:
+    """A "waiting for the first token" spinner on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        showing = enabled and stderr.is_terminal
+        self._status = stderr.status("Waiting for the first token…", spinner="dots") if showing else None
+        if self._status is not None:
+            self._status.start()
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+@server_options
+def models(as_json: bool, url: str | None, proxy: str | None, debug: bool) -> None:
+    """List the models a server offers (the embedded one when no --url is given).
+
+    \b
+    Examples:
+      h2ochat models --url http://127.0.0.1:8080
+      h2ochat models --json
+    """
+    run(lambda: _models(as_json, url, proxy), debug)
+
+
+async def _models(as_json: bool, url: str | None, proxy: str | None) -> None:
+    async with connect(url, proxy, None, announce=False) as connection:
+        offered = await connection.session.models()
+    if as_json:
+        print(json.dumps(offered, ensure_ascii=False, indent=2))
+        return
+    if not offered:
+        fail("the server offers no models")
+    table = Table("model", "name", "description", box=None, header_style="bold")
+    for model in offered:
+        table.add_row(str(model.get("id")), str(model.get("displayName", "")), str(model.get("description", "")))
+    Console().print(table)

@@ -1,0 +1,123 @@
+"""What the commands share: connecting (to a URL or the embedded model), options, errors.
+
+No protocol logic lives here: everything goes through the public client API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from h2ochat.protocol.errors import H2oChatError
+from h2ochat.providers.h2o import H2oSession
+
+__all__ = ["Connection", "connect", "fail", "parse_parameters", "run", "stderr"]
+
+T = TypeVar("T")
+stderr = Console(stderr=True, highlight=False)
+
+EMBEDDED_NOTE = (
+    "Using the embedded model {model} (no --url or H2OCHAT_URL given). "
+    "Point elsewhere with --url http://host:port or H2OCHAT_URL."
+)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear red line on stderr, then exit (1: server or protocol failure, 2: usage)."""
+    stderr.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]], debug: bool) -> T:
+    """Run a command's coroutine and turn h2ochat's errors into one line and an exit code."""
+    from h2ochat.server.config import ConfigError
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        stderr.print("[dim]Interrupted.[/]")
+        raise SystemExit(130) from None
+    except (H2oChatError, ConfigError, OSError, ValueError) as exc:
+        if debug:
+            raise
+        code = 2 if isinstance(exc, ValueError) and not isinstance(exc, ConfigError) else 1
+        fail(str(exc) or type(exc).__name__, code)
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+
+
+def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``-p key=value`` options; values are JSON where they parse (numbers, true, lists), else text."""
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not key=value (example: -p temperature=0.2)", param_hint="-p")
+        try:
+            parameters[key.strip()] = json.loads(value)
+        except ValueError:
+            parameters[key.strip()] = value
+    return parameters
+
+
+@dataclass
+class Connection:
+    session: H2oSession
+    model: str | None
+    embedded: bool
+    # The model's recommended generation parameters, when the server lists them
+    # (h2ochat servers do); the user's -p values go over them.
+    parameters: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str | None, proxy: str | None, model: str | None, announce: bool = True
+) -> AsyncIterator[Connection]:
+    """A session to ``url``, or to the embedded server started here when no server is configured."""
+    url = url or os.environ.get("H2OCHAT_URL") or None
+    if url is not None:
+        async with H2oSession(url, proxy=proxy) as session:
+            chosen, parameters = await _model_info(session, model)
+            yield Connection(session, chosen, embedded=False, parameters=parameters)
+        return
+    from h2ochat.server import ServerConfig, start_server
+
+    async with start_server(ServerConfig(port=0, db=":memory:")) as server, H2oSession(server.url) as session:
+        chosen, parameters = await _model_info(session, model)
+        if announce:
+            stderr.print(f"[dim]{EMBEDDED_NOTE.format(model=chosen)}[/]")
+        yield Connection(session, chosen, embedded=True, parameters=parameters)
+
+
+async def _model_info(session: H2oSession, model: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The model to use (asked for, else the server's first) and its recommended parameters.
+
+    Servers that do not list their models (chat-ui) get the provider's defaults.
+    """
+    try:
+        models = await session.models()
+    except H2oChatError:
+        return model, {}
+    chosen = model or (str(models[0]["id"]) if models else None)
+    listed = next((m for m in models if m.get("id") == chosen), {})
+    parameters = listed.get("parameters")
+    return chosen, dict(parameters) if isinstance(parameters, dict) else {}
+
+
+def stdin_text() -> str:
+    """A question piped on stdin, without the line break that ``echo`` adds."""
+    if sys.stdin.isatty():
+        return ""
+    return sys.stdin.read().strip()
