@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -429,3 +430,21 @@ async def wait_for_answer(client: RawClient, conversation: str) -> dict:
 
 def test_aiohttp_version_has_request_keys() -> None:
     assert hasattr(aiohttp.web, "RequestKey")
+
+
+async def test_one_log_line_per_request_and_per_generation(
+    fixed_server: RunningServer, raw_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client, conversation = await ready(raw_client, fixed_server)
+    await client.message(conversation, "Hi")
+    await client.request("GET", "/api/models")  # the stream's line is written when its handler returns
+    access = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert access[-1].startswith("GET /api/models 200 ")
+    assert re.fullmatch(r"POST /settings 200 \d+\.\dms", access[0])
+    streams = [line for line in access if line.startswith("POST /conversation/")]
+    assert len(streams) == 1 and re.fullmatch(r"POST /conversation/[0-9a-f]{24} 200 \d+\.\dms", streams[0])
+    generated = [r.getMessage() for r in caplog.records if r.getMessage().startswith("generated ")]
+    assert re.fullmatch(
+        r"generated model=test/fixed tokens=5 seconds=\d+\.\d\d tokens/s=\d+\.\d end=eos_token", generated[0]
+    )
