@@ -4,12 +4,16 @@ from h2ochat import H2o
 
 async for token in H2o.create_async_generator("", [{"role": "user", "content": "Hi"}]):
     print(token, end="")
+
+Or with OpenAI's shapes: ``h2ochat.Client(url).chat.completions.create(model=..., messages=...)``
+(and ``h2ochat.AsyncClient``).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from h2ochat.client import AsyncClient, Client
 from h2ochat.protocol.errors import *  # noqa: F403
 from h2ochat.protocol.errors import __all__ as _errors
 from h2ochat.protocol.prompt import Message, Messages, format_prompt
@@ -30,9 +34,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     *_errors,
+    "AsyncClient",
     "AsyncGeneratorProvider",
     "AsyncResult",
     "CallInfo",
+    "Client",
     "DeleteFailedWarning",
     "H2o",
     "H2oSession",

@@ -23,12 +23,15 @@ __all__ = ["serve"]
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Ceiling on parameters.max_new_tokens.")
 @click.option("--max-input-chars", type=click.IntRange(1), help="Longest accepted inputs, in characters.")
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="Largest accepted request body.")
+@click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")
+@click.option("--tgi-model", help="The model behind the TGI API (/generate, /generate_stream); default: the first.")
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str, **options: Any) -> None:
-    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite.
+    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite,
+    plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
 
     With no --config or --gguf it serves HuggingFaceTB/SmolLM2-135M-Instruct,
     run in-process by llama-cpp-python. Stop with Ctrl-C (or SIGTERM): open
@@ -60,6 +63,8 @@ async def _serve(config_path: str | None, gguf: str | None, options: dict[str, A
         "max_new_tokens_limit": options["max_new_tokens"],
         "max_input_chars": options["max_input_chars"],
         "max_body_bytes": options["max_body_bytes"],
+        "api_key": options["api_key"],
+        "tgi_model": options["tgi_model"],
     }
     for key, value in settings.items():
         if value is not None:

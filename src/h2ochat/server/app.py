@@ -19,8 +19,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
-from h2ochat.server.config import ServerConfig
+from h2ochat.server.config import ConfigError, ServerConfig
 from h2ochat.server.generation import Models
+from h2ochat.server.openai_api import routes as openai_routes
+from h2ochat.server.openai_api import v1_guard
 from h2ochat.server.routes import (
     CONFIG,
     LIMITER,
@@ -29,10 +31,12 @@ from h2ochat.server.routes import (
     STORE,
     ApiError,
     RateLimiter,
+    describe_http_error,
     json_response,
     routes,
 )
 from h2ochat.server.storage import Store
+from h2ochat.server.tgi_api import routes as tgi_routes
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 
@@ -50,27 +54,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_response({exc.key: exc.message}, exc.status, exc.headers)
+        return json_response(exc.body, exc.status, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_response({"message": _describe(exc, request)}, exc.status, _allow_header(exc))
+        return json_response({"message": describe_http_error(exc, request)}, exc.status, _allow_header(exc))
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error handling %s %s", request.method, request.path)
         return json_response({"message": "Internal server error; the server log has the details"}, 500)
-
-
-def _describe(exc: web.HTTPException, request: web.Request) -> str:
-    if isinstance(exc, web.HTTPNotFound):
-        return f"No such endpoint: {request.method} {request.path}"
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}"
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return f"The request body is too large; this server accepts at most {request.app[CONFIG].max_body_bytes} bytes"
-    return exc.reason or exc.text or f"HTTP {exc.status}"
 
 
 def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
@@ -142,8 +135,15 @@ class AccessLogger(AbstractAccessLogger):
 
 
 def create_app(config: ServerConfig) -> web.Application:
-    """The application; the database and the models open on startup and close on cleanup."""
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, sessions])
+    """The application: the chat-ui protocol, the OpenAI-compatible ``/v1`` API and the TGI API.
+
+    The database and the models open on startup and close on cleanup.
+    """
+    if config.tgi_model is not None and config.model(config.tgi_model) is None:
+        raise ConfigError(
+            f"tgi_model {config.tgi_model!r} is not one of the configured models: {', '.join(config.model_names)}"
+        )
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, v1_guard, sessions])
     app[CONFIG] = config
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
     app.cleanup_ctx.append(_store)
@@ -151,6 +151,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_response_prepare.append(_set_cookie)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
+    app.add_routes(openai_routes)
+    app.add_routes(tgi_routes)
     return app
 
 

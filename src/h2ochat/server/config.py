@@ -20,6 +20,27 @@ The TOML file follows chat-ui's MODELS in spirit, in snake_case::
     type = "llama"
     gguf = "/models/h2ogpt.gguf"
 
+A model may also be served by upstream inference engines, several of them
+spread by weight; one that fails before its first token is skipped for
+``cooldown`` seconds::
+
+    [[models]]
+    name = "mistral-7b"
+    cooldown = 30
+    user_message_token = "[INST] "           # for the tgi endpoint, which takes one prompt;
+    assistant_message_token = " [/INST]"     # the openai endpoint sends the messages
+    message_end_token = "</s>"
+    [[models.endpoints]]
+    type = "openai"                  # vLLM, llama.cpp's server, OpenAI...: POST <url>/v1/chat/completions
+    url = "http://gpu-1:8000"
+    model = "mistralai/Mistral-7B-Instruct-v0.3"
+    api_key_env = "VLLM_API_KEY"
+    weight = 3
+    [[models.endpoints]]
+    type = "tgi"                     # text-generation-inference: POST <url>/generate_stream (needs chat-ui tokens)
+    url = "http://gpu-2:8080"
+    first_token_timeout = 60
+
 Every table forbids unknown keys, so a typo fails at start-up with its path.
 """
 
@@ -46,7 +67,10 @@ __all__ = [
     "FixedEndpoint",
     "LlamaEndpoint",
     "ModelConfig",
+    "OpenAIEndpoint",
     "ServerConfig",
+    "TgiEndpoint",
+    "UpstreamEndpoint",
     "default_models",
     "load_config",
 ]
@@ -86,7 +110,39 @@ class FixedEndpoint(_Table, tag="fixed", tag_field="type"):
     weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
-Endpoint = LlamaEndpoint | FixedEndpoint
+class UpstreamEndpoint(_Table):
+    """What every upstream inference engine reached over HTTP has: its address, time limits and share."""
+
+    url: str
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    first_token_timeout: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # from sending the request
+    read_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # between two tokens
+    # None: send every request at once and let the engine queue them (vLLM and TGI batch them).
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+
+
+class TgiEndpoint(UpstreamEndpoint, tag="tgi", tag_field="type"):
+    """A text-generation-inference server (or another h2ochat): ``POST <url>/generate_stream``.
+
+    It takes one prompt string, so the model needs chat-ui tokens (``user_message_token`` and friends).
+    """
+
+
+class OpenAIEndpoint(UpstreamEndpoint, tag="openai", tag_field="type"):
+    """An OpenAI-compatible server (vLLM, llama.cpp's server, OpenAI): ``POST <url>/v1/chat/completions``."""
+
+    model: str | None = None  # the upstream's model name; None: the h2ochat model's name
+    api_key_env: str | None = None  # the environment variable that holds the API key
+    # top_k and repetition_penalty are not OpenAI parameters; api.openai.com refuses them.
+    extra_parameters: bool = True
+
+
+Endpoint = LlamaEndpoint | FixedEndpoint | TgiEndpoint | OpenAIEndpoint
 
 
 class ModelConfig(_Table):
@@ -100,6 +156,8 @@ class ModelConfig(_Table):
     system_message_token: str | None = None
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: [LlamaEndpoint()])
+    # Seconds an endpoint that failed before its first token is left out, when the model has others.
+    cooldown: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
     @property
     def uses_chatui_tokens(self) -> bool:
@@ -120,6 +178,7 @@ class _ServerTable(_Table):
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] | None = None
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    tgi_model: str | None = None
 
 
 class _File(_Table):
@@ -141,6 +200,8 @@ class ServerConfig:
     rate_limit_per_minute: int = 0  # 0: no limit
     keepalive_interval: float = 15.0
     shutdown_timeout: float = 10.0
+    api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
+    tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one
     models: list[ModelConfig] = field(default_factory=lambda: default_models())
 
     def model(self, name: str) -> ModelConfig | None:

@@ -11,10 +11,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from h2ochat.server.backends import Backend, BackendError, GeneratedToken, GenerationRequest, create_backend
+from h2ochat.server.backends import (
+    Backend,
+    BackendError,
+    EndpointUnavailable,
+    GeneratedToken,
+    GenerationRequest,
+    create_backend,
+)
 from h2ochat.server.config import ConfigError, ModelConfig
 from h2ochat.server.parameters import Parameters
 
@@ -46,39 +54,78 @@ def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
 
 
 def build_request(model: ModelConfig, history: list[dict[str, str]], parameters: Parameters) -> GenerationRequest:
-    """The backend's request. With the model's own template the preprompt is a system message."""
-    if model.uses_chatui_tokens:
-        return GenerationRequest(history, build_prompt(model, history), parameters)
+    """The backend's request: the preprompt leads the messages as a system message, and with
+    chat-ui tokens the prompt is built here (backends that take messages use those)."""
     messages = history
     if model.preprompt and (not history or history[0]["role"] != "system"):
         messages = [{"role": "system", "content": model.preprompt}, *history]
-    return GenerationRequest(messages, None, parameters)
+    prompt = build_prompt(model, history) if model.uses_chatui_tokens else None
+    return GenerationRequest(messages, prompt, parameters)
 
 
 class ModelRuntime:
-    """A configured model with its started backends and its first-come-first-served queue."""
+    """A configured model with its started backends and its first-come-first-served queue.
+
+    With several endpoints, each request goes to one picked by weight among
+    those not cooling down. One that fails before its first token
+    (:class:`EndpointUnavailable`) cools down for ``cooldown`` seconds and the
+    request goes to another; after the first token a failure reaches the client.
+    """
 
     def __init__(self, config: ModelConfig, backends: list[Backend]) -> None:
         self.config = config
         self.backends = backends
         self.defaults = config.defaults
+        self.weights = [endpoint.weight for endpoint in config.endpoints]
+        self.cooling: dict[int, float] = {}  # backend index -> when its cool-down ends (monotonic)
         limits = [backend.max_concurrency for backend in backends]
         total = None if any(limit is None for limit in limits) else sum(limit for limit in limits if limit)
         # asyncio.Semaphore wakes waiters in arrival order: the queue is fair.
         self._slots = asyncio.Semaphore(total) if total else None
         self.waiting = 0
 
-    def pick(self) -> Backend:
-        if len(self.backends) == 1:
-            return self.backends[0]
-        weights = [endpoint.weight for endpoint in self.config.endpoints]
-        return random.choices(self.backends, weights)[0]
+    def pick(self, tried: set[int]) -> int:
+        """A backend not tried yet, by weight, preferring those not cooling down."""
+        untried = [index for index in range(len(self.backends)) if index not in tried]
+        now = time.monotonic()
+        ready = [index for index in untried if self.cooling.get(index, 0.0) <= now]
+        # When every one left is cooling down, try them anyway: a cool-down is a hint, not a ban.
+        pool = ready or untried
+        if len(pool) == 1:
+            return pool[0]
+        return random.choices(pool, [self.weights[index] for index in pool])[0]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
-        """Wait for a turn, then stream the backend's tokens."""
-        async with self._turn(), contextlib.aclosing(self.pick().generate(request)) as tokens:  # type: ignore[type-var]
-            async for token in tokens:
-                yield token
+        """Wait for a turn, then stream the tokens of the first backend that starts answering."""
+        async with self._turn():
+            tried: set[int] = set()
+            while True:
+                index = self.pick(tried)
+                tried.add(index)
+                async with contextlib.aclosing(self.backends[index].generate(request)) as tokens:  # type: ignore[type-var]
+                    try:
+                        first = await anext(tokens)
+                    except StopAsyncIteration:
+                        return
+                    except EndpointUnavailable as exc:
+                        self._cool_down(index, exc)
+                        if len(tried) == len(self.backends):
+                            raise
+                        continue
+                    yield first
+                    async for token in tokens:
+                        yield token
+                    return
+
+    def _cool_down(self, index: int, error: EndpointUnavailable) -> None:
+        if len(self.backends) > 1:
+            self.cooling[index] = time.monotonic() + self.config.cooldown
+            log.warning(
+                "an endpoint of %s failed before its first token; skipping it for %s s: %s",
+                self.config.name,
+                self.config.cooldown,
+                error,
+            )
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
@@ -125,7 +172,9 @@ class Models:
 
     async def start(self) -> None:
         for config in self.configs:
-            backends = [create_backend(endpoint) for endpoint in config.endpoints]
+            backends = [create_backend(endpoint, config) for endpoint in config.endpoints]
+            # Registered before starting, so that close() reaches the started ones if a later start fails.
+            self.runtimes[config.name] = ModelRuntime(config, backends)
             for backend in backends:
                 await backend.start()
                 if not config.uses_chatui_tokens and getattr(backend, "has_chat_template", True) is False:
@@ -133,7 +182,6 @@ class Models:
                         f"the model {config.name!r} has no chat template of its own: set user_message_token, "
                         "assistant_message_token and message_end_token in its configuration"
                     )
-            self.runtimes[config.name] = ModelRuntime(config, backends)
             log.info("model %s ready (%s)", config.name, ", ".join(type(b).__name__ for b in backends))
 
     async def close(self) -> None:

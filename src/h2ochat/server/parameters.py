@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["Parameters", "check_parameters", "merge_parameters"]
+__all__ = ["Parameters", "check_parameters", "merge_parameters", "request_parameters"]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -66,3 +67,11 @@ def merge_parameters(defaults: Parameters, raw: Any, *, ceiling: int) -> Paramet
         raise ValueError(f"parameters must be an object, got {type(raw).__name__}")
     merged = {**msgspec.to_builtins(defaults), **{k: v for k, v in (raw or {}).items() if v is not None}}
     return check_parameters(merged, ceiling=ceiling)
+
+
+def request_parameters(defaults: Parameters, raw: Any, *, ceiling: int) -> Parameters:
+    """A request's parameters, merged and checked; sampling gets a seed, so that the answer can report it."""
+    parameters = merge_parameters(defaults, raw, ceiling=ceiling)
+    if parameters.do_sample and parameters.seed is None:
+        parameters = msgspec.structs.replace(parameters, seed=random.getrandbits(32))
+    return parameters

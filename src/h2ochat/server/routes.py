@@ -20,11 +20,22 @@ from aiohttp import web
 from h2ochat.protocol.tgi import MessageRequest
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
-from h2ochat.server.parameters import merge_parameters
+from h2ochat.server.parameters import request_parameters
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import EventWriter, Outcome, relay
 
-__all__ = ["CONFIG", "LIMITER", "MODELS", "SESSION", "STORE", "ApiError", "RateLimiter", "json_response", "routes"]
+__all__ = [
+    "CONFIG",
+    "LIMITER",
+    "MODELS",
+    "SESSION",
+    "STORE",
+    "ApiError",
+    "RateLimiter",
+    "describe_http_error",
+    "json_response",
+    "routes",
+]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -37,14 +48,26 @@ routes = web.RouteTableDef()
 
 
 class ApiError(Exception):
-    """A refusal: HTTP status and a message for the client (under ``key``: message, or error for gates)."""
+    """A refusal: HTTP status and a message for the client (under ``key``: message, or error for gates).
 
-    def __init__(self, status: int, message: str, *, key: str = "message", headers: dict[str, str] | None = None):
+    ``body`` replaces the whole JSON body, for the APIs with an error shape of their own (OpenAI, TGI).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        key: str = "message",
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.key = key
         self.headers = headers
+        self.body = body if body is not None else {key: message}
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -96,6 +119,18 @@ def decode_body(raw: bytes, kind: type[Any]) -> Any:
         raise ApiError(400, f"Invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"The request body must be JSON: {exc}") from None
+
+
+def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
+    """What aiohttp's own refusals (no route, wrong method, body too large) mean, in words."""
+    if isinstance(exc, web.HTTPNotFound):
+        return f"No such endpoint: {request.method} {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"The request body is too large; this server accepts at most {request.app[CONFIG].max_body_bytes} bytes"
+    return exc.reason or exc.text or f"HTTP {exc.status}"
 
 
 def unknown_model(name: object, models: Models) -> ApiError:
@@ -172,11 +207,9 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         )
     app[LIMITER].check(request[SESSION])
     try:
-        parameters = merge_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
+        parameters = request_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    if parameters.do_sample and parameters.seed is None:
-        parameters = msgspec.structs.replace(parameters, seed=int.from_bytes(uuid.uuid4().bytes[:4], "big"))
     store = app[STORE]
     history = await store.messages(conversation.id)
     replace_from = _retry_position(history, options.id, options.is_retry)

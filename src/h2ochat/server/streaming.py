@@ -1,4 +1,4 @@
-"""Relaying a generation to the client as a TGI event stream (PROTOCOL.md section 4).
+"""An answer in progress (:class:`Answer`), and relaying it as a TGI event stream (PROTOCOL.md section 4).
 
 One event per token; the last carries ``generated_text`` (and ``details``
 when asked). A comment keeps an idle stream alive. Errors, stops and
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stre
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
 from h2ochat.server.generation import Generation, ModelRuntime, produce
 
-__all__ = ["EventWriter", "Outcome", "relay"]
+__all__ = ["Answer", "EventWriter", "Interrupted", "Outcome", "relay", "stop_sequence"]
 
 _KEEPALIVE = encode_comment()
 
@@ -72,6 +73,76 @@ def stop_sequence(stops: list[str], text: str, added: int) -> bool:
     return any(stop in text[-(len(stop) + added - 1) :] for stop in stops) if stops and added else False
 
 
+class Interrupted(Exception):
+    """The answer was stopped before its end (stop-generating, shutdown, the client left); the message says why."""
+
+
+class Answer:
+    """One answer: the model's tokens, with the request's stop sequences and max_new_tokens applied.
+
+    Iterate ``tokens()`` once. ``text`` and ``count`` grow as it goes; the last
+    token comes with ``finish_reason`` set. A model failure raises
+    :class:`BackendError`, a stopped generation :class:`Interrupted`. Every
+    API (chat-ui, TGI, OpenAI) formats an answer from this one loop.
+    """
+
+    def __init__(self, runtime: ModelRuntime, request: GenerationRequest, generation: Generation) -> None:
+        self.runtime = runtime
+        self.request = request
+        self.generation = generation
+        self.text = ""
+        self.count = 0
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """The seed to report: the request's, when it samples."""
+        parameters = self.request.parameters
+        return parameters.seed if parameters.do_sample else None
+
+    async def tokens(self) -> AsyncGenerator[GeneratedToken, None]:
+        generation = self.generation
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        generation.on_stop(lambda: queue.put_nowait(generation))
+        producer = asyncio.ensure_future(produce(self.runtime, self.request, queue))
+        try:
+            while self.finish_reason is None:
+                item = await queue.get()
+                if item is generation or generation.stop_reason is not None:
+                    raise Interrupted(generation.stop_reason or "stopped")
+                if item is None:
+                    raise BackendError("the model stopped without saying why (no finish reason)")
+                if isinstance(item, BackendError):
+                    raise item
+                assert isinstance(item, GeneratedToken)
+                self._add(item)
+                yield item
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    def _add(self, token: GeneratedToken) -> None:
+        parameters = self.request.parameters
+        self.count += 1
+        if not token.special:
+            self.text += token.text
+        finish = token.finish_reason
+        if finish is None and stop_sequence(parameters.stop, self.text, len(token.text)):
+            finish = "stop_sequence"
+        if finish is None and parameters.max_new_tokens is not None and self.count >= parameters.max_new_tokens:
+            finish = "length"
+        self.finish_reason = finish
+        if token.prompt_tokens is not None:
+            self.prompt_tokens = token.prompt_tokens
+
+    def outcome(self, interruption: str | None = None) -> Outcome:
+        if interruption is not None:
+            return Outcome(self.text, self.count, interruption=interruption)
+        return Outcome(self.text, self.count, finish_reason=self.finish_reason)
+
+
 async def relay(
     writer: EventWriter,
     runtime: ModelRuntime,
@@ -79,59 +150,39 @@ async def relay(
     generation: Generation,
     prefix: str = "",
 ) -> Outcome:
-    """Generate and write the answer; always returns how it ended, never raises for the client."""
+    """Generate and write the answer as TGI events; always returns how it ended, never raises for the client."""
     parameters = request.parameters
-    queue: asyncio.Queue[object] = asyncio.Queue()
-    generation.on_stop(lambda: queue.put_nowait(generation))
-    producer = asyncio.ensure_future(produce(runtime, request, queue))
-    text = ""
-    count = 0
-    limit = parameters.max_new_tokens
+    answer = Answer(runtime, request, generation)
     try:
-        while True:
-            item = await queue.get()
-            if item is generation or generation.stop_reason is not None:
-                return await _interrupt(writer, text, count, generation.stop_reason or "stopped")
-            if item is None:
-                error = BackendError("the model stopped without saying why (no finish reason)")
-                return await _fail(writer, text, count, error)
-            if isinstance(item, BackendError):
-                return await _fail(writer, text, count, item)
-            assert isinstance(item, GeneratedToken)
-            count += 1
-            if not item.special:
-                text += item.text
-            finish = item.finish_reason
-            if finish is None and stop_sequence(parameters.stop, text, len(item.text)):
-                finish = "stop_sequence"
-            if finish is None and limit is not None and count >= limit:
-                finish = "length"
-            token = Token(item.id, item.text, item.logprob, item.special)
-            if finish is None:
-                await writer.write(encode_stream_event(token))
-                continue
-            details = Details(finish, count, parameters.seed if parameters.do_sample else None)
-            full = prefix + text if parameters.return_full_text else text
-            await writer.finish(encode_stream_event(token, full, details if parameters.details else None))
-            return Outcome(text, count, finish_reason=finish)
+        async with contextlib.aclosing(answer.tokens()) as tokens:
+            async for item in tokens:
+                token = Token(item.id, item.text, item.logprob, item.special)
+                if answer.finish_reason is None:
+                    await writer.write(encode_stream_event(token))
+                    continue
+                details = Details(answer.finish_reason, answer.count, answer.seed)
+                full = prefix + answer.text if parameters.return_full_text else answer.text
+                await writer.finish(encode_stream_event(token, full, details if parameters.details else None))
+        return answer.outcome()
+    except Interrupted as exc:
+        return await _interrupt(writer, answer, str(exc))
+    except BackendError as exc:
+        return await _fail(writer, answer, exc)
     except ConnectionError:
         generation.stop("client disconnected")
-        return Outcome(text, count, interruption="client disconnected")
+        return answer.outcome("client disconnected")
     finally:
         writer.close()
-        producer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer
 
 
-async def _interrupt(writer: EventWriter, text: str, count: int, reason: str) -> Outcome:
+async def _interrupt(writer: EventWriter, answer: Answer, reason: str) -> Outcome:
     if reason != "client disconnected":
         with contextlib.suppress(ConnectionError):
             await writer.finish(encode_error_event(f"generation stopped: {reason}", "incomplete_generation"))
-    return Outcome(text, count, interruption=reason)
+    return answer.outcome(reason)
 
 
-async def _fail(writer: EventWriter, text: str, count: int, error: BackendError) -> Outcome:
+async def _fail(writer: EventWriter, answer: Answer, error: BackendError) -> Outcome:
     with contextlib.suppress(ConnectionError):
         await writer.finish(encode_error_event(str(error), error.error_type))
-    return Outcome(text, count, interruption=f"error: {error}")
+    return answer.outcome(f"error: {error}")

@@ -5,6 +5,11 @@ iterator of :class:`GeneratedToken`, the last of which carries the finish
 reason. Closing the iterator early (``aclose()``) must stop the generation
 within a token or two; that is how a vanished client or stop-generating
 reaches the model.
+
+    BackendError              a generation failed (error_type: the TGI error type)
+    ├── InputTooLong          the prompt does not fit the context (validation)
+    └── EndpointUnavailable   an upstream could not take the request, before any token:
+                              another endpoint of the model may (connection refused, 5xx, 429, timeout)
 """
 
 from __future__ import annotations
@@ -13,10 +18,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from h2ochat.server.config import Endpoint, FixedEndpoint, LlamaEndpoint
+from h2ochat.server.config import Endpoint, FixedEndpoint, LlamaEndpoint, ModelConfig, OpenAIEndpoint, TgiEndpoint
 from h2ochat.server.parameters import Parameters
 
-__all__ = ["Backend", "BackendError", "GeneratedToken", "GenerationRequest", "InputTooLong", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "EndpointUnavailable",
+    "GeneratedToken",
+    "GenerationRequest",
+    "InputTooLong",
+    "create_backend",
+]
 
 
 class GeneratedToken(NamedTuple):
@@ -25,14 +38,16 @@ class GeneratedToken(NamedTuple):
     logprob: float | None = None
     special: bool = False
     finish_reason: str | None = None  # set on the last token: length, eos_token or stop_sequence
+    prompt_tokens: int | None = None  # the prompt's length in tokens, when the backend knows it
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     """What to generate: the chat so far, and the prompt if the model uses chat-ui tokens.
 
-    ``prompt`` is None when the model's own chat template applies; the backend
-    renders ``messages`` with it then.
+    ``messages`` starts with the model's preprompt as a system message (when it
+    has one). ``prompt`` is None when the model's own chat template applies; the
+    backend renders ``messages`` with it then.
     """
 
     messages: list[dict[str, str]]
@@ -45,11 +60,20 @@ class BackendError(Exception):
 
     error_type = "generation"
 
+    def __init__(self, message: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        if error_type is not None:
+            self.error_type = error_type
+
 
 class InputTooLong(BackendError):
     """The prompt does not fit the model's context."""
 
     error_type = "validation"
+
+
+class EndpointUnavailable(BackendError):
+    """An upstream endpoint could not take the request; raised only before the first token."""
 
 
 class Backend(Protocol):
@@ -63,7 +87,8 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]: ...
 
 
-def create_backend(endpoint: Endpoint) -> Backend:
+def create_backend(endpoint: Endpoint, model: ModelConfig) -> Backend:
+    """The backend for one of ``model``'s endpoints; a ``ConfigError`` if the two do not fit."""
     if isinstance(endpoint, LlamaEndpoint):
         from h2ochat.server.backends.llama import LlamaBackend
 
@@ -72,4 +97,12 @@ def create_backend(endpoint: Endpoint) -> Backend:
         from h2ochat.server.backends.fixed import FixedBackend
 
         return FixedBackend(endpoint)
+    if isinstance(endpoint, TgiEndpoint):
+        from h2ochat.server.backends.tgi import TgiBackend
+
+        return TgiBackend(endpoint, model)
+    if isinstance(endpoint, OpenAIEndpoint):
+        from h2ochat.server.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(endpoint, model)
     raise TypeError(f"no backend for endpoint type {type(endpoint).__name__}")

@@ -42,13 +42,18 @@ class FixedBackend:
         text = request.messages[-1]["content"] if endpoint.echo else endpoint.text
         pieces = split_words(text)
         budget = request.parameters.max_new_tokens or len(pieces) + 1
+        # "Tokens" are words here too, so that usage counts can be checked.
+        prompt = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages)
+        prompt_tokens = len(split_words(prompt))
         if endpoint.first_token_delay:
             await asyncio.sleep(endpoint.first_token_delay)
         for index, piece in enumerate(pieces[:budget], start=1):
             if endpoint.fail_after is not None and index > endpoint.fail_after:
                 raise BackendError(f"the fixed backend failed on purpose after {endpoint.fail_after} tokens")
-            yield GeneratedToken(index, piece, finish_reason="length" if index == budget else None)
+            if index == budget:
+                yield GeneratedToken(index, piece, finish_reason="length", prompt_tokens=prompt_tokens)
+                return
+            yield GeneratedToken(index, piece, prompt_tokens=prompt_tokens)
             if endpoint.delay:
                 await asyncio.sleep(endpoint.delay)
-        if budget > len(pieces):
-            yield EOS
+        yield EOS._replace(prompt_tokens=prompt_tokens)

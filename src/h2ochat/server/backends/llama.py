@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import importlib.util
 import random
 import threading
@@ -23,7 +24,7 @@ from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequ
 from h2ochat.server.config import ConfigError, LlamaEndpoint
 from h2ochat.server.parameters import Parameters
 
-__all__ = ["LlamaBackend", "embedded_gguf", "load_llama", "sampling_arguments"]
+__all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llama", "sampling_arguments"]
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _END = object()
@@ -44,21 +45,16 @@ def embedded_gguf() -> str:
     return str(path)
 
 
-def load_llama(
-    path: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0, extra_buffers: bool = False
-) -> Any:
-    """Load a GGUF file with llama-cpp-python, without its log output.
+@contextlib.contextmanager
+def extra_buffers_disabled() -> Iterator[None]:
+    """Turn llama.cpp's ``use_extra_bufts`` off for the models loaded inside the block.
 
-    llama-cpp-python has no argument for llama.cpp's ``use_extra_bufts``; its
-    AMX path crashed (SIGSEGV in llama_decode) on the machines this was built
-    on, so unless asked for, the default model parameters are wrapped to turn
-    it off while this one model loads.
+    llama-cpp-python has no argument for it; its AMX path crashed (SIGSEGV in
+    llama_decode) on the machines this was built on. So the default model
+    parameters, which ``Llama`` reads from this module attribute, are wrapped.
     """
-    try:
-        import llama_cpp
-        import llama_cpp.llama_cpp as low_level
-    except ImportError:
-        raise ConfigError("llama-cpp-python is not installed: pip install 'h2ochat[local]'") from None
+    import llama_cpp.llama_cpp as low_level
+
     original = getattr(low_level, "llama_model_default_params")  # noqa: B009 - swapped below
 
     def without_extra_buffers() -> Any:
@@ -68,16 +64,29 @@ def load_llama(
         return params
 
     with _load_lock:
-        if not extra_buffers:
-            setattr(low_level, "llama_model_default_params", without_extra_buffers)  # noqa: B010
+        setattr(low_level, "llama_model_default_params", without_extra_buffers)  # noqa: B010
+        try:
+            yield
+        finally:
+            setattr(low_level, "llama_model_default_params", original)  # noqa: B010
+
+
+def load_llama(
+    path: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0, extra_buffers: bool = False
+) -> Any:
+    """Load a GGUF file with llama-cpp-python, without its log output (and without llama.cpp's
+    extra buffer types unless ``extra_buffers``: see :func:`extra_buffers_disabled`)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ConfigError("llama-cpp-python is not installed: pip install 'h2ochat[local]'") from None
+    with contextlib.nullcontext() if extra_buffers else extra_buffers_disabled():
         try:
             return llama_cpp.Llama(
                 model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=False
             )
         except ValueError as exc:
             raise ConfigError(f"could not load the GGUF file {path}: {exc}") from None
-        finally:
-            setattr(low_level, "llama_model_default_params", original)  # noqa: B010
 
 
 def sampling_arguments(parameters: Parameters) -> dict[str, Any]:
@@ -214,10 +223,10 @@ class LlamaBackend:
                 return
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 text = llama.detokenize([token], special=True).decode("utf-8", "replace")
-                yield GeneratedToken(token, text, None, True, "eos_token")
+                yield GeneratedToken(token, text, None, True, "eos_token", len(prompt))
                 return
             text = decoder.decode(llama.detokenize([token]))
             if count >= budget:
-                yield GeneratedToken(token, text + decoder.decode(b"", final=True), None, False, "length")
+                yield GeneratedToken(token, text + decoder.decode(b"", final=True), None, False, "length", len(prompt))
                 return
-            yield GeneratedToken(token, text)
+            yield GeneratedToken(token, text, prompt_tokens=len(prompt))

@@ -1,0 +1,274 @@
+"""The OpenAI-compatible API: ``GET /v1/models`` and ``POST /v1/chat/completions``, streamed or not.
+
+The messages reach the model the way the chat endpoint's do (``build_request``,
+``ModelRuntime.generate``, the same :class:`Answer` loop); nothing is stored.
+The options map to TGI parameters as :mod:`h2ochat.protocol.openai` says, and
+the answer leaves out its stop sequence, as OpenAI's does.
+
+With ``ServerConfig.api_key`` set, every ``/v1`` request needs
+``Authorization: Bearer <key>``. Errors have OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``; once a stream has begun,
+an error is its last event, in the same shape (the openai SDK raises it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from h2ochat.protocol.openai import (
+    OPTIONS,
+    ChatCompletionChunk,
+    CompletionBuilder,
+    Delta,
+    StopTrimmer,
+    Usage,
+    error_body,
+    finish_reason,
+    tgi_parameters,
+)
+from h2ochat.server.backends import BackendError, GenerationRequest
+from h2ochat.server.generation import Generation, ModelRuntime, build_request
+from h2ochat.server.parameters import request_parameters
+from h2ochat.server.routes import CONFIG, MODELS, ApiError, describe_http_error, json_response
+from h2ochat.server.streaming import Answer, EventWriter, Interrupted
+
+__all__ = ["routes", "v1_guard"]
+
+routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# A generation error as an HTTP status, for answers that are not streamed.
+_STATUSES = {"validation": 400, "overloaded": 503, "generation": 500, "incomplete_generation": 500}
+_DONE = b"data: [DONE]\n\n"
+_PARAM = re.compile(r"at `\$\.(\w+)")
+_encoder = msgspec.json.Encoder()
+
+
+def openai_error(status: int, message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return ApiError(status, message, body=error_body(message, kind, param, code))
+
+
+@web.middleware
+async def v1_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API key, and OpenAI's error shape for aiohttp's own refusals, on ``/v1`` paths only."""
+    if not (request.path == "/v1" or request.path.startswith("/v1/")):
+        return await handler(request)
+    key = request.app[CONFIG].api_key
+    if key:  # an empty key (an empty environment variable) means no key
+        sent = request.headers.get("Authorization", "")
+        # compare_digest: the time taken must not tell how much of a guess was right.
+        if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+            what = "No API key provided" if not sent else "Incorrect API key provided"
+            raise openai_error(401, f"{what}: send the header 'Authorization: Bearer <key>'", code="invalid_api_key")
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = openai_error(exc.status, describe_http_error(exc, request))
+        if "Allow" in exc.headers:
+            error.headers = {"Allow": exc.headers["Allow"]}
+        raise error from None
+
+
+# Requests -----------------------------------------------------------------------------------------
+
+
+class _Part(msgspec.Struct):
+    type: str
+    text: str | None = None
+
+
+class _Message(msgspec.Struct):
+    role: str
+    content: str | list[_Part] | None = None
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True):
+    """The body of ``POST /v1/chat/completions``; fields this server does not use are ignored."""
+
+    model: str
+    messages: list[_Message]
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    n: int | None = None
+
+
+def _decode(raw: bytes) -> CompletionRequest:
+    try:
+        return msgspec.json.decode(raw, type=CompletionRequest)
+    except msgspec.ValidationError as exc:
+        match = _PARAM.search(str(exc))
+        raise openai_error(400, f"Invalid request: {exc}", param=match.group(1) if match else None) from None
+    except msgspec.DecodeError as exc:
+        raise openai_error(400, f"The request body must be JSON: {exc}") from None
+
+
+def _messages(body: CompletionRequest, limit: int) -> list[dict[str, str]]:
+    if not body.messages:
+        raise openai_error(400, "messages is empty: send at least one message", param="messages")
+    messages = []
+    for index, message in enumerate(body.messages):
+        role = _ROLES.get(message.role)
+        if role is None:
+            raise openai_error(
+                400, f"messages[{index}].role {message.role!r} is not supported; use system, user or assistant"
+            )
+        messages.append({"role": role, "content": _text(message.content, index)})
+    size = sum(len(message["content"]) for message in messages)
+    if size > limit:
+        raise openai_error(400, f"the messages hold {size} characters; this server accepts at most {limit}")
+    return messages
+
+
+def _text(content: str | list[_Part] | None, index: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if any(part.type != "text" or part.text is None for part in content):
+        raise openai_error(400, f"messages[{index}].content: only text parts are supported", param="messages")
+    return "\n".join(part.text or "" for part in content)
+
+
+def _request(body: CompletionRequest, runtime: ModelRuntime, request: web.Request) -> GenerationRequest:
+    config = request.app[CONFIG]
+    messages = _messages(body, config.max_input_chars)
+    try:
+        raw = tgi_parameters({name: getattr(body, name) for name in OPTIONS})
+        parameters = request_parameters(runtime.defaults, raw, ceiling=config.max_new_tokens_limit)
+    except ValueError as exc:
+        raise openai_error(400, str(exc)) from None
+    return build_request(runtime.config, messages, parameters)
+
+
+# Endpoints ----------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.StreamResponse:
+    return json_response({"object": "list", "data": [_model(name) for name in request.app[MODELS].runtimes]})
+
+
+@routes.get("/v1/models/{model:.+}")
+async def get_model(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["model"]
+    if request.app[MODELS].get(name) is None:
+        raise _unknown_model(name)
+    return json_response(_model(name))
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "h2ochat"}
+
+
+def _unknown_model(name: str) -> ApiError:
+    return openai_error(404, f"The model {name!r} does not exist", param="model", code="model_not_found")
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = _decode(await request.read())
+    models = request.app[MODELS]
+    runtime = models.get(body.model)
+    if runtime is None:
+        raise _unknown_model(body.model)
+    generation_request = _request(body, runtime, request)
+    builder = CompletionBuilder(body.model)
+    with models.track(f"openai-{uuid.uuid4().hex}") as generation:
+        answer = Answer(runtime, generation_request, generation)
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            return await _stream(request, answer, builder, usage)
+        return await _complete(answer, builder)
+
+
+def _event(data: ChatCompletionChunk | dict[str, Any]) -> bytes:
+    return b"data: " + _encoder.encode(data) + b"\n\n"
+
+
+def _usage(answer: Answer) -> Usage:
+    prompt = answer.prompt_tokens or 0  # 0: the backend does not know
+    return Usage(prompt, answer.count, prompt + answer.count)
+
+
+async def _stream(
+    request: web.Request, answer: Answer, builder: CompletionBuilder, include_usage: bool
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    generation = answer.generation
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        return response
+    writer = EventWriter(response, request.app[CONFIG].keepalive_interval, generation)
+    trimmer = StopTrimmer(answer.request.parameters.stop)
+    try:
+        await writer.write(_event(builder.chunk(Delta(role="assistant", content=""))))
+        async with contextlib.aclosing(answer.tokens()) as tokens:
+            async for token in tokens:
+                content = "" if token.special else trimmer.feed(token.text)
+                if answer.finish_reason is not None:
+                    content += trimmer.flush()
+                if content:
+                    await writer.write(_event(builder.chunk(Delta(content=content))))
+        await writer.write(_event(builder.chunk(Delta(), finish_reason(answer.finish_reason))))
+        if include_usage:
+            await writer.write(_event(builder.usage_chunk(_usage(answer))))
+        await writer.finish(_DONE)
+    except (BackendError, Interrupted) as exc:
+        await _end_with_error(writer, generation, exc)
+    except ConnectionError:
+        generation.stop("client disconnected")
+    finally:
+        writer.close()
+    return response
+
+
+async def _end_with_error(writer: EventWriter, generation: Generation, error: Exception) -> None:
+    if generation.stop_reason == "client disconnected":
+        return
+    if isinstance(error, BackendError):
+        body = error_body(str(error), "server_error", code=error.error_type)
+    else:
+        body = error_body(f"generation stopped: {error}", "server_error", code="incomplete_generation")
+    with contextlib.suppress(ConnectionError):
+        await writer.finish(_event(body))
+
+
+async def _complete(answer: Answer, builder: CompletionBuilder) -> web.StreamResponse:
+    trimmer = StopTrimmer(answer.request.parameters.stop)
+    parts: list[str] = []
+    try:
+        async with contextlib.aclosing(answer.tokens()) as tokens:
+            async for token in tokens:
+                if not token.special:
+                    parts.append(trimmer.feed(token.text))
+    except BackendError as exc:
+        raise openai_error(_STATUSES.get(exc.error_type, 500), str(exc), code=exc.error_type) from None
+    except Interrupted as exc:
+        raise openai_error(503, f"generation stopped: {exc}", code="incomplete_generation") from None
+    parts.append(trimmer.flush())
+    return json_response(builder.completion("".join(parts), finish_reason(answer.finish_reason), _usage(answer)))
