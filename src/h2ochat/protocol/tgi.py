@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from h2ochat.protocol.errors import MalformedEvent, error_for_event
+from h2ochat.protocol.errors import H2oChatError, MalformedEvent, error_for_event
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE, EventStreamDecoder
 
 __all__ = [
@@ -45,20 +45,20 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
 FINISH_REASONS = ("length", "eos_token", "stop_sequence")
 
 
-class Token(msgspec.Struct):
+class Token(msgspec.Struct, gc=False):
     id: int
     text: str
     logprob: float | None = None
     special: bool = False
 
 
-class Details(msgspec.Struct):
+class Details(msgspec.Struct, gc=False):
     finish_reason: str
     generated_tokens: int
     seed: int | None = None
 
 
-class StreamEvent(msgspec.Struct):
+class StreamEvent(msgspec.Struct, gc=False):
     """One TGI event: a token, or the last token with the whole text, or an error."""
 
     token: Token | None = None
@@ -124,16 +124,83 @@ class TGIStreamDecoder:
 
     Error events are turned into exceptions here so that every consumer treats
     them alike; ``partial_text`` is filled in by the caller, who knows it.
-    Events are parsed lazily, so an error is raised only after every token
-    that came before it in the same read has been handed out.
+    An error is raised only after every token that came before it in the same
+    read has been handed out.
     """
 
     def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
         self._sse = EventStreamDecoder(max_event_size)
 
     def decode(self, chunk: bytes) -> Iterator[StreamEvent]:
-        for event in self._sse.decode(chunk):
-            yield parse_event(event.data)
+        # The client's hot path.  The usual read holds exactly one token event
+        # (a lone ``data:`` line): msgspec decodes it straight from the bytes,
+        # and no ServerSentEvent, list or generator is made for it.  Anything
+        # unusual takes the general path and gives exactly what it would alone.
+        data = self._sse.lone_data(chunk)
+        if data is None:
+            return self._decode_blocks(chunk)
+        try:
+            event = _event_decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            event = None  # invalid JSON or UTF-8: parse_event says which
+        if event is None or event.error is not None:
+            try:
+                event = parse_event(data.decode("utf-8", "replace"))
+            except H2oChatError as exc:
+                return _raising([], exc)
+        return iter((event,))
+
+    def _decode_blocks(self, chunk: bytes) -> Iterator[StreamEvent]:
+        """Any read: every event it completes, in one pass, with the same shortcut per event."""
+        sse = self._sse
+        try:
+            blocks = sse.blocks(chunk)
+        except H2oChatError as exc:
+            return _raising([], exc)
+        events: list[StreamEvent] = []
+        append = events.append
+        limit = sse.max_event_size
+        for block in blocks:
+            if len(block) > limit:
+                return _raising([], sse.too_large(len(block)))
+            if block[:5] == b"data:" and 10 not in block:
+                try:
+                    event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    event = None
+                if event is not None and event.error is None:
+                    append(event)
+                    continue
+            elif not block:
+                continue
+            text = _event_data(sse, block)
+            if text is None:
+                continue
+            try:
+                append(parse_event(text))
+            except H2oChatError as exc:
+                return self._failed(events, blocks, exc)
+        return iter(events)
+
+    def _failed(self, events: list[StreamEvent], blocks: list[bytes], error: H2oChatError) -> Iterator[StreamEvent]:
+        """The events before ``error``, then ``error``; an oversized block of the same read wins."""
+        sse = self._sse
+        for block in blocks:
+            if len(block) > sse.max_event_size:
+                return _raising([], sse.too_large(len(block)))
+        return _raising(events, error)
+
+
+def _event_data(sse: EventStreamDecoder, block: bytes) -> str | None:
+    if block[:5] == b"data:" and 10 not in block:
+        return (block[6:] if block[5:6] == b" " else block[5:]).decode("utf-8", "replace")
+    event = sse.parse_block(block)
+    return None if event is None else event.data
+
+
+def _raising(events: list[StreamEvent], error: H2oChatError) -> Iterator[StreamEvent]:
+    yield from events
+    raise error
 
 
 def parse_event(data: str) -> StreamEvent:

@@ -1,0 +1,56 @@
+"""The project's own server in a process of its own, for the concurrency and model benchmarks.
+
+Run as ``python -m bench.server --fixed TEXT`` (the deterministic fixed
+backend, one word per token) or ``python -m bench.server --llama`` (the
+default configuration: embedded SmolLM2).  It prints ``{"url": ..., "model": ...}``
+once ready and stops on SIGTERM.  The store is in memory and the welcome
+gate on, as by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from bench.common import announce, raise_fd_limit
+from h2ochat.server import ModelConfig, ServerConfig, start_server
+from h2ochat.server.config import FixedEndpoint
+
+__all__ = ["FIXED_MODEL", "main"]
+
+FIXED_MODEL = "bench/fixed"
+
+
+def config(fixed: str | None) -> ServerConfig:
+    settings = ServerConfig(host="127.0.0.1", port=0, db=":memory:")
+    if fixed is not None:
+        settings.models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed)])]
+    return settings
+
+
+async def _serve(fixed: str | None) -> None:
+    settings = config(fixed)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with start_server(settings) as server:
+        announce(url=server.url, model=settings.models[0].name)
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    backend = parser.add_mutually_exclusive_group(required=True)
+    backend.add_argument("--fixed", metavar="TEXT", help="serve the fixed backend answering TEXT")
+    backend.add_argument("--llama", action="store_true", help="serve the default model (embedded SmolLM2)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    raise_fd_limit(65536)  # a thousand simultaneous connections need more than the usual 1024 descriptors
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.fixed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The benchmarks' code works: each one runs with tiny sizes, and its report prints and saves.
+
+Nothing here is timed or compared; ``python -m bench`` does the measuring.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from bench import concurrency, decode, latency, model, throughput
+from bench.__main__ import parse
+from bench.common import Section
+from bench.report import machine, print_machine, print_section, print_summary, save
+from rich.console import Console
+
+
+def check(section: Section) -> Section:
+    assert section.rows and section.targets
+    assert all(row.stats.samples for row in section.rows)
+    return section
+
+
+def test_every_available_decoder_yields_the_token_texts() -> None:
+    section = check(decode.run(events=200, repeats=1))
+    decoders, missing = decode.available()
+    assert {row.name for row in section.rows} == set(decoders)
+    assert decode.OURS in decoders and len(decoders) + len(missing) == len(decode.DECODERS)
+
+
+def test_throughput_runs_against_the_replay_server() -> None:
+    check(throughput.run(tokens=100, repeats=1, long_answer=0))
+
+
+def test_latency_runs_through_the_delay_proxy() -> None:
+    section = check(latency.run(delay=0.005, repeats=1, pause=0.01))
+    assert {row.case for row in section.rows} >= {"loopback", "through the proxy"}
+
+
+def test_concurrency_runs_against_the_h2ochat_server() -> None:
+    section = check(concurrency.run(conversations=5, repeats=1))
+    assert section.row("5 conversations", "completed").stats.median == 5
+
+
+@pytest.mark.model
+def test_model_runs_both_sides() -> None:
+    check(model.run(max_new_tokens=4, repeats=1))
+
+
+def test_report_prints_and_saves(tmp_path: Path) -> None:
+    section = decode.run(events=50, repeats=2)
+    console = Console(file=io.StringIO(), width=150)
+    info = machine()
+    print_machine(console, info)
+    print_section(console, section)
+    print_summary(console, [section])
+    assert "Decoding cost per event" in console.file.getvalue()  # type: ignore[attr-defined]
+    path = save(tmp_path, info, [section], quick=True, seconds=1.0)
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert saved["benchmarks"]["decode"]["rows"][0]["median"] > 0
+    assert (tmp_path / "latest-quick.json").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+def test_command_line_options() -> None:
+    assert parse(["--quick", "--only", "decode,latency"]).names == ["decode", "latency"]
+    with pytest.raises(SystemExit):
+        parse(["--only", "nonsense"])
