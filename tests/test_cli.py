@@ -173,7 +173,7 @@ def test_chat_in_a_terminal(tmp_path: Path) -> None:
         child.expect(PROMPT)
         child.sendline("Write a very long story about a dragon.")
         child.expect("Thinking")
-        time.sleep(1.5)  # well into an answer that takes about ten seconds
+        child.expect(r"\b[Tt]he\b", timeout=60)  # the story has begun streaming (it takes about 10 s)
         child.sendintr()
         child.expect("stopped")
         child.expect(PROMPT)

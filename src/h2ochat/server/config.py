@@ -92,6 +92,9 @@ class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     gguf: str | None = None
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Threads for reading the prompt (llama-cpp-python's default: every core). On a busy
+    # machine, the same as n_threads keeps prompt times steady.
+    n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
     n_gpu_layers: int = 0
     # llama.cpp's extra CPU buffer types (AMX/repacked weights) crash on some
     # machines (seen: a Xeon with AMX under a hypervisor), so they are opt-in.

@@ -72,7 +72,13 @@ def extra_buffers_disabled() -> Iterator[None]:
 
 
 def load_llama(
-    path: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0, extra_buffers: bool = False
+    path: str,
+    *,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    n_threads_batch: int | None = None,
+    n_gpu_layers: int = 0,
+    extra_buffers: bool = False,
 ) -> Any:
     """Load a GGUF file with llama-cpp-python, without its log output (and without llama.cpp's
     extra buffer types unless ``extra_buffers``: see :func:`extra_buffers_disabled`)."""
@@ -83,7 +89,12 @@ def load_llama(
     with contextlib.nullcontext() if extra_buffers else extra_buffers_disabled():
         try:
             return llama_cpp.Llama(
-                model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=False
+                model_path=path,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
             )
         except ValueError as exc:
             raise ConfigError(f"could not load the GGUF file {path}: {exc}") from None
@@ -129,6 +140,7 @@ class LlamaBackend:
                 path,
                 n_ctx=self.endpoint.n_ctx,
                 n_threads=self.endpoint.n_threads,
+                n_threads_batch=self.endpoint.n_threads_batch,
                 n_gpu_layers=self.endpoint.n_gpu_layers,
                 extra_buffers=self.endpoint.extra_buffers,
             ),
