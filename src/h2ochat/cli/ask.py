@@ -14,7 +14,7 @@ from rich.table import Table
 from h2ochat.cli.common import connect, fail, parse_parameters, run, stderr, stdin_text
 from h2ochat.protocol.prompt import Message
 
-__all__ = ["Spinner", "ask", "models", "server_options"]
+__all__ = ["Spinner", "ask", "generation_options", "models", "server_options"]
 
 
 def server_options(function: Any) -> Any:
@@ -30,18 +30,23 @@ def server_options(function: Any) -> Any:
     return click.option("--debug", is_flag=True, help="Show tracebacks of errors.")(function)
 
 
+def generation_options(function: Any) -> Any:
+    """--model, --system and -p, shared by ask and chat."""
+    function = click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Generation parameter, repeatable; values are JSON where possible (-p temperature=0.2).",
+    )(function)
+    function = click.option("-s", "--system", help="A system message sent before the conversation.")(function)
+    return click.option("-m", "--model", help="Model to use (default: the server's first model).")(function)
+
+
 @click.command()
 @click.argument("question", required=False)
-@click.option("-m", "--model", help="Model to ask (default: the server's first model).")
-@click.option("-s", "--system", help="A system message sent before the question.")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Generation parameter, repeatable; values are JSON where possible (-p temperature=0.2).",
-)
+@generation_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, finish reason, tokens, timings.")
 @click.option("--no-stream", is_flag=True, help="Print the answer once it is complete.")
 @server_options

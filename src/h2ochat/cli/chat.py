@@ -22,7 +22,7 @@ from rich.markdown import Markdown
 from rich.spinner import Spinner
 from rich.text import Text
 
-from h2ochat.cli.ask import server_options
+from h2ochat.cli.ask import generation_options, server_options
 from h2ochat.cli.common import Connection, connect, parse_parameters, run
 from h2ochat.protocol.errors import H2oChatError
 from h2ochat.protocol.prompt import Message
@@ -39,16 +39,7 @@ Enter sends; Alt-Enter (or Esc then Enter) adds a line. Ctrl-C stops an answer."
 
 
 @click.command()
-@click.option("-m", "--model", help="Model to talk to (default: the server's first model).")
-@click.option("-s", "--system", help="A system message for the conversation.")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Generation parameter, repeatable; values are JSON where possible.",
-)
+@generation_options
 @server_options
 def chat(
     model: str | None, system: str | None, params: tuple[str, ...], url: str | None, proxy: str | None, debug: bool
