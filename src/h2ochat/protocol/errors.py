@@ -210,7 +210,7 @@ def body_excerpt(body: bytes, content_type: str = "") -> str:
     if "json" in content_type or body.lstrip()[:1] in (b"{", b"["):
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
             pass
         else:
             if isinstance(payload, dict):
@@ -229,6 +229,8 @@ def body_excerpt(body: bytes, content_type: str = "") -> str:
 
 def _shorten(text: str) -> str:
     text = _SPACE.sub(" ", text).strip()
+    if not text:  # only whitespace, to str (b"\x1c" and U+2028 are, though bytes.strip() keeps them)
+        return "(empty body)"
     return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
 
 
@@ -237,7 +239,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone accepts "²", which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

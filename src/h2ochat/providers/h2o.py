@@ -147,11 +147,19 @@ class H2oSession:
         for task in self._settings.values():
             task.cancel()
         # Conversation creations and deletes still running; a finished creation
-        # schedules its delete before gather() returns, hence the loop.
+        # schedules its delete before gather() returns, hence the loop. Shielded: a
+        # cancellation here (a second one, or a timeout around the caller) must not
+        # cancel the deletes nor leave the connections open; it is raised afterwards.
+        cancelled: asyncio.CancelledError | None = None
         while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            try:
+                await asyncio.shield(asyncio.gather(*self._background, return_exceptions=True))
+            except asyncio.CancelledError as exc:
+                cancelled = exc
         if self._http is not None:
             await self._http.close()
+        if cancelled is not None:
+            raise cancelled
 
     def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
         """Stream the answer to ``messages``; keyword arguments are generation parameters."""
@@ -174,7 +182,10 @@ class H2oSession:
     async def models(self) -> list[dict[str, Any]]:
         """The models the server offers (``GET /api/models``, an h2ochat server extension)."""
         _, body = await self._request("request", "GET", "/api/models")
-        models = msgspec.json.decode(body)
+        try:
+            models = msgspec.json.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            models = None
         if not isinstance(models, list):
             raise ProtocolError(f"GET {self.root}/api/models did not answer a list of models")
         return models
@@ -260,7 +271,9 @@ class H2oSession:
         _, body = await self._request("conversation", "POST", "/conversation", content=_encode({"model": model}))
         try:
             conversation = msgspec.json.decode(body)["conversationId"]
-        except (msgspec.DecodeError, KeyError, TypeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string, and
+            # RecursionError for absurdly nested JSON: both are just a bad answer here.
             conversation = None
         if not isinstance(conversation, str) or not conversation:
             raise ProtocolError(
@@ -405,16 +418,37 @@ class H2oSession:
                 connector=self.proxy.connector(limit=self._max_connections),
                 cookie_jar=jar,
                 headers={"User-Agent": _user_agent(), **self._headers},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.connect),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._handshake_limit(), sock_connect=self.timeout.connect
+                ),
                 trust_env=False,  # proxies from the environment are resolved by proxy_from_env
             )
         return self._http
 
+    def _handshake_limit(self) -> float | None:
+        """aiohttp's ``connect`` limit, set only for an https:// server behind an HTTP proxy.
+
+        There, ``sock_connect`` bounds the TCP connection to the proxy but not the proxy's
+        answer to CONNECT, which aiohttp waits for without any limit: a proxy that accepts
+        and never answers would hang the call. aiohttp's ``connect`` limit covers it, and
+        also the wait for a free pooled connection, which is why it is not set elsewhere.
+        """
+        if self.proxy.http_proxy and URL(self.root).scheme == "https":
+            return self.timeout.connect
+        return None
+
     def _step_limits(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.connect, sock_read=self.timeout.read)
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self._handshake_limit(),
+            sock_connect=self.timeout.connect,
+            sock_read=self.timeout.read,
+        )
 
     def _stream_limits(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.connect, sock_read=None)
+        return aiohttp.ClientTimeout(
+            total=None, connect=self._handshake_limit(), sock_connect=self.timeout.connect, sock_read=None
+        )
 
     async def _request(
         self,
@@ -445,14 +479,7 @@ class H2oSession:
                 if response.status in ok:
                     log.debug("%s %s -> %s", method, redact(url), response.status)
                     return response.status, body
-                error: H2oChatError = error_for_status(
-                    step,
-                    response.status,
-                    url,
-                    body,
-                    response.headers.get("Content-Type", ""),
-                    response.headers.get("Retry-After"),
-                )
+                error = self._status_error(step, response, url, body)
                 retryable = response.status in _RETRY_STATUSES
             except (ConnectError, ConnectTimeout, ReadError, ReadTimeout) as exc:
                 error, retryable = exc, not isinstance(exc, ProxyError)
@@ -469,10 +496,22 @@ class H2oSession:
         except aiohttp.ClientError:
             body = b""
         response.release()
-        raise error_for_status(
+        raise self._status_error(step, response, str(response.url), body)
+
+    def _status_error(self, step: str, response: aiohttp.ClientResponse, url: str, body: bytes) -> H2oChatError:
+        if response.status == 407 and self.proxy.url:
+            # Through an HTTP proxy, a plain http:// request is forwarded rather than tunnelled, so the
+            # proxy's refusal arrives as an ordinary answer; it is still the proxy wanting credentials.
+            error: H2oChatError = ProxyError(
+                f"the proxy {redact(self.proxy.url)} wants credentials (HTTP 407, {step} step, {url}): "
+                "put user:password@ in the proxy URL"
+            )
+            error.step, error.url = step, url
+            return error
+        return error_for_status(
             step,
             response.status,
-            str(response.url),
+            url,
             body,
             response.headers.get("Content-Type", ""),
             response.headers.get("Retry-After"),

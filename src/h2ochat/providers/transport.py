@@ -27,7 +27,6 @@ from h2ochat.protocol.errors import (
     ProxyError,
     ReadError,
     ReadTimeout,
-    TimeoutException,
 )
 
 if sys.version_info >= (3, 11):
@@ -223,7 +222,7 @@ def _map(exc: Exception, step: str, url: str, proxy: Proxy, phase: str) -> H2oCh
     ):
         return ConnectTimeout(f"timed out connecting{via} ({where})")
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        return ReadTimeout(f"timed out waiting for the server ({where})")
+        return ReadTimeout(f"timed out waiting for the server{via} ({where})")
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError, ssl.SSLError)):
         return ConnectError(f"TLS failed{via} ({where}): {detail}")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -241,4 +240,5 @@ def _socks_error(exc: Exception) -> type[H2oChatError] | None:
     module = type(exc).__module__ or ""
     if not module.startswith(("python_socks", "aiohttp_socks")):
         return None
-    return TimeoutException if "Timeout" in type(exc).__name__ else ProxyError
+    # A SOCKS handshake that times out is still the connection being opened.
+    return ConnectTimeout if "Timeout" in type(exc).__name__ else ProxyError

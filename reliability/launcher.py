@@ -1,0 +1,28 @@
+"""``python -m reliability.launcher CONFIG.toml [PORT]``: the server in a process of its own.
+
+It reads the TOML file (README.md's format), prints the URL it serves on one
+line of stdout once it listens, and runs until SIGINT or SIGTERM, exactly as
+``h2ochat serve`` does (the same :func:`h2ochat.server.serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from h2ochat.server import load_config, serve
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> None:
+    config = load_config(argv[0])
+    if len(argv) > 1:
+        config.port = int(argv[1])  # a restart comes back on the port the clients know
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(serve(config, ready=lambda url: print(url, flush=True)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
