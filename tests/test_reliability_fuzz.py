@@ -272,11 +272,6 @@ def test_any_json_event_is_a_stream_event_or_a_typed_error(value: Any) -> None:
         list(TGIStreamDecoder().decode(stream))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decoder bug (protocol/tgi.py): JSON nested deeper than ~1000 levels in an event raises "
-    "RecursionError from msgspec instead of MalformedEvent",
-)
 @pytest.mark.parametrize(
     "event",
     [
@@ -291,11 +286,6 @@ def test_deeply_nested_json_in_an_event_is_a_malformed_event(event: bytes) -> No
         list(TGIStreamDecoder().decode(b"data:" + event + b"\n\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decoder bug (protocol/tgi.py, sse.py): tokens that precede an oversized event in the same "
-    "read are dropped, so what a client receives before EventTooLarge depends on read boundaries",
-)
 def test_tokens_before_an_oversized_event_do_not_depend_on_read_boundaries() -> None:
     stream = encode_stream_event(Token(1, "Hello")) + encode_event("x" * 5000)
 

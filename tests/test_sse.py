@@ -183,6 +183,17 @@ def test_event_over_limit_is_a_clear_error(chunked: bool) -> None:
             decoder.decode(stream)
 
 
+def test_events_before_an_oversized_one_come_first_then_the_error() -> None:
+    decoder = EventStreamDecoder(max_event_size=100)
+    assert [e.data for e in decoder.decode(b"data:a\n\ndata:" + b"x" * 200 + b"\n\n")] == ["a"]
+    with pytest.raises(EventTooLarge):
+        decoder.decode(b"data:b\n\n")
+    unfinished = EventStreamDecoder(max_event_size=100)
+    assert [e.data for e in unfinished.decode(b"data:a\n\ndata:" + b"x" * 200)] == ["a"]
+    with pytest.raises(EventTooLarge):
+        unfinished.flush()
+
+
 def test_many_blank_lines_between_events() -> None:
     stream = b"data:a\n\n\n\n\ndata:b\n\n\n"
     assert decode_all(stream) == [("message", "a", ""), ("message", "b", "")]

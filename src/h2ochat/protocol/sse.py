@@ -14,7 +14,6 @@ what keeps decoding near a microsecond per event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn
 
 from h2ochat.protocol.errors import EventTooLarge
 
@@ -60,6 +59,8 @@ class EventStreamDecoder:
         self._bom_checked = False
         self._last_id = ""
         self._retry: int | None = None
+        self._deferred: EventTooLarge | None = None  # raised by the next call, after the events before it
+        self.overflow = 0  # see blocks()
 
     @property
     def last_event_id(self) -> str:
@@ -71,15 +72,21 @@ class EventStreamDecoder:
         return self._pending > 0 and any(piece.strip(b"\n") for piece in self._pieces)
 
     def decode(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events ``chunk`` completes.
+
+        Errors keep stream order: when an event passes the size limit, the events
+        before it are returned first and the error is raised by the next call.
+        """
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
         events: list[ServerSentEvent] = []
         blocks = self.blocks(chunk)
-        if not blocks:
-            return events
         append = events.append
         last_id = self._last_id
         for block in blocks:
             if len(block) > self.max_event_size:
-                self._raise_too_large(len(block))
+                return self._fail(events, self.too_large(len(block)))
             if block[:5] == b"data:" and 10 not in block:
                 value = block[6:] if block[5:6] == b" " else block[5:]
                 append(ServerSentEvent(value.decode("utf-8", "replace"), "message", last_id, self._retry))
@@ -88,6 +95,14 @@ class EventStreamDecoder:
                 last_id = self._last_id
                 if event is not None:
                     append(event)
+        if self.overflow:
+            return self._fail(events, self.too_large(self.overflow))
+        return events
+
+    def _fail(self, events: list[ServerSentEvent], error: EventTooLarge) -> list[ServerSentEvent]:
+        if not events:
+            raise error
+        self._deferred = error
         return events
 
     def lone_data(self, chunk: bytes) -> bytes | None:
@@ -115,8 +130,12 @@ class EventStreamDecoder:
         ``chunk`` completes, empty ones included, not yet checked against ``max_event_size``.
 
         For decoders built on this one (the TGI decoder) that want the bytes
-        of each event rather than :class:`ServerSentEvent` objects.
+        of each event rather than :class:`ServerSentEvent` objects.  When the
+        unfinished event left over passes the size limit, it is dropped and
+        ``overflow`` holds its size: the caller raises :meth:`too_large` once it
+        has handed out the complete events before it.
         """
+        self.overflow = 0
         if not self._bom_checked:
             chunk = self._strip_bom(chunk)
         elif not self._pieces and not self._skip_lf and chunk[-2:] == b"\n\n" and 13 not in chunk:
@@ -152,33 +171,39 @@ class EventStreamDecoder:
         if rest:
             self._pending = len(rest)
             self._ends_with_lf = rest[-1] == 10
-            self._check_size()
+            if self._pending > self.max_event_size:
+                self.overflow = self._pending
+                self._reset()
         return blocks
 
     def flush(self) -> list[ServerSentEvent]:
-        """End of stream: an event without its closing blank line is dropped."""
+        """End of stream: an event without its closing blank line is dropped.
+
+        An error left by the last :meth:`decode` (an oversized event after
+        others) is raised here if no later decode raised it.
+        """
+        self._reset()
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
+        return []
+
+    def _reset(self) -> None:
         self._pieces = []
         self._pending = 0
         self._ends_with_lf = False
         self._skip_lf = False
-        return []
 
     def _hold(self, chunk: bytes) -> None:
         self._pieces.append(chunk)
         self._pending += len(chunk)
         self._ends_with_lf = chunk[-1] == 10
-        self._check_size()
-
-    def _check_size(self) -> None:
         if self._pending > self.max_event_size:
-            self._raise_too_large(self._pending)
-
-    def _raise_too_large(self, size: int) -> NoReturn:
-        raise self.too_large(size)
+            raise self.too_large(self._pending)  # no complete event in this read: nothing to hand out first
 
     def too_large(self, size: int) -> EventTooLarge:
         """The error for an event of ``size`` bytes; the unfinished input is dropped."""
-        self.flush()
+        self._reset()
         return EventTooLarge(
             f"an event grew past {self.max_event_size} bytes (at least {size} bytes before its blank line); "
             "raise max_event_size if the server really sends events this large"

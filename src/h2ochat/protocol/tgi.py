@@ -124,8 +124,9 @@ class TGIStreamDecoder:
 
     Error events are turned into exceptions here so that every consumer treats
     them alike; ``partial_text`` is filled in by the caller, who knows it.
-    An error is raised only after every token that came before it in the same
-    read has been handed out.
+    Errors keep their place in the stream: an error event, a malformed or an
+    oversized one is raised after every token that came before it, whatever
+    the read boundaries.
     """
 
     def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
@@ -141,8 +142,8 @@ class TGIStreamDecoder:
             return self._decode_blocks(chunk)
         try:
             event = _event_decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            event = None  # invalid JSON or UTF-8: parse_event says which
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            event = None  # invalid JSON, UTF-8 or absurd nesting: parse_event says which
         if event is None or event.error is not None:
             try:
                 event = parse_event(data.decode("utf-8", "replace"))
@@ -162,11 +163,11 @@ class TGIStreamDecoder:
         limit = sse.max_event_size
         for block in blocks:
             if len(block) > limit:
-                return _raising([], sse.too_large(len(block)))
+                return _raising(events, sse.too_large(len(block)))
             if block[:5] == b"data:" and 10 not in block:
                 try:
                     event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
-                except (msgspec.DecodeError, UnicodeDecodeError):
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                     event = None
                 if event is not None and event.error is None:
                     append(event)
@@ -179,16 +180,10 @@ class TGIStreamDecoder:
             try:
                 append(parse_event(text))
             except H2oChatError as exc:
-                return self._failed(events, blocks, exc)
+                return _raising(events, exc)
+        if sse.overflow:  # the unfinished event after these grew past the limit
+            return _raising(events, sse.too_large(sse.overflow))
         return iter(events)
-
-    def _failed(self, events: list[StreamEvent], blocks: list[bytes], error: H2oChatError) -> Iterator[StreamEvent]:
-        """The events before ``error``, then ``error``; an oversized block of the same read wins."""
-        sse = self._sse
-        for block in blocks:
-            if len(block) > sse.max_event_size:
-                return _raising([], sse.too_large(len(block)))
-        return _raising(events, error)
 
 
 def _event_data(sse: EventStreamDecoder, block: bytes) -> str | None:
@@ -199,6 +194,7 @@ def _event_data(sse: EventStreamDecoder, block: bytes) -> str | None:
 
 
 def _raising(events: list[StreamEvent], error: H2oChatError) -> Iterator[StreamEvent]:
+    """The events, then the error: errors keep their place in the stream."""
     yield from events
     raise error
 
@@ -207,8 +203,9 @@ def parse_event(data: str) -> StreamEvent:
     """Decode one event's data; an error event becomes its typed exception."""
     try:
         event = _event_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise MalformedEvent(f"the server sent an event that is not a TGI event ({exc}): {data[:120]!r}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
+        detail = exc if isinstance(exc, msgspec.DecodeError) else "nested too deeply"
+        raise MalformedEvent(f"the server sent an event that is not a TGI event ({detail}): {data[:120]!r}") from None
     if event.error is not None:
         raise error_for_event(event.error, event.error_type)
     return event
