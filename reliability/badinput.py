@@ -4,9 +4,6 @@ The requests come from :mod:`reliability.junk`. The rule: never a 5xx, and
 every 4xx a JSON body that says what was wrong. Requests so malformed that
 aiohttp's HTTP parser refuses them before routing get aiohttp's own plain
 400, a known limit that is counted apart.
-
-Answers that break the rule in a way already reported as a server bug are
-classified by :func:`known_bug`, so that a run tells the known from the new.
 """
 
 from __future__ import annotations
@@ -21,12 +18,10 @@ from typing import Any
 import aiohttp
 
 __all__ = [
-    "KNOWN_BUGS",
     "Answer",
     "Context",
     "RawRequest",
     "Tally",
-    "known_bug",
     "message_body",
     "prepare",
     "send",
@@ -34,16 +29,6 @@ __all__ = [
 ]
 
 MODEL = "test/fixed"
-KNOWN_BUGS = {
-    "deep-json": "a JSON body nested deeper than ~1000 levels: msgspec's RecursionError is not caught (500)",
-    "form-body": "POST /settings with an undecodable form (bad multipart, invalid UTF-8, unknown charset): "
-    "the error from request.post() is not caught (500)",
-    "utf8-json": "a JSON body with invalid UTF-8 inside a string: msgspec raises UnicodeDecodeError, "
-    "which no JSON endpoint catches (500)",
-    "id-collision": "options.response_id equal to options.id (or to an existing message id): "
-    "SQLite's UNIQUE constraint fails (500)",
-}
-_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass
@@ -192,14 +177,13 @@ def _unchunk(body: bytes) -> bytes:
 
 def verdict(request: RawRequest, answer: Answer) -> str:
     """``ok`` (2xx/3xx), ``json 4xx``, ``parser 400`` (aiohttp's own, known limit),
-    ``known bug: <name>``, or a failure: ``5xx``, ``bad 4xx``, ``no answer``."""
+    or a failure: ``5xx``, ``bad 4xx``, ``no answer``."""
     if answer.status == 0:
         return "no answer"
     if answer.status < 400:
         return "ok"
     if answer.status >= 500:
-        bug = known_bug(request)
-        return f"known bug: {bug}" if bug else "5xx"
+        return "5xx"
     if answer.content_type == "text/plain" and answer.status == 400 and _parser_refusal(answer):
         return "parser 400"
     if answer.content_type != "application/json":
@@ -228,37 +212,6 @@ def _says_what(body: bytes) -> bool:
         if isinstance(value, dict) and isinstance(value.get("message"), str) and value["message"]:
             return True
     return False
-
-
-def known_bug(request: RawRequest) -> str | None:
-    """The reported server bug a 5xx answer to ``request`` is explained by, if any."""
-    if _depth(request.body) > 500:
-        return "deep-json"
-    content_type = request.header("Content-Type").split(";")[0].strip().lower()
-    if request.method == "POST" and request.path.split("?")[0] == "/settings" and content_type in _FORMS:
-        return "form-body"
-    try:
-        request.body.decode()
-    except UnicodeDecodeError:
-        return "utf8-json"
-    try:
-        options = json.loads(request.body).get("options")
-        if options["id"] == options["response_id"]:
-            return "id-collision"
-    except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
-        pass
-    return None
-
-
-def _depth(body: bytes) -> int:
-    depth = deepest = 0
-    for byte in body:
-        if byte in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in b"]}":
-            depth -= 1
-    return deepest
 
 
 @dataclass

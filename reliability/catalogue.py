@@ -36,7 +36,7 @@ from h2ochat.protocol.tgi import Token, encode_error_event, encode_stream_event
 from reliability.faults import SHORT, Case
 from reliability.faultserver import Fault, answer_events, bytes_before_event, http_response, stream_response
 
-__all__ = ["ERROR_BODIES", "SAME_READ_BUG", "catalogue", "status_fault", "token"]
+__all__ = ["ERROR_BODIES", "catalogue", "status_fault", "token"]
 
 # One error body per format, and the excerpt the client's message must quote.
 ERROR_BODIES = {
@@ -55,10 +55,6 @@ THREE = answer_events("Hello", " world", "!")
 # For stalls that must be outlived: the steps before and after them must then succeed, so longer
 # limits than SHORT, lest a busy machine turn a slow (not stalled) answer into a timeout.
 PATIENT = Timeout(2.0)
-SAME_READ_BUG = (
-    "decoder (protocol/tgi.py, sse.py): the tokens that precede an oversized event in the same read are "
-    "dropped, so partial_text and the tokens handed out depend on read boundaries"
-)
 
 
 def token(text: str) -> bytes:
@@ -328,7 +324,6 @@ def _content_cases() -> list[Case]:
             expect=(EventTooLarge,),
             match="4096 bytes",
             partial="Hello",
-            known_bug=SAME_READ_BUG,
         ),
         Case(
             "no blank line ever (endless event)",
@@ -336,7 +331,6 @@ def _content_cases() -> list[Case]:
             events=[token("Hello"), b"data:" + b"x" * 3000, b"y" * 3000],
             expect=(EventTooLarge,),
             partial="Hello",
-            known_bug=SAME_READ_BUG,
         ),
         Case(
             "error event: overloaded",

@@ -67,7 +67,6 @@ class Case:
     break_early: bool = False
     session: bool = False  # a reused H2oSession (prefetching) instead of the one-shot provider
     loose: bool = False  # random cases: any typed outcome is acceptable
-    known_bug: str | None = None  # a bug outside the client that makes this case fail (pytest: strict xfail)
 
 
 @dataclass

@@ -62,7 +62,7 @@ class Report:
         for column in ("case", "outcome", "s", "created/deleted", "message", "ok"):
             table.add_column(column, overflow="fold")
         for case in self.cases:
-            ok = "[green]yes[/]" if case["passed"] else ("[yellow]known bug[/]" if case["known_bug"] else "[red]NO[/]")
+            ok = "[green]yes[/]" if case["passed"] else "[red]NO[/]"
             books = f"{case['created']}/{case['deleted']}" + (
                 f" (+{case['orphaned']} orphaned)" if case["orphaned"] else ""
             )

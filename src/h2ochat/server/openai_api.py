@@ -37,7 +37,7 @@ from h2ochat.protocol.openai import (
 from h2ochat.server.backends import BackendError, GenerationRequest
 from h2ochat.server.generation import Generation, ModelRuntime, build_request
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.routes import CONFIG, MODELS, ApiError, describe_http_error, json_response
+from h2ochat.server.routes import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
 from h2ochat.server.streaming import Answer, EventWriter, Interrupted
 
 __all__ = ["routes", "v1_guard"]
@@ -120,12 +120,10 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
 
 def _decode(raw: bytes) -> CompletionRequest:
     try:
-        return msgspec.json.decode(raw, type=CompletionRequest)
-    except msgspec.ValidationError as exc:
+        return parse_json(raw, CompletionRequest)
+    except BadBody as exc:
         match = _PARAM.search(str(exc))
-        raise openai_error(400, f"Invalid request: {exc}", param=match.group(1) if match else None) from None
-    except msgspec.DecodeError as exc:
-        raise openai_error(400, f"The request body must be JSON: {exc}") from None
+        raise openai_error(400, str(exc), param=match.group(1) if match else None) from None
 
 
 def _messages(body: CompletionRequest, limit: int) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -31,13 +31,16 @@ __all__ = [
     "SESSION",
     "STORE",
     "ApiError",
+    "BadBody",
     "RateLimiter",
     "describe_http_error",
     "json_response",
+    "parse_json",
     "routes",
 ]
 
 log = logging.getLogger("h2ochat.server")
+T = TypeVar("T")
 
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
@@ -112,13 +115,29 @@ class TitleUpdate(msgspec.Struct, forbid_unknown_fields=True):
     title: str
 
 
-def decode_body(raw: bytes, kind: type[Any]) -> Any:
+class BadBody(ValueError):
+    """A request body that is not the JSON an endpoint expects; the message says how."""
+
+
+def parse_json(raw: bytes, kind: type[T]) -> T:
+    """Decode a request body for every API alike; each API words a :class:`BadBody` in its own shape."""
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, f"Invalid request body: {exc}") from None
+        raise BadBody(f"Invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise ApiError(400, f"The request body must be JSON: {exc}") from None
+        raise BadBody(f"The request body must be JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec's answer to invalid UTF-8 inside a string
+        raise BadBody("The request body must be UTF-8: it holds bytes that are not") from None
+    except RecursionError:
+        raise BadBody("The request body is JSON nested too deeply") from None
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    try:
+        return parse_json(raw, kind)
+    except BadBody as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
@@ -152,7 +171,7 @@ async def settings(request: web.Request) -> web.StreamResponse:
     if request.content_type == "application/json":
         form: Any = decode_body(await request.read(), dict)
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        form = await _read_form(request)
     else:
         raise ApiError(
             415, f"Send the settings as a form (application/x-www-form-urlencoded), not {request.content_type}"
@@ -174,8 +193,8 @@ async def settings(request: web.Request) -> web.StreamResponse:
 async def create_conversation(request: web.Request) -> web.StreamResponse:
     models = request.app[MODELS]
     try:
-        body = msgspec.json.decode(await request.read(), type=CreateConversation)
-    except msgspec.DecodeError as exc:
+        body = parse_json(await request.read(), CreateConversation)
+    except BadBody as exc:
         raise ApiError(400, f'Send JSON {{"model": "<name>"}} ({exc}). Models: {", ".join(models.names)}') from None
     if body.model not in models.names:
         raise unknown_model(body.model, models)
@@ -205,7 +224,6 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             410, f"The model {conversation.model!r} of this conversation is no longer served; start a new conversation"
         )
-    app[LIMITER].check(request[SESSION])
     try:
         parameters = request_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
     except ValueError as exc:
@@ -215,6 +233,9 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     replace_from = _retry_position(history, options.id, options.is_retry)
     if replace_from is not None:
         history = history[:replace_from]
+    if options.response_id == options.id or any(m.id == options.response_id for m in history):
+        raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
+    app[LIMITER].check(request[SESSION])  # counted once the message is known to be acceptable
     messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
     await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
     return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
@@ -366,6 +387,15 @@ def _message_json(message: MessageRow) -> dict[str, Any]:
 
 
 # Helpers ----------------------------------------------------------------------------------------
+
+
+async def _read_form(request: web.Request) -> Any:
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # too large: aiohttp's own refusal, worded by the app
+    except Exception as exc:  # bad UTF-8, an unknown charset, a broken multipart body: the client's form
+        raise ApiError(400, f"The form could not be read ({type(exc).__name__}: {exc})") from None
 
 
 def _retry_position(history: list[MessageRow], message_id: str, is_retry: bool) -> int | None:

@@ -25,7 +25,7 @@ from h2ochat.protocol.tgi import Token
 from h2ochat.server.backends import BackendError, GenerationRequest
 from h2ochat.server.generation import Generation, ModelRuntime, build_request
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.routes import CONFIG, MODELS, ApiError, json_response
+from h2ochat.server.routes import CONFIG, MODELS, ApiError, BadBody, json_response, parse_json
 from h2ochat.server.streaming import Answer, EventWriter, Interrupted, relay
 
 __all__ = ["routes", "tgi_runtime"]
@@ -76,9 +76,9 @@ async def compat_generate(request: web.Request) -> web.StreamResponse:
 async def _read(request: web.Request) -> tuple[GenerateRequest, ModelRuntime, GenerationRequest]:
     config = request.app[CONFIG]
     try:
-        body = msgspec.json.decode(await request.read(), type=GenerateRequest)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        raise tgi_error(f"Invalid request body: {exc}", "validation") from None
+        body = parse_json(await request.read(), GenerateRequest)
+    except BadBody as exc:
+        raise tgi_error(str(exc), "validation") from None
     if not body.inputs.strip():
         raise tgi_error("`inputs` cannot be empty", "validation")
     if len(body.inputs) > config.max_input_chars:
