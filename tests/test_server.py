@@ -413,7 +413,7 @@ async def test_h2o_errors_from_server_events(raw_client: Client) -> None:
 
 async def raw_stop(session: H2oSession, server: RunningServer, conversation: str | None) -> None:
     # The stop request must come from the same session (cookie) as the stream.
-    http = session._client()
+    http = session._http.client()
     async with http.post(f"{server.url}/conversation/{conversation}/stop-generating") as response:
         assert response.status == 200
 

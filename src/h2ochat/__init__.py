@@ -14,18 +14,33 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from h2ochat.client import AsyncClient, Client
-from h2ochat.protocol.errors import *  # noqa: F403
-from h2ochat.protocol.errors import __all__ as _errors
-from h2ochat.protocol.prompt import Message, Messages, format_prompt
-from h2ochat.providers import (
-    AsyncGeneratorProvider,
-    AsyncResult,
-    CallInfo,
+from h2ochat.protocol.errors import (
+    ConnectError,
+    ConnectTimeout,
+    ConversationNotFound,
     DeleteFailedWarning,
-    H2o,
-    H2oSession,
-    Timeout,
+    EventTooLarge,
+    FirstTokenTimeout,
+    GenerationError,
+    GenerationFailed,
+    H2oChatError,
+    HTTPStatusError,
+    IncompleteGeneration,
+    IncompleteStream,
+    InputValidationError,
+    MalformedEvent,
+    ModelOverloaded,
+    ProtocolError,
+    ProxyError,
+    RateLimited,
+    ReadError,
+    ReadTimeout,
+    ServerError,
+    TimeoutException,
+    TransportError,
 )
+from h2ochat.protocol.prompt import Message, Messages, format_prompt
+from h2ochat.providers import AsyncGeneratorProvider, AsyncResult, CallInfo, H2o, H2oSession, Timeout
 
 try:
     __version__ = version("h2ochat")
@@ -33,18 +48,39 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
-    *_errors,
     "AsyncClient",
     "AsyncGeneratorProvider",
     "AsyncResult",
     "CallInfo",
     "Client",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConversationNotFound",
     "DeleteFailedWarning",
+    "EventTooLarge",
+    "FirstTokenTimeout",
+    "GenerationError",
+    "GenerationFailed",
     "H2o",
+    "H2oChatError",
     "H2oSession",
+    "HTTPStatusError",
+    "IncompleteGeneration",
+    "IncompleteStream",
+    "InputValidationError",
+    "MalformedEvent",
     "Message",
     "Messages",
+    "ModelOverloaded",
+    "ProtocolError",
+    "ProxyError",
+    "RateLimited",
+    "ReadError",
+    "ReadTimeout",
+    "ServerError",
     "Timeout",
+    "TimeoutException",
+    "TransportError",
     "format_prompt",
     "__version__",
 ]

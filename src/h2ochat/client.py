@@ -35,8 +35,9 @@ from h2ochat.protocol.openai import (
     tgi_parameters,
 )
 from h2ochat.protocol.prompt import Messages
+from h2ochat.protocol.tgi import DEFAULT_MODEL
 from h2ochat.providers.base import AsyncResult, iterate_in_thread, run_in_thread
-from h2ochat.providers.h2o import DEFAULT_MODEL, H2oSession
+from h2ochat.providers.session import H2oSession
 
 __all__ = ["AsyncClient", "AsyncCompletions", "AsyncStream", "Client", "Completions", "Stream"]
 

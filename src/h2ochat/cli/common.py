@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 
 from h2ochat.protocol.errors import H2oChatError
-from h2ochat.providers.h2o import H2oSession
+from h2ochat.providers.session import H2oSession
 
 __all__ = ["Connection", "connect", "fail", "parse_parameters", "run", "stderr"]
 

@@ -24,6 +24,8 @@
         └── IncompleteGeneration  ``incomplete_generation``
 
 Errors raised while a stream is read carry ``partial_text``: what had arrived.
+One warning: ``DeleteFailedWarning``, when a complete answer's conversation
+could not be deleted (the answer is kept).
 This module is pure: it formats messages and picks classes, it does no I/O.
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConversationNotFound",
+    "DeleteFailedWarning",
     "EventTooLarge",
     "FirstTokenTimeout",
     "GenerationError",
@@ -76,6 +79,10 @@ class H2oChatError(Exception):
     step: str | None = None
     url: str | None = None
     partial_text: str = ""
+
+
+class DeleteFailedWarning(UserWarning):
+    """A conversation could not be deleted after its answer was complete."""
 
 
 class ProtocolError(H2oChatError):

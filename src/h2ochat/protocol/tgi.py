@@ -18,7 +18,9 @@ from h2ochat.protocol.errors import H2oChatError, MalformedEvent, error_for_even
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE, EventStreamDecoder
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
+    "DEFAULT_URL",
     "FINISH_REASONS",
     "Details",
     "MessageOptions",
@@ -31,6 +33,10 @@ __all__ = [
     "message_request",
     "settings_form",
 ]
+
+# The public h2oGPT chat of 2023 (no longer online) and its model.
+DEFAULT_URL = "https://gpt-gm.h2o.ai"
+DEFAULT_MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 
 # What the original provider sent; the caller's keyword arguments override these.
 DEFAULT_PARAMETERS: dict[str, Any] = {

@@ -1,7 +1,9 @@
-"""HTTP plumbing for the client: time limits, retries, proxies and error mapping.
+"""HTTP plumbing for the client: time limits, retries, proxies, error mapping, requests.
 
 Exactly one place (:func:`map_errors`) turns aiohttp, socket and proxy
 exceptions into h2ochat's own, so the provider code only ever sees those.
+:class:`Transport` sends a session's requests to one server root; the
+protocol's steps (what to send, what the answers mean) live in the session.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -23,10 +25,15 @@ from yarl import URL
 from h2ochat.protocol.errors import (
     ConnectError,
     ConnectTimeout,
+    FirstTokenTimeout,
     H2oChatError,
+    ProtocolError,
     ProxyError,
+    RateLimited,
     ReadError,
     ReadTimeout,
+    body_excerpt,
+    error_for_status,
 )
 
 if sys.version_info >= (3, 11):
@@ -38,6 +45,8 @@ __all__ = [
     "RetryPolicy",
     "Timeout",
     "Proxy",
+    "Transport",
+    "first_token_timeout",
     "map_errors",
     "proxy_from_env",
     "redact",
@@ -242,3 +251,181 @@ def _socks_error(exc: Exception) -> type[H2oChatError] | None:
         return None
     # A SOCKS handshake that times out is still the connection being opened.
     return ConnectTimeout if "Timeout" in type(exc).__name__ else ProxyError
+
+
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_JSON = {"Content-Type": "application/json"}
+
+
+def first_token_timeout(url: str, limit: float | None) -> FirstTokenTimeout:
+    return FirstTokenTimeout(f"message step: no token from {url} within the first-token limit ({limit} s)")
+
+
+class Transport:
+    """The requests of one session to one server root: a cookie jar, a pool, limits and retries."""
+
+    def __init__(
+        self,
+        root: str,
+        proxy: Proxy,
+        timeout: Timeout,
+        retry: RetryPolicy,
+        headers: dict[str, str],
+        cookies: dict[str, str],
+        max_connections: int,
+    ) -> None:
+        self.root = root
+        self.proxy = proxy
+        self.timeout = timeout
+        self.retry = retry
+        self._headers = headers
+        self._cookies = cookies
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    def client(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            # unsafe=True keeps cookies from servers addressed by IP (127.0.0.1),
+            # which aiohttp's default jar silently drops.
+            jar = aiohttp.CookieJar(unsafe=True)
+            if self._cookies:
+                jar.update_cookies(self._cookies, URL(self.root))
+            self._http = aiohttp.ClientSession(
+                connector=self.proxy.connector(limit=self._max_connections),
+                cookie_jar=jar,
+                headers={"User-Agent": _user_agent(), "Referer": self.root + "/", **self._headers},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._handshake_limit(), sock_connect=self.timeout.connect
+                ),
+                trust_env=False,  # proxies from the environment are resolved by proxy_from_env
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def _handshake_limit(self) -> float | None:
+        """aiohttp's ``connect`` limit, set only for an https:// server behind an HTTP proxy.
+
+        There, ``sock_connect`` bounds the TCP connection to the proxy but not the proxy's
+        answer to CONNECT, which aiohttp waits for without any limit: a proxy that accepts
+        and never answers would hang the call. aiohttp's ``connect`` limit covers it, and
+        also the wait for a free pooled connection, which is why it is not set elsewhere.
+        """
+        if self.proxy.http_proxy and URL(self.root).scheme == "https":
+            return self.timeout.connect
+        return None
+
+    def _limits(self, read: float | None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None, connect=self._handshake_limit(), sock_connect=self.timeout.connect, sock_read=read
+        )
+
+    async def request(
+        self,
+        step: str,
+        method: str,
+        path: str,
+        *,
+        data: dict[str, str] | None = None,
+        content: bytes | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> bytes:
+        """One non-streaming step's answer body, retried on connection failures, 429 and 502/503/504."""
+        url = self.root + path
+        http = self.client()
+        for attempt in range(self.retry.max_retries + 1):
+            try:
+                with map_errors(step, url, self.proxy):
+                    async with http.request(
+                        method,
+                        url,
+                        data=content if content is not None else data,
+                        headers=_JSON if content is not None else None,
+                        proxy=self.proxy.http_proxy,
+                        allow_redirects=False,
+                        timeout=self._limits(self.timeout.read),
+                    ) as response:
+                        body = await response.read()
+                if response.status in ok:
+                    log.debug("%s %s -> %s", method, redact(url), response.status)
+                    return body
+                error = self._status_error(step, response, url, body)
+                retryable = response.status in _RETRY_STATUSES
+            except (ConnectError, ConnectTimeout, ReadError, ReadTimeout) as exc:
+                error, retryable = exc, not isinstance(exc, ProxyError)
+            if not retryable or attempt == self.retry.max_retries:
+                raise error
+            wait = self.retry.delay(attempt, error.retry_after if isinstance(error, RateLimited) else None)
+            log.info("%s step failed (%s); retrying in %.2f s", step, error, wait)
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def open_stream(self, path: str, body: bytes, deadline: float | None) -> aiohttp.ClientResponse:
+        """POST ``body`` and return the response once it is known to be an event stream.
+
+        Retried only when the connection was never made (so the server never
+        saw the message); ``deadline`` (loop time) is the first-token limit.
+        """
+        url = self.root + path
+        http = self.client()
+        for attempt in range(self.retry.max_retries + 1):
+            try:
+                async with timeout_at(deadline):
+                    with map_errors("message", url, self.proxy, phase="connect"):
+                        response = await http.post(
+                            url, data=body, headers=_JSON, proxy=self.proxy.http_proxy, timeout=self._limits(None)
+                        )
+                break
+            except (ConnectError, ConnectTimeout) as exc:
+                if isinstance(exc, ProxyError) or attempt == self.retry.max_retries:
+                    raise
+            except H2oChatError:
+                raise
+            except TimeoutError:
+                raise first_token_timeout(url, self.timeout.first_token) from None
+            await asyncio.sleep(self.retry.delay(attempt))
+        if response.status != 200:
+            await self._raise_status("message", response)
+        if response.content_type != "text/event-stream":
+            excerpt = body_excerpt(await response.content.read(1024), response.content_type)
+            response.release()
+            raise ProtocolError(
+                f"message step: {url} answered {response.content_type or 'no content type'} "
+                f"instead of an event stream: {excerpt}"
+            )
+        return response
+
+    async def _raise_status(self, step: str, response: aiohttp.ClientResponse) -> NoReturn:
+        try:
+            body = await response.content.read(4096)
+        except aiohttp.ClientError:
+            body = b""
+        response.release()
+        raise self._status_error(step, response, str(response.url), body)
+
+    def _status_error(self, step: str, response: aiohttp.ClientResponse, url: str, body: bytes) -> H2oChatError:
+        if response.status == 407 and self.proxy.url:
+            # Through an HTTP proxy, a plain http:// request is forwarded rather than tunnelled, so the
+            # proxy's refusal arrives as an ordinary answer; it is still the proxy wanting credentials.
+            error: H2oChatError = ProxyError(
+                f"the proxy {redact(self.proxy.url)} wants credentials (HTTP 407, {step} step, {url}): "
+                "put user:password@ in the proxy URL"
+            )
+            error.step, error.url = step, url
+            return error
+        return error_for_status(
+            step,
+            response.status,
+            url,
+            body,
+            response.headers.get("Content-Type", ""),
+            response.headers.get("Retry-After"),
+        )
+
+
+def _user_agent() -> str:
+    from h2ochat import __version__
+
+    return f"h2ochat/{__version__}"

@@ -1,0 +1,376 @@
+"""``H2oSession``: a reusable client for one h2oGPT-compatible server.
+
+A call is the four steps of PROTOCOL.md section 1: accept the settings,
+create a conversation, stream the answer to one message, delete the
+conversation. The conversation is deleted whatever happens to the call.
+
+A session keeps its connections and cookie, posts the settings once per
+model, and creates the next call's conversation while the current one
+streams, so that a call costs one round trip before its first token. The
+HTTP itself (pool, limits, retries, error answers) is :class:`Transport`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from h2ochat.protocol.errors import (
+    ConversationNotFound,
+    DeleteFailedWarning,
+    H2oChatError,
+    IncompleteStream,
+    ProtocolError,
+    ReadTimeout,
+)
+from h2ochat.protocol.prompt import Messages, format_prompt
+from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
+from h2ochat.protocol.tgi import (
+    DEFAULT_MODEL,
+    DEFAULT_URL,
+    StreamEvent,
+    TGIStreamDecoder,
+    message_request,
+    settings_form,
+)
+from h2ochat.providers.base import AsyncResult, CallInfo
+from h2ochat.providers.transport import (
+    UNSET,
+    Proxy,
+    RetryPolicy,
+    Timeout,
+    Transport,
+    first_token_timeout,
+    map_errors,
+    proxy_from_env,
+    timeout_at,
+)
+
+__all__ = ["H2oSession", "default_url"]
+
+log = logging.getLogger("h2ochat")
+T = TypeVar("T")
+
+
+def default_url() -> str:
+    """The server root: ``H2OCHAT_URL`` if set, else the historical h2oGPT address."""
+    return os.environ.get("H2OCHAT_URL") or DEFAULT_URL
+
+
+def _root(url: str | None) -> str:
+    root = (url or default_url()).rstrip("/")
+    parsed = URL(root)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"url must be an http:// or https:// server root, got {root!r}")
+    return root
+
+
+class H2oSession:
+    """A reusable client for one h2oGPT-compatible server.
+
+    Use it as ``async with H2oSession(url) as session:`` and call
+    ``session.stream(messages)`` as often as needed.  Options:
+
+    - ``proxy``: ``http://``, ``https://``, ``socks4://`` or ``socks5://`` URL,
+      credentials allowed; by default the proxy environment variables apply.
+    - ``timeout``: a :class:`Timeout`, a number of seconds for every phase, or None.
+    - ``headers``, ``cookies``: sent with every request.
+    - ``max_retries``: retries of the settings, conversation and delete steps
+      (and of a message that never reached the server).
+    - ``prefetch``: create the next conversation in advance (default True); it
+      is deleted when the session closes.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        proxy: str | None = None,
+        timeout: Timeout | float | None = UNSET,
+        headers: dict[str, str] | None = None,
+        cookies: dict[str, str] | None = None,
+        max_retries: int = 2,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_connections: int = 100,
+        prefetch: bool = True,
+    ) -> None:
+        self.root = _root(url)
+        self.proxy = Proxy(proxy if proxy is not None else proxy_from_env(URL(self.root)))
+        self.timeout = Timeout() if timeout is UNSET else Timeout.of(timeout)
+        self.max_event_size = max_event_size
+        self.prefetch = prefetch
+        self._http = Transport(
+            self.root,
+            self.proxy,
+            self.timeout,
+            RetryPolicy(max_retries),
+            dict(headers or {}),
+            dict(cookies or {}),
+            max_connections,
+        )
+        self._settings: dict[str, asyncio.Task[None]] = {}
+        self._spares: dict[str, asyncio.Task[str]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> H2oSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Delete prefetched conversations, finish pending deletes, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        for spare in self._spares.values():
+            self._discard(spare)
+        self._spares.clear()
+        for task in self._settings.values():
+            task.cancel()
+        # Conversation creations and deletes still running; a finished creation
+        # schedules its delete before gather() returns, hence the loop. Shielded: a
+        # cancellation here (a second one, or a timeout around the caller) must not
+        # cancel the deletes nor leave the connections open; it is raised afterwards.
+        cancelled: asyncio.CancelledError | None = None
+        while self._background:
+            try:
+                await asyncio.shield(asyncio.gather(*self._background, return_exceptions=True))
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        await self._http.close()
+        if cancelled is not None:
+            raise cancelled
+
+    def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
+        """Stream the answer to ``messages``; keyword arguments are generation parameters."""
+        model, body = self.prepare(messages, model, parameters)
+        return AsyncResult(lambda info: self.call(info, model, body))
+
+    @staticmethod
+    def prepare(messages: Messages, model: str | None, parameters: dict[str, Any]) -> tuple[str, bytes]:
+        """Check the input now, so that mistakes raise where the call is made."""
+        try:
+            body = message_request(format_prompt(messages), parameters)
+        except TypeError as exc:
+            raise ValueError(f"generation parameters must be JSON values: {exc}") from None
+        return model or DEFAULT_MODEL, body
+
+    async def ask(self, messages: Messages, model: str | None = None, **parameters: Any) -> str:
+        """The whole answer to ``messages`` as one string."""
+        return await self.stream(messages, model, **parameters).text()
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models the server offers (``GET /api/models``, an h2ochat server extension)."""
+        models = _decode_json(await self._http.request("request", "GET", "/api/models"))
+        if not isinstance(models, list):
+            raise ProtocolError(f"GET {self.root}/api/models did not answer a list of models")
+        return models
+
+    # The four steps -------------------------------------------------------------------------
+
+    async def call(self, info: CallInfo, model: str, body: bytes) -> AsyncGenerator[str, None]:
+        """One call, from settings to delete; ``info`` is filled in as it goes."""
+        if self._closed:
+            raise RuntimeError("this H2oSession is closed; create a new one")
+        await self._accept_settings(model)
+        conversation, prefetched = await self._take_conversation(model)
+        info.conversation_id = conversation
+        try:
+            started = asyncio.get_running_loop().time()
+            try:
+                response = await self._post_message(conversation, body, started)
+            except ConversationNotFound:
+                if not prefetched:
+                    raise
+                # A conversation made in advance can vanish (a server restart); the
+                # message was refused, so sending it again to a fresh one is safe.
+                conversation = await self._own(self._spawn(self._create_conversation(model)))
+                info.conversation_id = conversation
+                response = await self._post_message(conversation, body, started)
+            # Only now, with this call's own requests sent, so that making the next
+            # call's conversation never competes with them for a connection.
+            self._prefetch(model)
+            try:
+                async for token in self._read_stream(response, info, started):
+                    yield token
+            finally:
+                response.release()
+        finally:
+            # Shielded: a second cancellation (a timeout around the caller, the loop
+            # shutting down) must not abandon the delete; aclose() waits for it.
+            await asyncio.shield(self._spawn(self._delete(conversation, complete=info.done)))
+
+    async def _accept_settings(self, model: str) -> None:
+        """Step 1, once per session and model, shared by concurrent calls."""
+        task = self._settings.get(model)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.ensure_future(self._post_settings(model))
+            self._settings[model] = task
+        await asyncio.shield(task)
+
+    async def _post_settings(self, model: str) -> None:
+        # 303 (See Other) and 200 with a JSON redirect object both mean accepted.
+        await self._http.request("settings", "POST", "/settings", data=settings_form(model), ok=(200, 303))
+
+    async def _take_conversation(self, model: str) -> tuple[str, bool]:
+        """Step 2: the conversation made in advance if there is one, else a new one."""
+        spare = self._spares.pop(model, None)
+        if spare is not None:
+            try:
+                return await self._own(spare), True
+            except H2oChatError as exc:
+                log.debug("the conversation made in advance failed (%s); creating one now", exc)
+        return await self._own(self._spawn(self._create_conversation(model))), False
+
+    def _prefetch(self, model: str) -> None:
+        if self.prefetch and not self._closed and model not in self._spares:
+            self._spares[model] = self._spawn(self._create_conversation(model))
+
+    async def _own(self, creation: asyncio.Task[str]) -> str:
+        """Await a conversation's creation; if the caller is cancelled meanwhile,
+        the conversation is deleted once created instead of being leaked."""
+        try:
+            return await asyncio.shield(creation)
+        except asyncio.CancelledError:
+            self._discard(creation)
+            raise
+
+    def _discard(self, creation: asyncio.Task[str]) -> None:
+        """Delete the conversation ``creation`` makes, now or once it is made."""
+        if not creation.done():
+            creation.add_done_callback(self._discard)
+        elif not creation.cancelled() and creation.exception() is None:
+            self._spawn(self._delete(creation.result(), complete=False))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _create_conversation(self, model: str) -> str:
+        body = await self._http.request(
+            "conversation", "POST", "/conversation", content=msgspec.json.encode({"model": model})
+        )
+        answer = _decode_json(body)
+        conversation = answer.get("conversationId") if isinstance(answer, dict) else None
+        if not isinstance(conversation, str) or not conversation:
+            raise ProtocolError(
+                f"conversation step: {self.root}/conversation answered without a conversationId: {body[:120]!r}"
+            )
+        return conversation
+
+    async def _post_message(self, conversation: str, body: bytes, started: float) -> aiohttp.ClientResponse:
+        """Step 3's request (see :meth:`Transport.open_stream`)."""
+        limit = self.timeout.first_token
+        return await self._http.open_stream(
+            f"/conversation/{conversation}", body, None if limit is None else started + limit
+        )
+
+    async def _read_stream(
+        self, response: aiohttp.ClientResponse, info: CallInfo, started: float
+    ) -> AsyncIterator[str]:
+        """Step 3's answer: token texts until the event that carries ``generated_text``.
+
+        Until the first token the deadline is fixed (keep-alives do not move
+        it); afterwards every arrival, keep-alives included, restarts the
+        between-events limit.
+        """
+        decoder = TGIStreamDecoder(self.max_event_size)
+        loop = asyncio.get_running_loop()
+        first_limit, read_limit = self.timeout.first_token, self.timeout.read
+        deadline = None if first_limit is None else started + first_limit
+        waiting_first = True
+        content = response.content
+        texts: list[str] = []
+        url = str(response.url)
+        while True:
+            try:
+                async with timeout_at(deadline):
+                    with map_errors("message", url, self.proxy):
+                        chunk = await content.readany()
+            except H2oChatError as exc:
+                _fail(exc, texts)
+            except TimeoutError as exc:
+                error = (
+                    first_token_timeout(url, first_limit)
+                    if waiting_first
+                    else ReadTimeout(f"message step: no event from {url} within the read limit ({read_limit} s)")
+                )
+                _fail(error, texts, exc)
+            if not chunk:
+                _fail(
+                    IncompleteStream(
+                        f"message step: the stream from {url} ended before its final event "
+                        f"({len(texts)} tokens received); the server may have stopped or crashed"
+                    ),
+                    texts,
+                )
+            try:
+                for event in decoder.decode(chunk):
+                    if event.token is not None:
+                        waiting_first = False
+                        info.generated_tokens += 1
+                        if not event.token.special:
+                            texts.append(event.token.text)
+                            yield event.token.text
+                    if event.generated_text is not None:
+                        _finish(info, event)
+                        return
+            except H2oChatError as exc:
+                _fail(exc, texts)
+            if not waiting_first:
+                deadline = None if read_limit is None else loop.time() + read_limit
+
+    async def _delete(self, conversation: str, *, complete: bool) -> None:
+        """Step 4. After a complete answer a failure is a warning, so the answer is kept."""
+        try:
+            await self._http.request("delete", "DELETE", f"/conversation/{conversation}")
+        except ConversationNotFound:
+            pass  # already gone: the goal of the step is reached
+        except H2oChatError as exc:
+            if complete:
+                warnings.warn(
+                    f"the answer is complete, but its conversation {conversation} could not be deleted: {exc}",
+                    DeleteFailedWarning,
+                    stacklevel=2,
+                )
+            else:
+                log.warning("could not delete conversation %s: %s", conversation, exc)
+
+
+def _decode_json(body: bytes) -> Any:
+    """A JSON answer, or None when it is not JSON at all.
+
+    msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string, and
+    RecursionError for absurdly nested JSON: both are just a bad answer here.
+    """
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _finish(info: CallInfo, event: StreamEvent) -> None:
+    info.generated_text = event.generated_text
+    if event.details is not None:
+        info.finish_reason = event.details.finish_reason
+        info.generated_tokens = event.details.generated_tokens
+        info.seed = event.details.seed
+    info.done = True
+
+
+def _fail(exc: H2oChatError, texts: list[str], cause: BaseException | None = None) -> NoReturn:
+    exc.partial_text = "".join(texts)
+    exc.step = exc.step or "message"
+    raise exc from (cause or exc.__cause__)
