@@ -45,6 +45,7 @@ __all__ = [
 
 SLOW_TEXT = " ".join(f"w{i}" for i in range(400))  # 400 tokens at 0.02 s: 8 s, longer than any round
 QUICK_TOKENS = 5
+CHECKPOINT = 0.2  # the server's checkpoint_interval: answers in progress are saved this often
 
 
 @dataclass
@@ -64,6 +65,7 @@ class CrashResult:
     checked: int = 0  # conversation checks after restarts (each conversation is checked every later round)
     integrity_failures: int = 0
     still_generating_at_crash: int = 0
+    saved_text_at_crash: int = 0  # of those, answers whose text so far had been saved (checkpoints)
     mismatches: list[str] = field(default_factory=list)
     duplicates: int = 0
     restart_seconds: list[float] = field(default_factory=list)
@@ -101,7 +103,10 @@ class _Client:
 
 async def kill_and_restart(workdir: Path, rounds: int, completed: int = 3, streaming: int = 4) -> CrashResult:
     db = workdir / "crash.db"
-    server = ServerProcess(write_config(workdir / "crash.toml", db, text=SLOW_TEXT, delay=0.02), workdir / "crash.log")
+    config = write_config(
+        workdir / "crash.toml", db, server={"checkpoint_interval": CHECKPOINT}, text=SLOW_TEXT, delay=0.02
+    )
+    server = ServerProcess(config, workdir / "crash.log")
     client, expected, result = _Client(), {}, CrashResult()
     try:
         client.url = server.start()
@@ -109,6 +114,7 @@ async def kill_and_restart(workdir: Path, rounds: int, completed: int = 3, strea
         for number in range(rounds):
             expected.update(await _complete(client, completed, number))
             streams = await _open_streams(client, streaming, number)
+            await asyncio.sleep(5 * CHECKPOINT)  # long enough for the answers' text to have been saved
             server.kill()
             await _close_streams(streams)
             expected.update({conversation: Expected(question, None, number) for conversation, question, _ in streams})
@@ -166,6 +172,8 @@ def _check_file(db: Path, result: CrashResult, streaming: int) -> None:
         result.integrity_failures += 1
     generating = db_rows(db, "SELECT count(*) FROM messages WHERE status = 'generating'")[0][0]
     result.still_generating_at_crash += generating
+    saved = "SELECT count(*) FROM messages WHERE status = 'generating' AND content != ''"
+    result.saved_text_at_crash += db_rows(db, saved)[0][0]
     if generating != streaming:
         result.mismatches.append(f"{generating} answers left generating by the crash, expected {streaming}")
 
@@ -198,6 +206,9 @@ def _compare(status: int, stored: Any, wanted: Expected) -> str:
             return f"completed answer changed: {answer}"
     elif answer["status"] != "interrupted" or not answer["interrupted"] or not answer["interruption"]:
         return f"interrupted answer not marked: {answer}"
+    elif not SLOW_TEXT.startswith(answer["content"]):
+        # The text saved while it grew (every checkpoint interval) must be a true start of the answer.
+        return f"interrupted answer's text is not a start of the answer: {answer['content'][:80]!r}"
     return ""
 
 

@@ -30,10 +30,12 @@ def server_config(db: str = ":memory:", **endpoint: Any) -> ServerConfig:
     return config
 
 
-def write_config(path: Path, db: Path, **endpoint: Any) -> Path:
-    """A configuration with one model on the deterministic ``fixed`` backend."""
+def write_config(path: Path, db: Path, server: dict[str, Any] | None = None, **endpoint: Any) -> Path:
+    """A configuration with one model on the deterministic ``fixed`` backend (``server``: more [server] keys)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["[server]", 'host = "127.0.0.1"', "port = 0", f"db = {json.dumps(str(db))}", "", "[[models]]"]
+    lines = ["[server]", 'host = "127.0.0.1"', "port = 0", f"db = {json.dumps(str(db))}"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (server or {}).items()]
+    lines += ["", "[[models]]"]
     lines += [f"name = {json.dumps(MODEL)}", "[[models.endpoints]]", 'type = "fixed"']
     lines += [f"{key} = {json.dumps(value)}" for key, value in endpoint.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

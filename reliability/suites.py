@@ -178,6 +178,13 @@ async def crash_suite(report: Report, rounds: int, sigterms: int, streams: int, 
     add = report.add
     add("kill -9", "rounds (restarts on the same database)", crash.rounds, crash.rounds == rounds)
     add("kill -9", "conversations completed / interrupted by a kill", f"{crash.completed} / {crash.interrupted}")
+    saved = crash.saved_text_at_crash
+    add(
+        "kill -9",
+        "interrupted answers with their text so far saved",
+        f"{saved}/{crash.interrupted}",
+        saved == crash.interrupted,
+    )
     add("kill -9", "conversation checks after restarts", crash.checked)
     add("kill -9", "database integrity failures", crash.integrity_failures, crash.integrity_failures == 0)
     add("kill -9", "mismatches (lost, changed, unmarked)", len(crash.mismatches), not crash.mismatches)

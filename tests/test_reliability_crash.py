@@ -31,6 +31,7 @@ async def test_kill_9_twice_loses_nothing(tmp_path: Path) -> None:
     assert result.rounds == 2 and result.completed == 6 and result.interrupted == 8
     assert result.mismatches == [] and result.duplicates == 0 and result.integrity_failures == 0
     assert result.still_generating_at_crash == 8  # the crash really caught answers in progress
+    assert result.saved_text_at_crash == 8  # and their text so far had been saved
     assert result.checked == 7 + 14
 
 

@@ -342,6 +342,21 @@ async def test_client_disconnect_stops_generation_and_saves_partial(raw_client: 
         assert stored["content"].startswith("word word")
 
 
+async def test_the_text_of_an_answer_in_progress_is_saved_as_it_grows(raw_client: Client) -> None:
+    config = fixed_config(text="word " * 500, delay=0.02)
+    config.checkpoint_interval = 0.1
+    async with start_server(config) as server:
+        client, conversation = await ready(raw_client, server)
+        stream = asyncio.ensure_future(client.message(conversation, "Hi"))
+        await asyncio.sleep(0.5)
+        _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
+        answer = stored["messages"][-1]
+        assert answer["status"] == "generating" and answer["content"].startswith("word word")
+        assert 0 < answer["generatedTokens"] < 500
+        await client.request("POST", f"/conversation/{conversation}/stop-generating")
+        await stream
+
+
 async def test_stop_generating(raw_client: Client) -> None:
     async with start_server(fixed_config(text="word " * 500, delay=0.02)) as server:
         client, conversation = await ready(raw_client, server)

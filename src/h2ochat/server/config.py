@@ -181,6 +181,7 @@ class _ServerTable(_Table):
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] | None = None
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
     tgi_model: str | None = None
 
 
@@ -202,6 +203,7 @@ class ServerConfig:
     max_new_tokens_limit: int = 4096
     rate_limit_per_minute: int = 0  # 0: no limit
     keepalive_interval: float = 15.0
+    checkpoint_interval: float = 2.0  # seconds between saves of an answer still being generated
     shutdown_timeout: float = 10.0
     api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
     tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one

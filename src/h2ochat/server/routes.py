@@ -22,7 +22,7 @@ from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
 from h2ochat.server.parameters import request_parameters
 from h2ochat.server.storage import Conversation, MessageRow, Store
-from h2ochat.server.streaming import EventWriter, Outcome, relay
+from h2ochat.server.streaming import Answer, EventWriter, Outcome, relay
 
 __all__ = [
     "CONFIG",
@@ -251,21 +251,27 @@ async def _stream_answer(
     inputs: str,
 ) -> web.StreamResponse:
     app = request.app
+    store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    outcome = Outcome("", 0, interruption="client disconnected")
+    outcome: Outcome | None = None
     with app[MODELS].track(conversation.id) as generation:
+        answer = Answer(runtime, build_request(runtime.config, messages, parameters), generation)
+        checkpoints = asyncio.ensure_future(
+            _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval)
+        )
         try:
             await response.prepare(request)
-            writer = EventWriter(response, app[CONFIG].keepalive_interval, generation)
-            request_ = build_request(runtime.config, messages, parameters)
-            outcome = await relay(writer, runtime, request_, generation, prefix=inputs)
+            writer = EventWriter(response, config.keepalive_interval, generation)
+            outcome = await relay(writer, answer, prefix=inputs)
         except ConnectionError:
             pass  # the client left before the stream began; the answer is saved as interrupted
         finally:
+            checkpoints.cancel()
+            outcome = outcome or answer.outcome("client disconnected")
             # Shielded: an answer must be saved even if this handler is being cancelled.
             await asyncio.shield(
-                app[STORE].finish_answer(
+                store.finish_answer(
                     conversation.id,
                     answer_id,
                     outcome.text,
@@ -284,6 +290,16 @@ async def _stream_answer(
         outcome.finish_reason or f"interrupted ({outcome.interruption})",
     )
     return response
+
+
+async def _checkpoints(store: Store, conversation_id: str, answer_id: str, answer: Answer, every: float) -> None:
+    """Save the answer so far every ``every`` seconds, so that a crash loses at most that much of it."""
+    saved = ""
+    while True:
+        await asyncio.sleep(every)
+        if answer.text != saved:
+            saved = answer.text
+            await store.save_partial(conversation_id, answer_id, saved, answer.count)
 
 
 @routes.delete("/conversation/{id}")

@@ -4,9 +4,10 @@ All database work runs on one dedicated thread, so the event loop never waits
 on the disk and the connection is only ever used by the thread that owns it.
 
 An exchange (the user's message and the answer) is written when generation
-starts, with the answer marked ``generating``, and completed when it ends.
-A crash in between leaves it ``generating``; the next start marks such
-answers ``interrupted``, so nothing is lost and nothing stays half-done.
+starts, with the answer marked ``generating``; its text is saved every few
+seconds while it grows, and once more, complete, when it ends. A crash in
+between leaves it ``generating``; the next start marks such answers
+``interrupted``, with the text saved last, so nothing stays half-done.
 """
 
 from __future__ import annotations
@@ -303,6 +304,17 @@ class Store:
                 ],
             )
             tx.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+
+    async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
+        """The text of an answer still being generated (it stays ``generating``)."""
+        await self._run(self._save_partial, conversation_id, answer_id, content, generated_tokens)
+
+    def _save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
+        self._conn.execute(
+            "UPDATE messages SET content = ?, generated_tokens = ?, updated_at = ? "
+            "WHERE conversation_id = ? AND id = ? AND status = 'generating'",
+            (content, generated_tokens, now(), conversation_id, answer_id),
+        )
 
     async def finish_answer(
         self,

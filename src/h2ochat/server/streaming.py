@@ -143,16 +143,10 @@ class Answer:
         return Outcome(self.text, self.count, finish_reason=self.finish_reason)
 
 
-async def relay(
-    writer: EventWriter,
-    runtime: ModelRuntime,
-    request: GenerationRequest,
-    generation: Generation,
-    prefix: str = "",
-) -> Outcome:
+async def relay(writer: EventWriter, answer: Answer, prefix: str = "") -> Outcome:
     """Generate and write the answer as TGI events; always returns how it ended, never raises for the client."""
-    parameters = request.parameters
-    answer = Answer(runtime, request, generation)
+    parameters = answer.request.parameters
+    generation = answer.generation
     try:
         async with contextlib.aclosing(answer.tokens()) as tokens:
             async for item in tokens:

@@ -126,7 +126,7 @@ async def _stream(
     except ConnectionError:
         return response
     writer = EventWriter(response, request.app[CONFIG].keepalive_interval, generation)
-    await relay(writer, runtime, generation_request, generation, prefix=inputs)
+    await relay(writer, Answer(runtime, generation_request, generation), prefix=inputs)
     return response
 
 
