@@ -23,6 +23,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from h2ochat._compat import timeout_at
 from h2ochat.protocol.errors import (
     ConversationNotFound,
     DeleteFailedWarning,
@@ -51,7 +52,6 @@ from h2ochat.providers.transport import (
     first_token_timeout,
     map_errors,
     proxy_from_env,
-    timeout_at,
 )
 
 __all__ = ["H2oSession", "default_url"]

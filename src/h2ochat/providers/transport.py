@@ -13,7 +13,6 @@ import contextlib
 import logging
 import random
 import ssl
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, NoReturn
 import aiohttp
 from yarl import URL
 
+from h2ochat._compat import timeout_at
 from h2ochat.protocol.errors import (
     ConnectError,
     ConnectTimeout,
@@ -36,11 +36,6 @@ from h2ochat.protocol.errors import (
     error_for_status,
 )
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout_at
-else:  # pragma: no cover - Python 3.10
-    from async_timeout import timeout_at
-
 __all__ = [
     "RetryPolicy",
     "Timeout",
@@ -50,7 +45,6 @@ __all__ = [
     "map_errors",
     "proxy_from_env",
     "redact",
-    "timeout_at",
 ]
 
 log = logging.getLogger("h2ochat")

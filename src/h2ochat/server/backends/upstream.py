@@ -18,8 +18,8 @@ from typing import Protocol
 
 import aiohttp
 
+from h2ochat._compat import timeout_at
 from h2ochat.protocol.errors import body_excerpt
-from h2ochat.providers.transport import timeout_at
 from h2ochat.server.backends import BackendError, EndpointUnavailable, GeneratedToken, GenerationRequest
 from h2ochat.server.config import UpstreamEndpoint
 
