@@ -301,7 +301,7 @@ class H2oSession:
                         chunk = await content.readany()
             except H2oChatError as exc:
                 _fail(exc, texts)
-            except TimeoutError as exc:
+            except asyncio.TimeoutError as exc:  # (the same class as TimeoutError from Python 3.11)
                 error = (
                     first_token_timeout(url, first_limit)
                     if waiting_first

@@ -377,7 +377,7 @@ class Transport:
                     raise
             except H2oChatError:
                 raise
-            except TimeoutError:
+            except asyncio.TimeoutError:  # builtins.TimeoutError from 3.11; async_timeout raises this one
                 raise first_token_timeout(url, self.timeout.first_token) from None
             await asyncio.sleep(self.retry.delay(attempt))
         if response.status != 200:
