@@ -10,7 +10,7 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-__all__ = ["ProxyServer", "http_proxy", "socks5_proxy"]
+__all__ = ["ProxyServer", "http_proxy", "socks4_proxy", "socks5_proxy"]
 
 
 @dataclass
@@ -105,6 +105,29 @@ async def socks5_proxy(user: str | None = None, password: str | None = None) -> 
 
     async with _serve(handle) as port:
         state.url = f"socks5://{user}:{password}@127.0.0.1:{port}" if user else f"socks5://127.0.0.1:{port}"
+        yield state
+
+
+@contextlib.asynccontextmanager
+async def socks4_proxy() -> AsyncIterator[ProxyServer]:
+    """A SOCKS4 proxy (CONNECT to an IPv4 address; the user id is ignored)."""
+    state = ProxyServer("")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        version, command, port = struct.unpack("!BBH", await reader.readexactly(4))
+        host = socket.inet_ntoa(await reader.readexactly(4))
+        await reader.readuntil(b"\0")  # the user id
+        if (version, command) != (4, 1):
+            writer.write(b"\x00\x5b" + bytes(6))  # rejected
+            writer.close()
+            return
+        state.targets.append(f"{host}:{port}")
+        writer.write(b"\x00\x5a" + bytes(6))  # granted
+        await _tunnel((reader, writer), host, port)
+
+    async with _serve(handle) as port:
+        state.url = f"socks4://127.0.0.1:{port}"
         yield state
 
 

@@ -9,7 +9,7 @@ import pytest
 from h2ochat import H2o, H2oChatError, H2oSession
 from h2ochat.providers.transport import proxy_from_env, redact
 from tests.chatui import ChatUIDouble
-from tests.proxies import http_proxy, socks5_proxy
+from tests.proxies import http_proxy, socks4_proxy, socks5_proxy
 
 USER = [{"role": "user", "content": "Hi"}]
 
@@ -30,6 +30,13 @@ async def test_socks5_proxy_with_credentials(chatui: tuple[ChatUIDouble, str]) -
     assert text == "Hello world"
     assert proxy.targets and proxy.refused == 0
     assert double.leaked == set()
+
+
+async def test_socks4_proxy(chatui: tuple[ChatUIDouble, str]) -> None:
+    double, url = chatui
+    async with socks4_proxy() as proxy:
+        assert await H2o.create_async("", USER, proxy=proxy.url, url=url) == "Hello world"
+    assert proxy.targets and double.leaked == set()
 
 
 async def test_socks5_wrong_password_is_a_proxy_error_without_the_password(
