@@ -35,59 +35,10 @@ from h2ochat.protocol.errors import (
 )
 from h2ochat.protocol.sse import EventStreamDecoder, encode_comment, encode_event
 from h2ochat.protocol.tgi import Details, StreamEvent, TGIStreamDecoder, Token, encode_error_event, encode_stream_event
+from tests.whatwg import Event, reference
 
 EXAMPLES = int(os.environ.get("H2OCHAT_FUZZ_EXAMPLES", "200"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-Event = tuple[str, str, str, "int | None"]  # type, data, last event id, retry
-
-
-# The reference: WHATWG "interpreting an event stream", as literally as possible ---------------------
-
-
-def reference(stream: bytes) -> list[Event]:
-    text = stream.decode("utf-8", "replace")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    events: list[Event] = []
-    data, event_type, last_id, retry = "", "", "", None
-    for line in _lines(text):
-        if line == "":
-            # Dispatch: an empty data buffer dispatches nothing; one trailing LF is removed.
-            if data:
-                events.append((event_type or "message", data[:-1] if data.endswith("\n") else data, last_id, retry))
-            data, event_type = "", ""
-            continue
-        if line.startswith(":"):
-            continue
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data += value + "\n"
-        elif name == "event":
-            event_type = value
-        elif name == "id" and "\0" not in value:
-            last_id = value
-        elif name == "retry" and value and all(c in "0123456789" for c in value):
-            retry = int(value)
-    return events
-
-
-def _lines(text: str) -> list[str]:
-    """Complete lines only (CR, LF or CRLF ends one); an unfinished last line is dropped."""
-    lines, current, i = [], [], 0
-    while i < len(text):
-        char = text[i]
-        if char in "\r\n":
-            lines.append("".join(current))
-            current = []
-            if char == "\r" and text[i + 1 : i + 2] == "\n":
-                i += 1
-        else:
-            current.append(char)
-        i += 1
-    return lines
 
 
 def decode(stream: bytes, cuts: list[int] | None = None, max_event_size: int = 1 << 30) -> list[Event]:
