@@ -75,7 +75,6 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 class Connection:
     session: H2oSession
     model: str | None
-    embedded: bool
     # The model's recommended generation parameters, when the server lists them
     # (h2ochat servers do); the user's -p values go over them.
     parameters: dict[str, Any]
@@ -90,7 +89,7 @@ async def connect(
     if url is not None:
         async with H2oSession(url, proxy=proxy) as session:
             chosen, parameters = await _model_info(session, model)
-            yield Connection(session, chosen, embedded=False, parameters=parameters)
+            yield Connection(session, chosen, parameters)
         return
     from h2ochat.server import ServerConfig, start_server
 
@@ -98,7 +97,7 @@ async def connect(
         chosen, parameters = await _model_info(session, model)
         if announce:
             stderr.print(f"[dim]{EMBEDDED_NOTE.format(model=chosen)}[/]")
-        yield Connection(session, chosen, embedded=True, parameters=parameters)
+        yield Connection(session, chosen, parameters)
 
 
 async def _model_info(session: H2oSession, model: str | None) -> tuple[str | None, dict[str, Any]]:

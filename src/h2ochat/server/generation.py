@@ -82,7 +82,6 @@ class ModelRuntime:
         total = None if any(limit is None for limit in limits) else sum(limit for limit in limits if limit)
         # asyncio.Semaphore wakes waiters in arrival order: the queue is fair.
         self._slots = asyncio.Semaphore(total) if total else None
-        self.waiting = 0
 
     def pick(self, tried: set[int]) -> int:
         """A backend not tried yet, by weight, preferring those not cooling down."""
@@ -132,15 +131,8 @@ class ModelRuntime:
         if self._slots is None:
             yield
             return
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        try:
+        async with self._slots:
             yield
-        finally:
-            self._slots.release()
 
 
 @dataclass(eq=False)

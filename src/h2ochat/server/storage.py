@@ -146,7 +146,6 @@ class Store:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 5000")
-        db.row_factory = sqlite3.Row
         self._db = db
         self._migrate(db)
         with self._transaction() as tx:
