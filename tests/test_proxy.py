@@ -1,4 +1,4 @@
-"""Calls through HTTP and SOCKS5 proxies, with credentials, and from the environment."""
+"""Calls through HTTP, SOCKS5 and SOCKS4 proxies, with credentials, and from the environment."""
 
 from __future__ import annotations
 
@@ -8,24 +8,24 @@ import pytest
 
 from h2ochat import H2o, H2oChatError, H2oSession
 from h2ochat.providers.transport import proxy_from_env, redact
+from reliability.proxies import HttpProxy, Socks4Proxy, Socks5Proxy
 from tests.chatui import ChatUIDouble
-from tests.proxies import http_proxy, socks4_proxy, socks5_proxy
 
 USER = [{"role": "user", "content": "Hi"}]
 
 
 async def test_http_proxy_with_credentials(chatui: tuple[ChatUIDouble, str]) -> None:
     double, url = chatui
-    async with http_proxy("alice", "s3cret") as proxy:
+    async with HttpProxy(user="alice", password="s3cret") as proxy:
         text = await H2o.create_async("", USER, proxy=proxy.url, url=url)
     assert text == "Hello world"
-    assert proxy.connections >= 1 and proxy.refused == 0 and proxy.targets[0].startswith(url)
+    assert proxy.seen >= 1 and proxy.refused == 0 and proxy.targets[0].startswith(url)
     assert double.leaked == set()
 
 
 async def test_socks5_proxy_with_credentials(chatui: tuple[ChatUIDouble, str]) -> None:
     double, url = chatui
-    async with socks5_proxy("bob", "hunter2") as proxy:
+    async with Socks5Proxy(user="bob", password="hunter2") as proxy:
         text = await H2o.create_async("", USER, proxy=proxy.url, url=url)
     assert text == "Hello world"
     assert proxy.targets and proxy.refused == 0
@@ -34,7 +34,7 @@ async def test_socks5_proxy_with_credentials(chatui: tuple[ChatUIDouble, str]) -
 
 async def test_socks4_proxy(chatui: tuple[ChatUIDouble, str]) -> None:
     double, url = chatui
-    async with socks4_proxy() as proxy:
+    async with Socks4Proxy() as proxy:
         assert await H2o.create_async("", USER, proxy=proxy.url, url=url) == "Hello world"
     assert proxy.targets and double.leaked == set()
 
@@ -44,7 +44,7 @@ async def test_socks5_wrong_password_is_a_proxy_error_without_the_password(
 ) -> None:
     _, url = chatui
     caplog.set_level(logging.DEBUG)
-    async with socks5_proxy("bob", "hunter2") as proxy:
+    async with Socks5Proxy(user="bob", password="hunter2") as proxy:
         wrong = proxy.url.replace("hunter2", "wrong-pass-123")
         with pytest.raises(H2oChatError) as caught:
             await H2o.create_async("", USER, proxy=wrong, url=url, max_retries=0)
@@ -57,11 +57,11 @@ async def test_proxy_from_environment_and_loopback_exemption(
     chatui: tuple[ChatUIDouble, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, url = chatui
-    async with socks5_proxy() as proxy:
+    async with Socks5Proxy() as proxy:
         monkeypatch.setenv("ALL_PROXY", proxy.url)
         # Loopback targets are never sent to an environment proxy...
         assert await H2o.create_async("", USER, url=url) == "Hello world"
-        assert proxy.connections == 0
+        assert proxy.seen == 0
         # ...other hosts are (checked without a request: this sandbox has no DNS).
         from yarl import URL
 
@@ -72,7 +72,7 @@ async def test_proxy_from_environment_and_loopback_exemption(
 
 async def test_session_proxy_is_reused(chatui: tuple[ChatUIDouble, str]) -> None:
     _, url = chatui
-    async with http_proxy() as proxy, H2oSession(url, proxy=proxy.url) as session:
+    async with HttpProxy() as proxy, H2oSession(url, proxy=proxy.url) as session:
         assert await session.ask(USER) == "Hello world"
         assert await session.ask(USER) == "Hello world"
     assert len(proxy.targets) >= 2
