@@ -35,7 +35,7 @@ from h2ochat.server.routes import (
     json_response,
     routes,
 )
-from h2ochat.server.storage import Store
+from h2ochat.server.storage import open_store
 from h2ochat.server.tgi_api import routes as tgi_routes
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
@@ -157,7 +157,7 @@ def create_app(config: ServerConfig) -> web.Application:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = await Store.open(app[CONFIG].db_path())
+    app[STORE] = await open_store(app[CONFIG].db_path())
     yield
     await app[STORE].close()
 

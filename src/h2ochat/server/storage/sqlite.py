@@ -1,0 +1,281 @@
+"""The SQLite store: one file, WAL, a numbered schema the program migrates itself.
+
+Every statement runs on one dedicated thread (``_call``: the single hop from
+the event loop), so the loop never waits on the disk and the connection is
+only ever used by the thread that owns it. A method whose statements must
+hold together runs them as one function on that thread, inside
+``BEGIN IMMEDIATE … COMMIT``, so no other statement can come in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from h2ochat.server.storage import Conversation, MessageRow, Session, now
+
+__all__ = ["MIGRATIONS", "SQLiteStore"]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
+
+
+def _create_tables(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would commit the migration's transaction.
+    for statement in _SCHEMA_1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_SCHEMA_1 = """
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    active_model TEXT,
+    share_conversations INTEGER NOT NULL DEFAULT 0,
+    ethics_accepted_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT 'New Chat',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX conversations_by_session ON conversations (session_id, updated_at);
+CREATE TABLE messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'done' CHECK (status IN ('generating', 'done', 'interrupted')),
+    finish_reason TEXT,
+    interruption TEXT,
+    generated_tokens INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, id),
+    UNIQUE (conversation_id, position)
+)
+"""
+
+# Applied in order, each once; the names of applied ones are kept in _migrations.
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_create_tables", _create_tables),
+]
+
+_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
+_MESSAGE = (
+    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
+    "created_at, updated_at FROM messages"
+)
+
+
+class SQLiteStore:
+    """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ochat-db")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        store = cls(path)
+        try:
+            await store._hop(store._open)
+        except BaseException:
+            await store.close()  # a half-opened connection must not be left to the garbage collector
+            raise
+        return store
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await self._hop(db.close)
+        self._executor.shutdown(wait=True)
+
+    async def _hop(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _call(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function(connection)`` on the database thread: the one way in."""
+        return await self._hop(lambda: function(self._connection()))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is closed")
+        return self._db
+
+    async def _execute(self, sql: str, parameters: Values) -> int:
+        return await self._call(lambda db: db.execute(sql, parameters).rowcount)
+
+    async def _one(self, sql: str, parameters: Row) -> Row | None:
+        row: Row | None = await self._call(lambda db: db.execute(sql, parameters).fetchone())
+        return row
+
+    async def _all(self, sql: str, parameters: Row) -> list[Row]:
+        return await self._call(lambda db: db.execute(sql, parameters).fetchall())
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
+        db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a killed process (only a power cut may lose
+        # the last commits), at a fraction of the cost of FULL.
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 5000")
+        _migrate(db)
+        with _transaction(db):
+            db.execute(
+                "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = ? "
+                "WHERE status = 'generating'",
+                (now(),),
+            )
+
+    # Sessions -----------------------------------------------------------------------------
+
+    async def session(self, session_id: str) -> Session | None:
+        row = await self._one(
+            "SELECT id, active_model, share_conversations, ethics_accepted_at FROM sessions WHERE id = ?",
+            (session_id,),
+        )
+        return None if row is None else Session(row[0], row[1], bool(row[2]), row[3])
+
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+        stamp = now()
+        await self._execute(
+            """
+            INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at)
+            VALUES (:id, :model, :share, :accepted, :stamp, :stamp)
+            ON CONFLICT (id) DO UPDATE SET
+                active_model = coalesce(:model, active_model),
+                share_conversations = :share,
+                ethics_accepted_at = coalesce(ethics_accepted_at, :accepted),
+                updated_at = :stamp
+            """,
+            {
+                "id": session_id,
+                "model": active_model,
+                "share": int(share),
+                "accepted": stamp if accepted else None,
+                "stamp": stamp,
+            },
+        )
+
+    # Conversations ------------------------------------------------------------------------
+
+    async def create_conversation(self, session_id: str, model: str) -> str:
+        conversation_id = secrets.token_hex(12)
+        stamp = now()
+        await self._execute(
+            "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (conversation_id, session_id, model, stamp, stamp),
+        )
+        return conversation_id
+
+    async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
+        row = await self._one(f"{_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
+        return None if row is None else Conversation(*row)
+
+    async def conversations(self, session_id: str) -> list[Conversation]:
+        rows = await self._all(f"{_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
+        return [Conversation(*row) for row in rows]
+
+    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
+        sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
+        return await self._execute(sql, (conversation_id, session_id)) > 0
+
+    async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool:
+        sql = "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND session_id = ?"
+        return await self._execute(sql, (title, now(), conversation_id, session_id)) > 0
+
+    # Messages -----------------------------------------------------------------------------
+
+    async def messages(self, conversation_id: str) -> list[MessageRow]:
+        rows = await self._all(f"{_MESSAGE} WHERE conversation_id = ? ORDER BY position", (conversation_id,))
+        return [MessageRow(*row) for row in rows]
+
+    async def begin_exchange(
+        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+    ) -> None:
+        stamp = now()
+
+        def begin(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                if replace_from is not None:
+                    db.execute(
+                        "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
+                        (conversation_id, replace_from),
+                    )
+                (position,) = db.execute(
+                    "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = ?",
+                    (conversation_id,),
+                ).fetchone()
+                db.executemany(
+                    "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp),
+                        (conversation_id, answer_id, position + 1, "assistant", "", "generating", stamp, stamp),
+                    ],
+                )
+                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+
+        await self._call(begin)
+
+    async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
+        await self._execute(
+            "UPDATE messages SET content = ?, generated_tokens = ?, updated_at = ? "
+            "WHERE conversation_id = ? AND id = ? AND status = 'generating'",
+            (content, generated_tokens, now(), conversation_id, answer_id),
+        )
+
+    async def finish_answer(
+        self,
+        conversation_id: str,
+        answer_id: str,
+        content: str,
+        *,
+        finish_reason: str | None,
+        interruption: str | None,
+        generated_tokens: int,
+    ) -> None:
+        status = "interrupted" if interruption else "done"
+        await self._execute(
+            "UPDATE messages SET content = ?, status = ?, finish_reason = ?, interruption = ?, "
+            "generated_tokens = ?, updated_at = ? WHERE conversation_id = ? AND id = ?",
+            (content, status, finish_reason, interruption, generated_tokens, now(), conversation_id, answer_id),
+        )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    for name, migrate in MIGRATIONS:
+        if name not in applied:
+            with _transaction(db):
+                migrate(db)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
