@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from yarl import URL
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
@@ -35,6 +34,16 @@ from h2ochat.server.http import (
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
 from h2ochat.server.routes import routes
+from h2ochat.server.security import (
+    HOSTS,
+    SAFE_METHODS,
+    allowed_hosts,
+    forwarded,
+    printable,
+    protect,
+    public,
+    security_headers,
+)
 from h2ochat.server.storage import open_store
 from h2ochat.server.tgi_api import routes as tgi_routes
 
@@ -43,8 +52,6 @@ __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,8 +68,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_response({"message": describe_http_error(exc, request)}, exc.status, _allow_header(exc))
     except asyncio.CancelledError:
         raise
+    except ConnectionError:  # the client left while sending its request: normal, not a server fault
+        log.info("client left during %s %s", request.method, printable(request.path))
+        return json_response({"message": "The request ended before its body did"}, 400)
     except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
+        log.exception("unexpected error handling %s %s", request.method, printable(request.path))
         return json_response({"message": "Internal server error; the server log has the details"}, 500)
 
 
@@ -73,17 +83,11 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The hf-chat cookie, the Referer check on form posts and the welcome gate (docs/protocol.md, "Sessions")."""
+    """The hf-chat cookie and the welcome gate (docs/protocol.md, "Sessions")."""
     request[SESSION] = _session_id(request.cookies.get(COOKIE))
-    if request.method == "POST" and request.content_type in _FORM_TYPES:
-        referer = request.headers.get("Referer")
-        if not referer:
-            raise ApiError(403, "Non-JSON form requests need to have a referer")
-        if not _same_origin(referer, request):
-            raise ApiError(403, "Invalid referer for POST request")
     if (
         request.app[CONFIG].welcome_gate
-        and request.method not in _SAFE_METHODS
+        and request.method not in SAFE_METHODS
         and request.path.startswith("/conversation")
     ):
         session = await request.app[STORE].session(request[SESSION])
@@ -102,14 +106,6 @@ def _session_id(cookie: str | None) -> str:
     return str(uuid.uuid4())
 
 
-def _same_origin(referer: str, request: web.Request) -> bool:
-    try:
-        origin = URL(referer)
-    except (ValueError, TypeError):
-        return False
-    return origin.scheme == request.scheme and origin.raw_authority == request.host
-
-
 async def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
     """Issue or refresh the session cookie on every response.
 
@@ -118,7 +114,7 @@ async def _set_cookie(request: web.Request, response: web.StreamResponse) -> Non
     """
     session = request.get(SESSION)
     if session is not None:
-        secure = "; Secure" if request.secure else ""
+        secure = "; Secure" if public(request).scheme == "https" else ""
         response.headers.add(
             "Set-Cookie", f"{COOKIE}={session}; Path=/; Max-Age={365 * 86400}; HttpOnly; SameSite=Lax{secure}"
         )
@@ -128,7 +124,8 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, duration."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+        path = printable(request.path)  # decoded: %0a would otherwise start a forged line
+        self.logger.info("%s %s %s %.1fms", printable(request.method), path, response.status, time * 1000)
 
     @property
     def enabled(self) -> bool:
@@ -140,12 +137,21 @@ def create_app(config: ServerConfig) -> web.Application:
 
     The database and the models open on startup and close on cleanup.
     """
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, v1_guard, sessions])
+    middlewares = [forwarded, json_errors, v1_guard, protect, sessions]
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
+    app[HOSTS] = allowed_hosts(config)
+    if app[HOSTS] is None:
+        log.warning(
+            "answering requests for any host name (bound to %s): set allowed_hosts (--allowed-hosts) to the "
+            "names people use, so that a hostile name pointed at this address (DNS rebinding) is refused",
+            config.host,
+        )
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_models)
     app.on_response_prepare.append(_set_cookie)
+    app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
     app.add_routes(openai_routes)

@@ -109,6 +109,7 @@ class FixedEndpoint(_Table, tag="fixed", tag_field="type"):
     delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # seconds between tokens
     first_token_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     fail_after: Annotated[int, msgspec.Meta(ge=0)] | None = None  # raise after this many tokens
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None  # answers at once; more wait in line
     weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
@@ -161,6 +162,11 @@ class ModelConfig(_Table):
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: [LlamaEndpoint()])
     # Seconds an endpoint that failed before its first token is left out, when the model has others.
     cooldown: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # Requests waiting for a turn when every place is taken; past it they are refused at once (429).
+    max_queue: Annotated[int, msgspec.Meta(ge=0)] = 32
+    # The longest wait for a turn (s); a request still waiting then ends with an "overloaded" error.
+    # 120: the h2oGPT client's own first-token limit, past which nobody is listening anyway.
+    max_wait: Annotated[float, msgspec.Meta(gt=0)] = 120.0
 
     @property
     def uses_chatui_tokens(self) -> bool:
@@ -184,6 +190,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
     tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one
+    # Host names answered (exact, "*", or ".example.com" with its subdomains). None: the loopback
+    # names when bound to loopback, any when bound to all interfaces (with a warning).
+    allowed_hosts: list[str] | None = None
+    # Proxies whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or networks, "*": any).
+    forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from h2ochat.server.backends import GeneratedToken, GenerationRequest
 from h2ochat.server.generation import ModelRuntime, build_request
 from h2ochat.server.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.streaming import Answer, complete_answer, stream_answer
+from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
 
 __all__ = ["routes", "v1_guard"]
 
@@ -45,7 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # A generation error as an HTTP status, for answers that are not streamed.
-_STATUSES = {"validation": 400, "overloaded": 503, "generation": 500, "incomplete_generation": 500}
+_STATUSES = {"validation": 400, "overloaded": 429, "generation": 500, "incomplete_generation": 500}
 _DONE = b"data: [DONE]\n\n"
 _PARAM = re.compile(r"at `\$\.(\w+)")
 _encoder = msgspec.json.Encoder()
@@ -65,7 +65,8 @@ async def v1_guard(request: web.Request, handler: Handler) -> web.StreamResponse
     if key:  # an empty key (an empty environment variable) means no key
         sent = request.headers.get("Authorization", "")
         # compare_digest: the time taken must not tell how much of a guess was right.
-        if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+        # surrogateescape: a header byte that is not UTF-8 (0xFF) must be a wrong key, not a 500.
+        if not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {key}".encode()):
             what = "No API key provided" if not sent else "Incorrect API key provided"
             raise openai_error(401, f"{what}: send the header 'Authorization: Bearer <key>'", code="invalid_api_key")
     try:
@@ -194,6 +195,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     generation_request = _request(body, runtime, request)
     usage = body.stream_options is not None and body.stream_options.include_usage
     dialect = OpenAIChunks(CompletionBuilder(body.model), usage)
+    admit(runtime, dialect)
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream:

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from h2ochat.protocol.tgi import MessageRequest
+from h2ochat.server.backends import BackendError, Overloaded
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
 from h2ochat.server.http import (
     CONFIG,
@@ -31,8 +32,9 @@ from h2ochat.server.http import (
     parse_json,
 )
 from h2ochat.server.parameters import request_parameters
+from h2ochat.server.security import printable
 from h2ochat.server.storage import Conversation, MessageRow, Store
-from h2ochat.server.streaming import Answer, TgiEvents, stream_answer
+from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 
 __all__ = ["routes"]
 
@@ -133,6 +135,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     if options.response_id == options.id or any(m.id == options.response_id for m in history):
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
     app[LIMITER].check(request[SESSION])  # counted once the message is known to be acceptable
+    admit(runtime, TgiEvents())  # a full queue refuses before anything is stored
     messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
     await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
     return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
@@ -230,7 +233,13 @@ async def summarize_title(request: web.Request) -> web.StreamResponse:
     first = next((m.content for m in await store.messages(conversation.id) if m.role == "user"), None)
     if first is None:
         raise ApiError(400, "The conversation has no message to summarize yet")
-    title = await summarize(runtime, first)
+    try:
+        title = await summarize(runtime, first)
+    except Overloaded as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except BackendError as exc:
+        log.warning("summarize of %s failed: %s", conversation.id, printable(str(exc)))
+        raise ApiError(503, "The model could not write a title just now; try again later") from None
     await store.rename_conversation(conversation.id, request[SESSION], title)
     return json_response({"title": title})
 
