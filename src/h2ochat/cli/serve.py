@@ -12,6 +12,16 @@ from h2ochat.cli.common import run, stderr
 __all__ = ["serve"]
 
 
+class _CommaList(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click stubs
+    name = "LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[str]:
+        return value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+_LIST = _CommaList()
+
+
 @click.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
@@ -31,6 +41,17 @@ __all__ = ["serve"]
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="Largest accepted request body.")
 @click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")
 @click.option("--tgi-model", help="The model behind the TGI API (/generate, /generate_stream); default: the first.")
+@click.option(
+    "--allowed-hosts",
+    type=_LIST,
+    help="Host names answered, comma-separated ('.example.com' with subdomains, '*' any). "
+    "Default: the loopback names when bound to loopback, any when bound to all interfaces.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    type=_LIST,
+    help="Proxies whose X-Forwarded-Proto/X-Forwarded-Host are believed, comma-separated addresses or networks.",
+)
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
