@@ -12,7 +12,7 @@ import pytest
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
 from h2ochat.server.routes import MODELS
-from tests.conftest import FIXED_MODEL, SMOL, fixed_config
+from tests.helpers import FIXED_MODEL, SMOL, fixed_config
 
 USER: list[Any] = [{"role": "user", "content": "Hi"}]
 KENOBI = "Hello there, general Kenobi."

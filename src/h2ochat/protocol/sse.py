@@ -63,10 +63,6 @@ class EventStreamDecoder:
         self.overflow = 0  # see blocks()
 
     @property
-    def last_event_id(self) -> str:
-        return self._last_id
-
-    @property
     def has_pending_input(self) -> bool:
         """Whether an unfinished event is buffered (it is dropped by ``flush``)."""
         return self._pending > 0 and any(piece.strip(b"\n") for piece in self._pieces)

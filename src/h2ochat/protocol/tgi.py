@@ -21,7 +21,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
     "DEFAULT_URL",
-    "FINISH_REASONS",
     "Details",
     "MessageOptions",
     "MessageRequest",
@@ -47,9 +46,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "repetition_penalty": 1.2,
     "return_full_text": False,
 }
-
-FINISH_REASONS = ("length", "eos_token", "stop_sequence")
-
 
 class Token(msgspec.Struct, gc=False):
     id: int
