@@ -68,6 +68,7 @@ __all__ = [
     "parse_retry_after",
 ]
 
+
 class H2oChatError(Exception):
     """Base class of every error h2ochat raises."""
 

@@ -47,6 +47,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "return_full_text": False,
 }
 
+
 class Token(msgspec.Struct, gc=False):
     id: int
     text: str
