@@ -1,6 +1,6 @@
 """Server-Sent Events: an incremental decoder and the matching encoder.
 
-The decoder follows the WHATWG event-stream rules (PROTOCOL.md section 5) and
+The decoder follows the WHATWG event-stream rules (docs/protocol.md section 5) and
 works on bytes, so that it can be fed whatever a socket read returns: one byte,
 half a CRLF, the middle of a UTF-8 sequence, or 64 KiB holding hundreds of
 events.  It does no I/O; the client feeds it from the network and the tests

@@ -1,4 +1,4 @@
-"""The wire shapes of the h2oGPT chat protocol (PROTOCOL.md sections 1, 3 and 4).
+"""The wire shapes of the h2oGPT chat protocol (docs/protocol.md sections 1, 3 and 4).
 
 Requests are encoded and TGI events decoded here, once, for both the client
 and the server.  msgspec does the JSON work: typed structs decode a token

@@ -1,6 +1,6 @@
 """``H2oSession``: a reusable client for one h2oGPT-compatible server.
 
-A call is the four steps of PROTOCOL.md section 1: accept the settings,
+A call is the four steps of docs/protocol.md section 1: accept the settings,
 create a conversation, stream the answer to one message, delete the
 conversation. The conversation is deleted whatever happens to the call.
 
