@@ -189,7 +189,6 @@ class H2oSession:
                     async for chunk in chunks:
                         for event in decoder.decode(chunk):
                             if event.token is not None:
-                                chunks.got_token()
                                 info.generated_tokens += 1
                                 if not event.token.special:
                                     texts.append(event.token.text)
@@ -197,6 +196,8 @@ class H2oSession:
                             if event.generated_text is not None:
                                 _finish(info, event)
                                 return
+                        if info.generated_tokens:  # once per read, not per token: the hot path
+                            chunks.got_token()
                 raise IncompleteStream(
                     f"message step: the stream from {chunks.url} ended before its final event "
                     f"({len(texts)} tokens received); the server may have stopped or crashed"

@@ -285,7 +285,7 @@ class ByteStream:
 
     Until the reader reports its first token (:meth:`got_token`), every read
     shares the first-token deadline, so keep-alives do not move it; from then
-    on every arrival, keep-alives included, restarts the read limit. Failures
+    on each read may wait the read limit (a keep-alive is an arrival). Failures
     raise h2ochat's errors; the end of the body ends the iteration, and the
     reader decides whether that was too early. Close it (``aclose`` or
     ``async with``): a body not read to its end cuts the connection, which is
@@ -301,6 +301,7 @@ class ByteStream:
         self._content = response.content
         self._proxy = transport.proxy
         self._timeout = transport.timeout
+        self._read_limit = transport.timeout.read
         self._deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._reading = False  # True once the first token came: the read limit applies
@@ -309,6 +310,9 @@ class ByteStream:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._reading and self._read_limit is not None:
+            # Counted from this read, so the reader's own time between reads is not the server's.
+            self._deadline = self._loop.time() + self._read_limit
         try:
             async with timeout_at(self._deadline):
                 with map_errors(self.step, self.url, self._proxy):
@@ -319,18 +323,13 @@ class ByteStream:
             raise self._timed_out() from None
         if not chunk:
             raise StopAsyncIteration
-        if self._reading:
-            self._deadline = self._in(self._timeout.read)
         return chunk
 
     def got_token(self) -> None:
-        """The reader decoded a token: the first-token limit is met, the read limit takes over."""
-        if not self._reading:
-            self._reading = True
-            self._deadline = self._in(self._timeout.read)
-
-    def _in(self, limit: float | None) -> float | None:
-        return None if limit is None else self._loop.time() + limit
+        """The reader decoded a token: the first-token limit is met, the read limit applies from the next read."""
+        self._reading = True
+        if self._read_limit is None:
+            self._deadline = None
 
     def _timed_out(self) -> H2oChatError:
         if self._reading:

@@ -23,6 +23,7 @@ from h2ochat.protocol.errors import (
     FirstTokenTimeout,
     H2oChatError,
     HTTPStatusError,
+    IncompleteStream,
     ReadTimeout,
 )
 from h2ochat.providers.options import Timeout
@@ -114,7 +115,8 @@ class UpstreamBackend:
                     yield token
                     if token.finish_reason is not None:
                         return
-        raise self._failure("the stream ended before its last token", started)
+        ended = IncompleteStream(f"the stream from {self.url + self.path} ended before its last token")
+        raise self._failure(ended, started)
 
     async def _next(self, chunks: ByteStream, started: bool) -> bytes:
         """The next chunk, or b"" at the end of the body."""
@@ -125,16 +127,12 @@ class UpstreamBackend:
         except H2oChatError as exc:
             raise self._failure(exc, started) from exc
 
-    def _failure(self, error: H2oChatError | str, started: bool) -> BackendError:
+    def _failure(self, error: H2oChatError, started: bool) -> BackendError:
         """Before the first token another endpoint may do better; after it the answer is incomplete."""
         if isinstance(error, HTTPStatusError):  # only ever before the first token
             return status_error(self.url + self.path, error.status, error.body)
-        what = str(error)
-        if isinstance(error, H2oChatError):
-            setting = _SETTINGS.get(type(error))
-            what += f" (the endpoint's {setting})" if setting else ""
-            if isinstance(error, (ConnectError, ConnectTimeout)):
-                what = f"could not reach the endpoint: {what}"
-        else:
-            what = f"{self.url + self.path}: {what}"
-        return BackendError(what, "incomplete_generation") if started else EndpointUnavailable(what)
+        setting = _SETTINGS.get(type(error))
+        message = f"{error} (the endpoint's {setting})" if setting else str(error)
+        if isinstance(error, (ConnectError, ConnectTimeout)):
+            message = f"could not reach the endpoint: {message}"
+        return BackendError(message, "incomplete_generation") if started else EndpointUnavailable(message)
