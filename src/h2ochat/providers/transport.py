@@ -104,9 +104,7 @@ def _socks_error(exc: Exception) -> type[H2oChatError] | None:
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
-
-
-_STREAM = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+_STREAM = {**_JSON, "Accept": "text/event-stream"}
 
 
 class Transport:
