@@ -34,7 +34,7 @@ from h2ochat.server.backends.openai import openai_parameters
 from h2ochat.server.config import Endpoint, FixedEndpoint, OpenAIEndpoint, TgiEndpoint
 from h2ochat.server.http import MODELS
 from h2ochat.server.parameters import Parameters
-from tests.conftest import events
+from tests.helpers import events
 
 CHATUI = {"user_message_token": "<|prompt|>", "assistant_message_token": "<|answer|>", "message_end_token": "</s>"}
 KENOBI = "Hello there, general Kenobi."

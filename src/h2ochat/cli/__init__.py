@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from h2ochat import __version__
+from h2ochat._version import __version__
 from h2ochat.cli.ask import ask, models
 from h2ochat.cli.chat import chat
 from h2ochat.cli.serve import serve
