@@ -35,8 +35,8 @@ from h2ochat.protocol.openai import (
     tgi_parameters,
 )
 from h2ochat.protocol.prompt import Messages
-from h2ochat.protocol.tgi import DEFAULT_MODEL
 from h2ochat.providers.base import AsyncResult, iterate_in_thread, run_in_thread
+from h2ochat.providers.defaults import server_model
 from h2ochat.providers.session import H2oSession
 
 __all__ = ["AsyncClient", "AsyncCompletions", "AsyncStream", "Client", "Completions", "Stream"]
@@ -149,7 +149,7 @@ class AsyncCompletions:
         # details: the last event must tell the finish reason and the token count.
         result = self._session.stream(messages, model or None, **parameters, details=True)
         include_usage = bool((stream_options or {}).get("include_usage"))
-        return _Call(result, model or DEFAULT_MODEL, parameters.get("stop", []), include_usage)
+        return _Call(result, server_model(model), parameters.get("stop", []), include_usage)
 
 
 class AsyncChat:
