@@ -11,7 +11,7 @@ from rich.table import Table
 
 from h2ochat.cli.ask import server_options
 from h2ochat.cli.common import connect, fail, run, stderr
-from h2ochat.server.hub import cached_models, human_size, parse_spec, remove
+from h2ochat.server.hub import LocalModel, cached_models, human_size, parse_spec, remove
 from h2ochat.server.hub import pull as pull_model
 
 __all__ = ["models"]
@@ -55,12 +55,16 @@ def pull(model: str, debug: bool) -> None:
       h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
       h2ochat models pull HuggingFaceTB/SmolLM2-360M-Instruct-GGUF:smollm2-360m-instruct-q8_0.gguf
     """
-    spec = parse_spec(model)
-    stderr.print(f"[dim]Pulling {spec} from the Hugging Face Hub…[/]")
-    pulled = run(lambda: asyncio.to_thread(pull_model, spec), debug)
+    pulled = run(lambda: asyncio.to_thread(_pull, model), debug)
     stderr.print(f"[bold green]Pulled[/] {pulled.repo} {pulled.file} ({human_size(pulled.size)})")
     print(pulled.path)
     stderr.print(f"[dim]Serve it: h2ochat serve --hf {pulled.repo}:{pulled.file}[/]")
+
+
+def _pull(model: str) -> LocalModel:
+    spec = parse_spec(model)
+    stderr.print(f"[dim]Pulling {spec} from the Hugging Face Hub…[/]")
+    return pull_model(spec)
 
 
 @models.command()

@@ -14,6 +14,7 @@ model pulled once starts with no network at all.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 DEFAULT_QUANT = "Q4_K_M"
+log = logging.getLogger("h2ochat.hub")
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 _REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 # Room kept free besides the file itself, so a download never fills the disk to the last byte.
@@ -131,6 +133,8 @@ def pull(spec: ModelSpec, progress: bool = True) -> LocalModel:
         files = _remote_files(spec.repo)
         chosen = choose_file(spec, list(files))
         _check_disk(spec.repo, chosen, files[chosen])
+        # The bar shows in a terminal only (tqdm's rule); the log line says it everywhere else.
+        log.info("pulling %s %s (%s) into %s", spec.repo, chosen, human_size(files[chosen]), constants.HF_HUB_CACHE)
         _progress_bars(progress)
         path = Path(hf_hub_download(spec.repo, chosen))
     _check_gguf(path, spec)
