@@ -23,9 +23,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["COMMIT", "HubStandIn", "RepoFile", "running_hub"]
+__all__ = ["COMMIT", "TOKEN", "HubStandIn", "RepoFile", "running_hub"]
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TOKEN = "hf_standin_token"  # the one token that opens the gated repositories
 _CHUNK = 1 << 20
 
 
@@ -63,7 +64,7 @@ class HubStandIn:
 
     def _repo(self, request: web.Request) -> tuple[str, dict[str, RepoFile]]:
         repo = f"{request.match_info['owner']}/{request.match_info['name']}"
-        if repo in self.gated and "authorization" not in request.headers:
+        if repo in self.gated and request.headers.get("Authorization") != f"Bearer {TOKEN}":
             raise web.HTTPForbidden(headers={"X-Error-Code": "GatedRepo"}, text=f"Access to {repo} is restricted.")
         if repo not in self.repos:
             raise web.HTTPNotFound(headers={"X-Error-Code": "RepoNotFound"}, text="Repository not found")

@@ -25,7 +25,7 @@ import pytest
 
 from h2ochat.server.backends.llama import embedded_gguf
 from h2ochat.server.hub import HubError, ModelSpec, choose_file, parse_spec
-from tests.hub_standin import HubStandIn, RepoFile, running_hub
+from tests.hub_standin import TOKEN, HubStandIn, RepoFile, running_hub
 
 pytest.importorskip("huggingface_hub", reason="huggingface_hub is not installed: pip install -e '.[local]'")
 
@@ -133,6 +133,14 @@ def test_pull_errors_say_what_to_do(hub: HubStandIn, hf_env: dict[str, str], spe
     assert "Traceback" not in result.stderr
     if spec == "test/huge":
         assert hub.gets("huge-Q4_K_M.gguf") == []  # refused before downloading a byte
+
+
+def test_hf_token_opens_a_gated_repository(hf_env: dict[str, str]) -> None:
+    wrong = h2ochat({**hf_env, "HF_TOKEN": "hf_not_it"}, "models", "pull", "test/gated")
+    assert wrong.returncode == 1 and "is gated" in wrong.stderr
+    pulled = h2ochat({**hf_env, "HF_TOKEN": TOKEN}, "models", "pull", "test/gated")
+    assert pulled.returncode == 0, pulled.stderr
+    assert Path(pulled.stdout.strip()).read_bytes() == TINY_GGUF
 
 
 def test_no_network_and_offline_without_the_model(hf_env: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,8 +12,9 @@ from rich.table import Table
 
 from h2ochat.cli.ask import server_options
 from h2ochat.cli.common import connect, fail, run, stderr
-from h2ochat.server.hub import LocalModel, cached_models, human_size, parse_spec, remove
-from h2ochat.server.hub import pull as pull_model
+
+if TYPE_CHECKING:
+    from h2ochat.server.hub import LocalModel
 
 __all__ = ["models"]
 
@@ -55,6 +57,8 @@ def pull(model: str, debug: bool) -> None:
       h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
       h2ochat models pull HuggingFaceTB/SmolLM2-360M-Instruct-GGUF:smollm2-360m-instruct-q8_0.gguf
     """
+    from h2ochat.server.hub import human_size
+
     pulled = run(lambda: asyncio.to_thread(_pull, model), debug)
     stderr.print(f"[bold green]Pulled[/] {pulled.repo} {pulled.file} ({human_size(pulled.size)})")
     print(pulled.path)
@@ -62,9 +66,11 @@ def pull(model: str, debug: bool) -> None:
 
 
 def _pull(model: str) -> LocalModel:
+    from h2ochat.server.hub import parse_spec, pull
+
     spec = parse_spec(model)
     stderr.print(f"[dim]Pulling {spec} from the Hugging Face Hub…[/]")
-    return pull_model(spec)
+    return pull(spec)
 
 
 @models.command()
@@ -76,6 +82,8 @@ def rm(repo: str) -> None:
     Examples:
       h2ochat models rm bartowski/Qwen2.5-1.5B-Instruct-GGUF
     """
+    from h2ochat.server.hub import human_size, remove
+
     freed = remove(repo.removeprefix("hf:").partition(":")[0])
     if not freed:
         fail(f"{repo} is not in the cache (h2ochat models lists what is)")
@@ -83,6 +91,8 @@ def rm(repo: str) -> None:
 
 
 def _print_local() -> None:
+    from h2ochat.server.hub import cached_models, human_size
+
     try:
         pulled = cached_models()
     except ImportError:  # huggingface_hub absent (no 'local' extra): nothing can have been pulled

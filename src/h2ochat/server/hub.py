@@ -215,12 +215,14 @@ def _remote_files(repo: str) -> dict[str, int]:
 def _check_disk(repo: str, file: str, size: int) -> None:
     """Refuse before downloading when the cache's disk cannot hold the rest of the file."""
     from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
 
     cache = Path(constants.HF_HUB_CACHE)
     existing = next(p for p in [cache, *cache.parents] if p.exists())
     free = shutil.disk_usage(existing).free
     # A partial download already on disk counts as done: it is resumed, not restarted.
-    partial = sum(p.stat().st_size for p in cache.glob(f"models--{repo.replace('/', '--')}/blobs/*.incomplete"))
+    blobs = cache / repo_folder_name(repo_id=repo, repo_type="model") / "blobs"
+    partial = sum(p.stat().st_size for p in blobs.glob("*.incomplete"))
     needed = max(size - partial, 0)
     if free < needed + _DISK_MARGIN:
         raise HubError(
