@@ -8,10 +8,11 @@ of a second even for a 150k-token vocabulary, and no memory to speak of.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from h2ochat.server.config import ConfigError
 
@@ -61,16 +62,9 @@ def read_gguf_info(path: str | Path) -> GgufInfo:
     with open(path, "rb") as file:
         if file.read(4) != GGUF_MAGIC:
             raise NotGguf(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-        version, _tensors, count = _unpack(file, "<IQQ")
-        if version < 2:
-            raise NotGguf(f"{path} is GGUF version {version}; llama.cpp reads version 2 and later")
-        found: dict[str, Any] = {}
-        for _ in range(count):
-            key = _string(file)
-            (kind,) = _unpack(file, "<I")
-            value = _value(file, kind, keep=key in _WANTED)
-            if key in _WANTED:
-                found[key] = value
+        # Mapped, not read: the header is walked by offsets and only the wanted values are decoded.
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            found = _Header(data, str(path)).wanted_values()
     return GgufInfo(
         path=str(path),
         name=_text(found.get("general.name")),
@@ -83,32 +77,64 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _unpack(file: BinaryIO, layout: str) -> tuple[Any, ...]:
-    size = struct.calcsize(layout)
-    data = file.read(size)
-    if len(data) != size:
-        raise NotGguf(f"{file.name}: the GGUF header is cut short")
-    return struct.unpack(layout, data)
+class _Header:
+    """A cursor over the key/value section of a mapped GGUF file."""
 
+    def __init__(self, data: mmap.mmap, path: str) -> None:
+        self.data = data
+        self.path = path
+        self.offset = 4
 
-def _string(file: BinaryIO) -> str:
-    (length,) = _unpack(file, "<Q")
-    data = file.read(length)
-    if len(data) != length:
-        raise NotGguf(f"{file.name}: the GGUF header is cut short")
-    return data.decode("utf-8", "replace")
+    def wanted_values(self) -> dict[str, Any]:
+        version, _tensors, count = self.unpack("<IQQ")
+        if version < 2:
+            raise NotGguf(f"{self.path} is GGUF version {version}; llama.cpp reads version 2 and later")
+        found: dict[str, Any] = {}
+        for _ in range(count):
+            key = self.string(keep=True)
+            (kind,) = self.unpack("<I")
+            value = self.value(kind, keep=key in _WANTED)
+            if key in _WANTED:
+                found[key] = value
+        return found
 
+    def unpack(self, layout: str) -> tuple[Any, ...]:
+        size = struct.calcsize(layout)
+        if self.offset + size > len(self.data):
+            raise NotGguf(f"{self.path}: the GGUF header is cut short")
+        values = struct.unpack_from(layout, self.data, self.offset)
+        self.offset += size
+        return values
 
-def _value(file: BinaryIO, kind: int, keep: bool) -> Any:
-    if kind == _STRING:
-        return _string(file)
-    if kind in _SCALARS:
-        return _unpack(file, _SCALARS[kind])[0]
-    if kind == _ARRAY:
-        item_kind, length = _unpack(file, "<IQ")
-        if item_kind in _SCALARS and not keep:
-            file.seek(struct.calcsize(_SCALARS[item_kind]) * length, 1)  # no need to decode what is skipped
-            return None
-        items = [_value(file, item_kind, keep) for _ in range(length)]
-        return items if keep else None
-    raise NotGguf(f"{file.name}: unknown GGUF value type {kind}")
+    def string(self, keep: bool) -> str | None:
+        (length,) = self.unpack("<Q")
+        start, self.offset = self.offset, self.offset + length
+        if self.offset > len(self.data):
+            raise NotGguf(f"{self.path}: the GGUF header is cut short")
+        return self.data[start : self.offset].decode("utf-8", "replace") if keep else None
+
+    def skip_strings(self, count: int) -> None:
+        data, offset, length_at = self.data, self.offset, struct.Struct("<Q").unpack_from
+        try:
+            for _ in range(count):
+                offset += 8 + length_at(data, offset)[0]
+        except struct.error:
+            raise NotGguf(f"{self.path}: the GGUF header is cut short") from None
+        self.offset = offset
+
+    def value(self, kind: int, keep: bool) -> Any:
+        if kind == _STRING:
+            return self.string(keep)
+        if kind in _SCALARS:
+            return self.unpack(_SCALARS[kind])[0]
+        if kind == _ARRAY:
+            item_kind, length = self.unpack("<IQ")
+            if item_kind in _SCALARS and not keep:
+                self.offset += struct.calcsize(_SCALARS[item_kind]) * length  # skipped without decoding
+                return None
+            if item_kind == _STRING and not keep:
+                self.skip_strings(length)  # the vocabulary: 50k to 250k strings, the bulk of the header
+                return None
+            items = [self.value(item_kind, keep) for _ in range(length)]
+            return items if keep else None
+        raise NotGguf(f"{self.path}: unknown GGUF value type {kind}")
