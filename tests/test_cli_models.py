@@ -52,3 +52,10 @@ async def test_model_completion_offers_the_servers_models(server: RunningServer)
     assert (await run(env={**via_env, "H2OCHAT_URL": server.url})).stdout.split() == [f"plain,{FIXED_MODEL}"]
     nothing = await run(env={**via_env, "H2OCHAT_URL": "http://127.0.0.1:9"})
     assert nothing.returncode == 0 and nothing.stdout.split() == [] and "Traceback" not in nothing.stderr
+
+
+async def test_h2ochat_model_chooses_the_model_as_model_does(server: RunningServer) -> None:
+    refused = await run("ask", "--url", server.url, "hi", env=environment(H2OCHAT_MODEL="nope"))
+    assert refused.returncode == 1 and "Unknown model 'nope'" in refused.stderr
+    answered = await run("ask", "--url", server.url, "hi there", env=environment(H2OCHAT_MODEL=FIXED_MODEL))
+    assert answered.returncode == 0 and answered.stdout.strip() == "hi there", answered.stderr

@@ -18,7 +18,7 @@ from click.shell_completion import CompletionItem
 from rich.console import Console
 
 from h2ochat.protocol.errors import H2oChatError
-from h2ochat.providers.defaults import configured_url
+from h2ochat.providers.defaults import configured_model, configured_url
 from h2ochat.providers.session import H2oSession
 
 __all__ = ["Connection", "complete_model", "connect", "fail", "parse_parameters", "run", "stderr"]
@@ -86,7 +86,7 @@ async def connect(
     url: str | None, proxy: str | None, model: str | None, announce: bool = True
 ) -> AsyncIterator[Connection]:
     """A session to ``url``, or to the embedded server started here when no server is configured."""
-    url = configured_url(url)
+    url, model = configured_url(url), configured_model(model)
     if url is not None:
         async with H2oSession(url, proxy=proxy) as session:
             chosen, parameters = await _model_info(session, model)

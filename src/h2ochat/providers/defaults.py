@@ -17,7 +17,7 @@ import os
 
 from h2ochat.protocol.tgi import DEFAULT_MODEL, DEFAULT_URL
 
-__all__ = ["configured_url", "server_model", "server_url"]
+__all__ = ["configured_model", "configured_url", "server_model", "server_url"]
 
 
 def _class_value(value: str | None, historical: str) -> str | None:
@@ -39,6 +39,14 @@ def server_url(url: str | None = None, class_url: str | None = None) -> str:
     return configured_url(url, class_url) or DEFAULT_URL
 
 
+def configured_model(model: str | None = None, class_model: str | None = None) -> str | None:
+    """The model chosen by an argument, a provider class or ``H2OCHAT_MODEL``; None when nobody chose.
+
+    The command line uses None to take the server's first model instead.
+    """
+    return model or _class_value(class_model, DEFAULT_MODEL) or os.environ.get("H2OCHAT_MODEL") or None
+
+
 def server_model(model: str | None = None, class_model: str | None = None) -> str:
     """The model a call asks for, in the order of this module's docstring."""
-    return model or _class_value(class_model, DEFAULT_MODEL) or os.environ.get("H2OCHAT_MODEL") or DEFAULT_MODEL
+    return configured_model(model, class_model) or DEFAULT_MODEL
