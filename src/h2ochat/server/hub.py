@@ -235,7 +235,10 @@ def _check_gguf(path: Path, spec: ModelSpec) -> None:
     with path.open("rb") as file:
         magic = file.read(4)
     if magic != GGUF_MAGIC:
-        raise HubError(f"{spec}: {path} is not a GGUF file (it starts with {magic!r}); choose another file")
+        raise HubError(
+            f"{spec}: {path} is not a GGUF file (it starts with {magic!r}); choose another file "
+            f"(h2ochat models rm {spec.repo} deletes this one)"
+        )
 
 
 def _progress_bars(enabled: bool) -> None:
