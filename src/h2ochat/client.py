@@ -26,8 +26,8 @@ from typing import Any, Literal, overload
 
 from h2ochat.protocol.openai import ChatCompletion, ChatCompletionChunk, CompletionBuilder, tgi_parameters
 from h2ochat.protocol.prompt import Messages
-from h2ochat.protocol.tgi import DEFAULT_MODEL
 from h2ochat.providers.base import AsyncResult, iterate_in_thread, run_in_thread
+from h2ochat.providers.defaults import server_model
 from h2ochat.providers.session import H2oSession
 
 __all__ = ["AsyncClient", "AsyncCompletions", "AsyncStream", "Client", "Completions", "Stream"]
@@ -124,7 +124,7 @@ class AsyncCompletions:
         # details: the last event must tell the finish reason and the token count.
         result = self._session.stream(messages, model or None, **parameters, details=True)
         include_usage = bool((stream_options or {}).get("include_usage"))
-        builder = CompletionBuilder(model or DEFAULT_MODEL, parameters.get("stop", []), include_usage=include_usage)
+        builder = CompletionBuilder(server_model(model), parameters.get("stop", []), include_usage=include_usage)
         return _Call(result, builder)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ _LIST = _CommaList()
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
+@click.option("--hf", metavar="REPO[:QUANT]", help="Serve a GGUF model from the Hugging Face Hub, pulled on first use.")
 @click.option("--db", help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing).")
 @click.option(
     "--welcome-gate/--no-welcome-gate", default=None, help="Require the settings step before chatting (default: on)."
@@ -70,6 +72,7 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
       h2ochat serve --port 9000 --db /tmp/chat.db --no-welcome-gate
       h2ochat serve --config models.toml
       h2ochat serve --gguf ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
+      h2ochat serve --hf bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(lambda: _serve(config_path, gguf, options), debug)
@@ -77,7 +80,11 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
 
 async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str, Any]) -> None:
     from h2ochat.server import load_config, serve
+    from h2ochat.server.hub import local_gguf
 
+    hf = overrides.pop("hf", None)
+    if hf:  # pulled on first use, from the cache afterwards
+        gguf = await asyncio.to_thread(local_gguf, f"hf:{hf}")
     # The options are named after the settings they override; None means "not given".
     config = load_config(config_path, gguf=gguf, **overrides)
 
@@ -86,4 +93,5 @@ async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str,
         stderr.print(f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {config.db_path()})")
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
 
+    stderr.print(f"[dim]Loading {', '.join(config.model_names)}…[/]")  # a large model takes a while
     await serve(config, ready)

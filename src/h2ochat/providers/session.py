@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import warnings
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -32,30 +31,24 @@ from h2ochat.protocol.errors import (
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import (
-    DEFAULT_MODEL,
-    DEFAULT_URL,
     StreamEvent,
     TGIStreamDecoder,
     message_request,
     settings_form,
 )
 from h2ochat.providers.base import AsyncResult, CallInfo
+from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
 from h2ochat.providers.transport import ByteStream, Transport
 
-__all__ = ["H2oSession", "default_url"]
+__all__ = ["H2oSession"]
 
 log = logging.getLogger("h2ochat")
 T = TypeVar("T")
 
 
-def default_url() -> str:
-    """The server root: ``H2OCHAT_URL`` if set, else the historical h2oGPT address."""
-    return os.environ.get("H2OCHAT_URL") or DEFAULT_URL
-
-
 def _root(url: str | None) -> str:
-    root = (url or default_url()).rstrip("/")
+    root = server_url(url).rstrip("/")
     parsed = URL(root)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"url must be an http:// or https:// server root, got {root!r}")
@@ -153,7 +146,7 @@ class H2oSession:
             body = message_request(format_prompt(messages), parameters)
         except TypeError as exc:
             raise ValueError(f"generation parameters must be JSON values: {exc}") from None
-        return model or DEFAULT_MODEL, body
+        return server_model(model), body
 
     async def ask(self, messages: Messages, model: str | None = None, **parameters: Any) -> str:
         """The whole answer to ``messages`` as one string."""

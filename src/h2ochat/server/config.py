@@ -88,7 +88,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     """A GGUF model run in-process by llama-cpp-python (``gguf`` unset: the embedded SmolLM2)."""
 
-    gguf: str | None = None
+    gguf: str | None = None  # a path, or "hf:REPO[:QUANT]" pulled from the Hugging Face Hub (server/hub.py)
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Threads for reading the prompt (llama-cpp-python's default: every core). On a busy
@@ -246,7 +246,14 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
     path = Path(gguf)
     if not path.is_file():
         raise ConfigError(f"--gguf {gguf}: no such file")
-    return [ModelConfig(name=path.stem, display_name=path.stem, endpoints=[LlamaEndpoint(gguf=str(path))])]
+    from h2ochat.server.gguf import read_gguf_info
+
+    info = read_gguf_info(path)  # the name and chat template the file itself carries
+    name = info.name or path.stem
+    description = f"{path.name}: {info.architecture or 'unknown'} model, chat template {info.template_family}"
+    return [
+        ModelConfig(name=name, display_name=name, description=description, endpoints=[LlamaEndpoint(gguf=str(path))])
+    ]
 
 
 def load_config(path: str | Path | None = None, *, gguf: str | None = None, **overrides: Any) -> ServerConfig:
