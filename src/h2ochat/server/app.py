@@ -23,6 +23,7 @@ from h2ochat.server.config import ConfigError, ServerConfig
 from h2ochat.server.generation import Models
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
+from h2ochat.server.page import routes as page_routes
 from h2ochat.server.routes import (
     CONFIG,
     LIMITER,
@@ -153,6 +154,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
+    app.add_routes(page_routes)  # the web chat page at / (server/page.py)
     return app
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "LlamaEndpoint",
     "ModelConfig",
     "OpenAIEndpoint",
+    "PromptExample",
     "ServerConfig",
     "TgiEndpoint",
     "UpstreamEndpoint",
@@ -148,6 +149,13 @@ class OpenAIEndpoint(UpstreamEndpoint, tag="openai", tag_field="type"):
 Endpoint = LlamaEndpoint | FixedEndpoint | TgiEndpoint | OpenAIEndpoint
 
 
+class PromptExample(_Table):
+    """A suggestion the web page shows in an empty chat: a short title and the prompt it sends."""
+
+    title: str
+    prompt: str
+
+
 class ModelConfig(_Table):
     name: str
     display_name: str | None = None
@@ -161,6 +169,7 @@ class ModelConfig(_Table):
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: [LlamaEndpoint()])
     # Seconds an endpoint that failed before its first token is left out, when the model has others.
     cooldown: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    prompt_examples: list[PromptExample] = msgspec.field(default_factory=list)
 
     @property
     def uses_chatui_tokens(self) -> bool:

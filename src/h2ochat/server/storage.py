@@ -241,6 +241,21 @@ class Store:
         ).fetchall()
         return [Conversation(*row) for row in rows]
 
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        """The session's conversations whose title or any message holds ``query`` (case-insensitive for ASCII)."""
+        return await self._run(self._search_conversations, session_id, query)
+
+    def _search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        # LIKE with its wildcards escaped, so that "%" or "_" in a query match themselves.
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._conn.execute(
+            "SELECT id, session_id, model, title, created_at, updated_at FROM conversations AS c "
+            "WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages "
+            "WHERE conversation_id = c.id AND content LIKE ? ESCAPE '\\')) ORDER BY updated_at DESC",
+            (session_id, pattern, pattern),
+        ).fetchall()
+        return [Conversation(*row) for row in rows]
+
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
         return await self._run(self._delete_conversation, conversation_id, session_id)
 
