@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from h2ochat.server import ModelConfig, RunningServer, ServerConfig, start_server
 from h2ochat.server.config import FixedEndpoint
+from tests.browser import browser, page_server, visit  # noqa: F401 - fixtures of the web page's browser tests
 from tests.chatui import ChatUIDouble
 
 

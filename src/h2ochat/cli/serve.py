@@ -29,6 +29,7 @@ __all__ = ["serve"]
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--open", "open_page", is_flag=True, help="Open the chat page in the web browser once serving.")
 def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str, **options: Any) -> None:
     """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite,
     plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
@@ -73,6 +74,11 @@ async def _serve(config_path: str | None, gguf: str | None, options: dict[str, A
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)
         stderr.print(f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {config.db_path()})")
+        stderr.print(f"Chat in a web browser: [bold]{url}/[/]")
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
+        if options["open_page"]:
+            import webbrowser
+
+            webbrowser.open(f"{url}/")
 
     await serve(config, ready)

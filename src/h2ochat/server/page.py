@@ -67,7 +67,8 @@ def static_files() -> dict[str, StaticFile]:
             continue
         body = path.read_bytes()
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        files[path.relative_to(STATIC).as_posix()] = StaticFile(body, gzip.compress(body, 9, mtime=0), etag, _TYPES[path.suffix])
+        gzipped = gzip.compress(body, 9, mtime=0)
+        files[path.relative_to(STATIC).as_posix()] = StaticFile(body, gzipped, etag, content_type)
     return files
 
 

@@ -367,9 +367,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.StreamResponse:
-    store, query = request.app[STORE], request.query.get("q", "").strip()
+    store, session, query = request.app[STORE], request[SESSION], request.query.get("q", "").strip()
     # ?q=: only those whose title or messages hold the text (the web page's search box).
-    conversations = await (store.search_conversations(request[SESSION], query) if query else store.conversations(request[SESSION]))
+    conversations = await (store.search_conversations(session, query) if query else store.conversations(session))
     return json_response([_conversation_json(c) for c in conversations])
 
 

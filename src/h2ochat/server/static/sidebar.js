@@ -53,6 +53,9 @@ export class Sidebar {
   }
 
   draw() {
+    // Redrawing would throw away a title being edited: draw once the edit ends.
+    this.stale = Boolean(this.list.querySelector("input.rename"));
+    if (this.stale) return;
     const groups = new Map([["Today", []], ["Previous 7 days", []], ["Older", []]]);
     for (const item of this.items) groups.get(groupOf(item.updatedAt)).push(item); // newest first already
     const parts = [];
@@ -116,6 +119,7 @@ export class Sidebar {
       done = true;
       const title = input.value.trim();
       input.replaceWith(link);
+      if (this.stale) this.draw();
       if (!save || !title || title === link.textContent) return;
       try {
         await api.rename(li.dataset.id, title);
