@@ -67,7 +67,7 @@ def long_answer(tokens: int) -> str:
         "```js\nconst x = 1; // a comment\nfunction f(a, b) { return a + b; }\n```\n\n"
     )
     words = len(block.split())
-    return block * max(1, tokens // words)
+    return block * (tokens // words + 1)
 
 
 # Models of the module-wide server: name -> (display name, endpoint settings)
@@ -213,9 +213,13 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
 # Fixtures (imported by conftest.py) ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One Chromium for the whole run; each test gets a fresh context (its own cookie, so its own session)."""
+    """One Chromium per test module; each test gets a fresh context (its own cookie, so its own session).
+
+    Per module, not per run: Playwright's synchronous API keeps an event loop running while it is
+    open, and the asyncio tests of other modules need none to be.
+    """
     with launch() as chromium:
         yield chromium
 

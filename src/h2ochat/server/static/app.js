@@ -196,11 +196,11 @@ async function answer(user, isRetry) {
       onToken: (token) => view.append(token),
       stopping: () => streaming.stopping,
     });
-    view.settle();
+    await view.drawn();
     if (result.stopped) view.note("Stopped: you stopped this answer before it was complete.", "info");
     ok = true;
   } catch (error) {
-    view.settle();
+    await view.drawn();
     refused(user, view, error);
   } finally {
     view.setStreaming(false);

@@ -1,6 +1,7 @@
 // Markdown rendering of model text: marked, then DOMPurify, then highlight.js on code blocks.
-// A growing answer is re-rendered block by block: the top-level blocks whose source did not change
-// keep their DOM nodes, so each frame costs the lexer plus the last block, not the whole answer.
+// A growing answer is rendered in chunks: once a top-level block is followed by two more, it is
+// frozen (rendered once, never again), so a frame costs the lexer over the unfrozen tail plus its
+// last blocks, not the whole answer. A burst of text is frozen a slice per frame, so no frame is long.
 
 import { Marked } from "./vendor/marked/marked.esm.js";
 import DOMPurify from "./vendor/dompurify/purify.es.mjs";
@@ -10,8 +11,14 @@ const escapeHtml = (text) =>
   String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
 const markdown = new Marked({
+  async: false,
   gfm: true,
   renderer: {
+    // HTML written by the model is shown as text, as a person typed it: a model explaining HTML
+    // means the tags literally, and nothing it writes becomes an element (DOMPurify stays the guard).
+    html({ text }) {
+      return escapeHtml(text);
+    },
     // Images become links: a picture from elsewhere would tell its host who reads the answer
     // (and the page's CSP blocks other hosts' images anyway).
     image({ href, text }) {
@@ -21,7 +28,7 @@ const markdown = new Marked({
 });
 
 const PURIFY = {
-  FORBID_TAGS: ["style", "img", "form", "input", "button", "textarea", "select", "dialog"],
+  FORBID_TAGS: ["style", "img", "svg", "math", "form", "input", "button", "textarea", "select", "dialog"],
   FORBID_ATTR: ["style", "id", "name"], // inline styles break the CSP; ids could clobber the page's
   RETURN_DOM_FRAGMENT: true,
 };
@@ -34,15 +41,14 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-function renderBlock(token, links) {
-  const tokens = [token];
+function renderTokens(tokens, links) {
   tokens.links = links;
   const fragment = DOMPurify.sanitize(markdown.parser(tokens), PURIFY);
-  const block = document.createElement("div");
-  block.className = "md-block";
-  block.append(fragment);
-  for (const code of block.querySelectorAll("pre > code")) decorateCode(code);
-  return block;
+  const chunk = document.createElement("div");
+  chunk.className = "md-chunk";
+  chunk.append(fragment);
+  for (const code of chunk.querySelectorAll("pre > code")) decorateCode(code);
+  return chunk;
 }
 
 function decorateCode(code) {
@@ -64,28 +70,47 @@ function decorateCode(code) {
   frame.append(bar, pre);
 }
 
+const SLICE = 6000; // characters of Markdown frozen per frame at most
+
 export class MarkdownView {
   constructor(element) {
     this.element = element;
-    this.blocks = []; // {raw, node} per top-level Markdown block on screen
-    this.linkKeys = "";
+    this.frozen = ""; // the source of the frozen chunks, a prefix of the text
+    this.open = null; // the chunk of the blocks still growing
   }
 
+  // Show ``text``; false when part of it is left for the next frame.
   render(text) {
-    const tokens = markdown.lexer(text);
-    const linkKeys = Object.keys(tokens.links).join("\n");
-    let keep = 0;
-    // A new reference definition may change any earlier block: then everything is redone.
-    if (linkKeys === this.linkKeys) {
-      while (keep < tokens.length && keep < this.blocks.length && this.blocks[keep].raw === tokens[keep].raw) keep++;
+    if (!text.startsWith(this.frozen)) this.reset();
+    const tokens = markdown.lexer(text.slice(this.frozen.length));
+    let ready = tokens.length - 2; // the last two blocks may still change (a list, a paragraph)
+    let raw = "";
+    let count = 0;
+    while (count < ready && raw.length < SLICE) raw += tokens[count++].raw;
+    // Freeze only when the tokens give back the source exactly; otherwise keep redrawing it all.
+    if (count && text.startsWith(this.frozen + raw, 0)) {
+      this.element.insertBefore(renderTokens(tokens.slice(0, count), tokens.links), this.open);
+      this.frozen += raw;
+    } else {
+      ready = count = 0;
     }
-    this.linkKeys = linkKeys;
-    for (const block of this.blocks.splice(keep)) block.node.remove();
-    for (const token of tokens.slice(keep)) {
-      const node = renderBlock(token, tokens.links);
-      this.element.append(node);
-      this.blocks.push({ raw: token.raw, node });
+    if (count < ready) {
+      // More to freeze on the next frame; the open chunk showed text now frozen, so it goes.
+      this.open?.remove();
+      this.open = null;
+      return false;
     }
+    const chunk = renderTokens(tokens.slice(count), tokens.links);
+    if (this.open) this.open.replaceWith(chunk);
+    else this.element.append(chunk);
+    this.open = chunk;
+    return true;
+  }
+
+  reset() {
+    this.element.replaceChildren();
+    this.frozen = "";
+    this.open = null;
   }
 }
 

@@ -27,12 +27,15 @@ export class MessageView {
     this.markdown = role === "user" ? null : new MarkdownView(this.body);
     this.frame = 0;
     this.arrivals = [];
+    this.waiting = [];
     this.draw();
   }
 
+  // Draw the text; false when a burst of it is left for the next frame.
   draw() {
-    if (this.markdown) this.markdown.render(this.text);
-    else this.body.textContent = this.text;
+    if (this.markdown) return this.markdown.render(this.text);
+    this.body.textContent = this.text;
+    return true;
   }
 
   // A token arrived: draw on the next frame, however many tokens come before it.
@@ -44,7 +47,11 @@ export class MessageView {
 
   flush() {
     this.frame = 0;
-    this.draw();
+    if (!this.draw()) {
+      this.frame = requestAnimationFrame(() => this.flush());
+      return;
+    }
+    for (const resolve of this.waiting.splice(0)) resolve();
     const trace = window.h2ochatTrace;
     if (trace && this.arrivals.length) {
       // A task queued from a frame callback runs once that frame is painted.
@@ -57,12 +64,10 @@ export class MessageView {
     }
   }
 
-  // Draw now what is pending (the answer ended).
-  settle() {
-    if (this.frame) {
-      cancelAnimationFrame(this.frame);
-      this.flush();
-    }
+  // Resolves once the text so far is on screen (a burst is drawn over several frames).
+  drawn() {
+    if (!this.frame) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 
   setStreaming(on) {
@@ -90,6 +95,8 @@ export class MessageView {
 
   remove() {
     if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    for (const resolve of this.waiting.splice(0)) resolve();
     this.article.remove();
   }
 }
