@@ -273,11 +273,21 @@ def test_hostile_answers_and_titles_do_nothing(page_server: Served, visit: Any) 
 @pytest.mark.parametrize("width", [1280, 360])
 def test_screenshots(scheme: str, width: int, page_server: Served, visit: Any) -> None:
     page = visit(page_server.url, width=width, color_scheme=scheme).page
-    for prompt in ("First question", "Show me some Markdown"):
-        send(page, prompt)
-        wait_answer(page)
-    page.get_by_role("article", name="You").last.scroll_into_view_if_needed()
-    page.wait_for_timeout(200)
+    for prompt, title in (
+        ("Ideas for a weekend in Lisbon?", "Weekend in Lisbon"),
+        ("How do I sort a list in Python?", "Sorting a list in Python"),
+        ("Show me some Markdown", "A tour of Markdown"),
+    ):
+        page.goto("/")  # a new chat (on a phone the button is in the folded sidebar)
+        page.wait_for_selector("body[data-ready]")
+        with page.expect_response("**/summarize"):  # the page names it first; the test's title comes after
+            send(page, prompt)
+        conversation = page.url.rsplit("/", 1)[1]
+        assert page.request.patch(f"/conversation/{conversation}", data={"title": title}).ok
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    page.get_by_role("textbox", name="Message").fill("Can you explain the table?")
+    page.mouse.move(0, 0)
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"page-{'desktop' if width > 400 else 'phone'}-{scheme}.png"
     page.screenshot(path=str(path))
