@@ -46,6 +46,16 @@ async def test_the_page_has_no_inline_script_style_or_handler() -> None:
         assert "innerHTML" not in text and "eval(" not in text, script.name  # model text: textContent or DOMPurify
 
 
+def test_every_module_is_preloaded() -> None:
+    """The HTML names every module, so the browser fetches them at once rather than import level by level."""
+    from h2ochat.server.page import STATIC
+
+    html = (STATIC / "index.html").read_text(encoding="utf-8")
+    modules = [f"/static/{path.relative_to(STATIC).as_posix()}" for path in STATIC.rglob("*.*js")]
+    missing = [m for m in modules if m != "/static/app.js" and f'<link rel="modulepreload" href="{m}">' not in html]
+    assert len(modules) == 10 and missing == []
+
+
 async def test_static_files_revalidate_with_etag_and_come_gzipped(raw_client: Client) -> None:
     async with start_server(fixed_config()) as server:
         client = raw_client(server.url)
