@@ -201,7 +201,8 @@ async function answer(user, isRetry) {
     ok = true;
   } catch (error) {
     await view.drawn();
-    refused(user, view, error);
+    if (error.name === "AbortError") view.note("Stopped before the answer began.", "info");
+    else refused(user, view, error);
   } finally {
     view.setStreaming(false);
     clearTimeout(streaming.abortTimer);
