@@ -50,12 +50,14 @@ def test_the_welcome_gate_is_shown_once_and_posts_the_settings(page_server: Serv
     expect(dialog).to_contain_text("stored on this server")
     v.page.keyboard.press("Escape")  # not a way around it
     expect(dialog).to_be_visible()
-    choose(v.page, "test/echo")
     with v.page.expect_request("**/settings") as posted:
         dialog.get_by_role("button", name="Start chatting").click()
-    assert "activeModel=test%2Fecho" in (posted.value.post_data or "")
+    assert "activeModel=test%2Fmarkdown" in (posted.value.post_data or "")  # the model shown
     assert "ethicsModalAccepted=true" in (posted.value.post_data or "")
     expect(dialog).to_be_hidden()
+    with v.page.expect_request("**/settings") as posted:
+        choose(v.page, "test/echo")  # the session's model from now on
+    assert "activeModel=test%2Fecho" in (posted.value.post_data or "")
     send(v.page, "passes the gate")  # a 405 otherwise
     expect(wait_answer(v.page)).to_contain_text("passes the gate")
     v.page.reload()
