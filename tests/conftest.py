@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
+from tests.browser import browser, page_server, visit  # noqa: F401 - fixtures of the web page's browser tests
 from tests.chatui import ChatUIDouble
 from tests.helpers import RawClient, fixed_config
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bench import concurrency, decode, latency, model, throughput
+from bench import concurrency, decode, latency, model, page, throughput
 from bench.__main__ import parse
 from bench.common import Section
 from bench.report import machine, print_machine, print_section, print_summary, save
@@ -42,6 +42,14 @@ def test_latency_runs_through_the_delay_proxy() -> None:
 def test_concurrency_runs_against_the_h2ochat_server() -> None:
     section = check(concurrency.run(conversations=5, repeats=1))
     assert section.row("5 conversations", "completed").stats.median == 5
+
+
+def test_page_runs_in_chromium() -> None:
+    from tests.browser import browser_or_skip
+
+    browser_or_skip()
+    section = check(page.run(tokens=60, delay=0.001, loads=1, repeats=1))
+    assert section.row("token to paint, 60 tokens", "tokens traced").stats.median >= 60
 
 
 @pytest.mark.model

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from h2ochat.server import RunningServer, start_server
-from tests.conftest import FIXED_MODEL, fixed_config
+from tests.helpers import FIXED_MODEL, fixed_config
 
 H2OCHAT = [sys.executable, "-m", "h2ochat"]
 

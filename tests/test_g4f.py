@@ -17,7 +17,7 @@ from h2ochat import H2o
 from h2ochat.protocol.tgi import DEFAULT_MODEL, DEFAULT_URL
 from h2ochat.providers.defaults import configured_url, server_model, server_url
 from h2ochat.server import RunningServer, start_server
-from tests.conftest import FIXED_MODEL, fixed_config
+from tests.helpers import FIXED_MODEL, fixed_config
 
 g4f = pytest.importorskip("g4f", reason="gpt4free is not installed: pip install -e '.[g4f]' (CI installs it)")
 from g4f.client import AsyncClient, Client  # noqa: E402

@@ -58,7 +58,16 @@ _LIST = _CommaList()
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
-def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str, **options: Any) -> None:
+@click.option("--open", "open_page", is_flag=True, help="Open the chat page in the web browser once serving.")
+def serve(
+    config_path: str | None,
+    gguf: str | None,
+    hf: str | None,
+    open_page: bool,
+    debug: bool,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite,
     plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
 
@@ -75,14 +84,15 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
       h2ochat serve --hf bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(lambda: _serve(config_path, gguf, options), debug)
+    run(lambda: _serve(config_path, gguf, hf, open_page, options), debug)
 
 
-async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str, Any]) -> None:
+async def _serve(
+    config_path: str | None, gguf: str | None, hf: str | None, open_page: bool, overrides: dict[str, Any]
+) -> None:
     from h2ochat.server import load_config, serve
     from h2ochat.server.hub import local_gguf
 
-    hf = overrides.pop("hf", None)
     if hf:  # pulled on first use, from the cache afterwards
         gguf = await asyncio.to_thread(local_gguf, f"hf:{hf}")
     # The options are named after the settings they override; None means "not given".
@@ -91,7 +101,12 @@ async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str,
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)
         stderr.print(f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {config.db_path()})")
+        stderr.print(f"Chat in a web browser: [bold]{url}/[/]")
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
+        if open_page:
+            import webbrowser
+
+            webbrowser.open(f"{url}/")
 
     stderr.print(f"[dim]Loading {', '.join(config.model_names)}…[/]")  # a large model takes a while
     await serve(config, ready)

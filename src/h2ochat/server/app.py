@@ -33,6 +33,7 @@ from h2ochat.server.http import (
 )
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
+from h2ochat.server.page import routes as page_routes
 from h2ochat.server.routes import routes
 from h2ochat.server.security import (
     HOSTS,
@@ -156,6 +157,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
+    app.add_routes(page_routes)  # the web chat page at / (server/page.py)
     return app
 
 

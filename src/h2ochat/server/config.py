@@ -67,6 +67,7 @@ __all__ = [
     "LlamaEndpoint",
     "ModelConfig",
     "OpenAIEndpoint",
+    "PromptExample",
     "ServerConfig",
     "TgiEndpoint",
     "UpstreamEndpoint",
@@ -148,6 +149,13 @@ class OpenAIEndpoint(UpstreamEndpoint, tag="openai", tag_field="type"):
 Endpoint = LlamaEndpoint | FixedEndpoint | TgiEndpoint | OpenAIEndpoint
 
 
+class PromptExample(_Table):
+    """A suggestion the web page shows in an empty chat: a short title and the prompt it sends."""
+
+    title: str
+    prompt: str
+
+
 class ModelConfig(_Table):
     name: str
     display_name: str | None = None
@@ -167,6 +175,7 @@ class ModelConfig(_Table):
     # The longest wait for a turn (s); a request still waiting then ends with an "overloaded" error.
     # 120: the h2oGPT client's own first-token limit, past which nobody is listening anyway.
     max_wait: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    prompt_examples: list[PromptExample] = msgspec.field(default_factory=list)
 
     @property
     def uses_chatui_tokens(self) -> bool:

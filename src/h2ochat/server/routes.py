@@ -258,6 +258,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
                 "description": runtime.config.description,
                 "preprompt": runtime.config.preprompt,
                 "parameters": runtime.config.parameters,  # as configured: the model's recommended values
+                "promptExamples": [{"title": e.title, "prompt": e.prompt} for e in runtime.config.prompt_examples],
             }
             for runtime in request.app[MODELS].runtimes.values()
         ]
@@ -266,7 +267,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.StreamResponse:
-    conversations = await request.app[STORE].conversations(request[SESSION])
+    store, session, query = request.app[STORE], request[SESSION], request.query.get("q", "").strip()
+    # ?q=: only those whose title or messages hold the text (the web page's search box).
+    conversations = await (store.search_conversations(session, query) if query else store.conversations(session))
     return json_response([_conversation_json(c) for c in conversations])
 
 

@@ -192,6 +192,17 @@ class SQLiteStore:
         rows = await self._all(f"{_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
         return [Conversation(*row) for row in rows]
 
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        # LIKE with its wildcards escaped, so that "%" or "_" in a query match themselves.
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self._all(
+            f"{_CONVERSATION} AS c WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS "
+            "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content LIKE ? ESCAPE '\\')) "
+            "ORDER BY updated_at DESC",
+            (session_id, pattern, pattern),
+        )
+        return [Conversation(*row) for row in rows]
+
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
         sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
         return await self._execute(sql, (conversation_id, session_id)) > 0
