@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from h2ochat.server import ModelConfig, start_server
 from h2ochat.server.config import FixedEndpoint, PromptExample
@@ -118,14 +119,9 @@ async def test_search_finds_conversations_by_title_and_message_text(raw_client: 
 
 
 async def test_models_list_their_prompt_examples(raw_client: Client) -> None:
-    config = fixed_config()
-    config.models = [
-        ModelConfig(
-            name=FIXED_MODEL,
-            endpoints=[FixedEndpoint()],
-            prompt_examples=[PromptExample(title="Capital", prompt="What is the capital of France?")],
-        )
-    ]
+    example = PromptExample(title="Capital", prompt="What is the capital of France?")
+    model = ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint()], prompt_examples=[example])
+    config = replace(fixed_config(), models=[model])
     async with start_server(config) as server:
         _, models, _ = await raw_client(server.url).request("GET", "/api/models")
     assert models[0]["promptExamples"] == [{"title": "Capital", "prompt": "What is the capital of France?"}]
@@ -147,7 +143,9 @@ def test_serve_prints_the_address_and_open_opens_it(tmp_path: Path) -> None:
     )
     try:
         assert process.stderr is not None
-        lines = [process.stderr.readline() for _ in range(3)]  # a log line, "serving ...", the page's address
+        lines = []  # "Loading", a log line, "serving ...", then the page's address
+        while not any("Chat in a web browser" in line for line in lines) and len(lines) < 10:
+            lines.append(process.stderr.readline())
         deadline = time.monotonic() + 20
         while not opened.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
