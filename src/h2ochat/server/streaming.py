@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stre
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
 from h2ochat.server.generation import Generation, Interrupted, ModelRuntime
 from h2ochat.server.http import ApiError
+from h2ochat.server.security import printable
 
 __all__ = [
     "Answer",
@@ -171,6 +173,10 @@ def describe(error: BackendError | Interrupted) -> tuple[str, str]:
     """An error's message and TGI error type, for every dialect alike."""
     if isinstance(error, Interrupted):
         return f"generation stopped: {error}", "incomplete_generation"
+    if error.public is not None:  # the details name internal addresses: the log has them, under a reference
+        reference = secrets.token_hex(4)
+        log.warning("an answer failed (request %s): %s", reference, printable(str(error)))
+        return f"{error.public} (request {reference}; the server's log has the details)", error.error_type
     return str(error), error.error_type
 
 

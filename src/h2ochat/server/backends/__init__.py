@@ -58,9 +58,15 @@ class GenerationRequest:
 
 
 class BackendError(Exception):
-    """A generation failed; ``error_type`` is the TGI error type sent to the client."""
+    """A generation failed; ``error_type`` is the TGI error type sent to the client.
+
+    ``public``, when set, is what the client is told instead of the message:
+    an upstream's failure names internal addresses and quotes its bodies, which
+    belong in the server's log, not in an answer.
+    """
 
     error_type = "generation"
+    public: str | None = None
 
     def __init__(self, message: str, error_type: str | None = None) -> None:
         super().__init__(message)

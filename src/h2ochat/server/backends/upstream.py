@@ -35,6 +35,13 @@ __all__ = ["TokenDecoder", "UpstreamBackend", "status_error"]
 
 # Upstream statuses as TGI error types; any other status is "generation".
 _STATUS_TYPES = {400: "validation", 422: "validation", 429: "overloaded", 503: "overloaded"}
+# What a client is told of an upstream's failure, by error type; the details go to the log.
+_PUBLIC = {
+    "validation": "The model's inference server refused the request as invalid",
+    "overloaded": "The model's inference server is busy; try again shortly",
+    "incomplete_generation": "The model's inference server stopped before the answer was complete",
+    "generation": "The model's inference server could not answer",
+}
 # The endpoint setting behind each time limit, named in the error so the fix is obvious.
 _SETTINGS: dict[type[H2oChatError], str] = {
     FirstTokenTimeout: "first_token_timeout",
@@ -98,6 +105,15 @@ class UpstreamBackend:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
         """Post the request and yield its tokens; closing early closes the upstream connection,
         which is how TGI, vLLM and llama.cpp's server learn to stop generating."""
+        try:
+            async for token in self._tokens(request):
+                yield token
+        except BackendError as exc:
+            if exc.public is None:
+                exc.public = _PUBLIC.get(exc.error_type, _PUBLIC["generation"])
+            raise
+
+    async def _tokens(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
         if self._http is None:
             raise BackendError(f"the endpoint {self.url} is not started")
         try:
