@@ -21,6 +21,7 @@ from yarl import URL
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
+from h2ochat.server.guard import guard_requests, listen
 from h2ochat.server.http import (
     CONFIG,
     LIMITER,
@@ -140,7 +141,9 @@ def create_app(config: ServerConfig) -> web.Application:
 
     The database and the models open on startup and close on cleanup.
     """
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, v1_guard, sessions])
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[guard_requests, json_errors, v1_guard, sessions]
+    )
     app[CONFIG] = config
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
     app.cleanup_ctx.append(_store)
@@ -196,20 +199,20 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=config.shutdown_timeout,
+        keepalive_timeout=config.keepalive_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
-        host, port = _bound_address(site, config)
-        yield RunningServer(f"http://{host}:{port}", runner)
+        assert runner.server is not None
+        async with listen(runner.server, config) as listener:
+            host, port = _bound_address(listener, config)
+            yield RunningServer(f"http://{host}:{port}", runner)
     finally:
         await runner.cleanup()
 
 
-def _bound_address(site: web.TCPSite, config: ServerConfig) -> tuple[str, int]:
-    server = site._server  # aiohttp keeps the asyncio server here; the port is only known once bound
-    sockets = getattr(server, "sockets", None) or []
+def _bound_address(listener: asyncio.Server, config: ServerConfig) -> tuple[str, int]:
+    sockets = listener.sockets  # the port is only known once bound
     port = sockets[0].getsockname()[1] if sockets else config.port
     host = config.host if ":" not in config.host else f"[{config.host}]"
     return host, port
