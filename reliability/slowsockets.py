@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +18,7 @@ from urllib.parse import urlsplit
 __all__ = ["Outcome", "dribble_body", "dribble_head", "idle", "open_socket", "read_until_closed", "status_of"]
 
 HEAD = "GET /api/models HTTP/1.1\r\nHost: {host}\r\n"
-BODY_HEAD = (
-    "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-)
+BODY_HEAD = "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Outcome:
 
     kind: str
     closed: bool  # by the server, before the client gave up
-    seconds: float  # from connecting to the close (or to giving up)
+    seconds: float  # from connecting (the kernel's handshake) to the close, or to giving up
     answer: bytes = b""  # what the server sent, if anything
 
     @property
@@ -73,8 +72,8 @@ async def read_until_closed(reader: asyncio.StreamReader, limit: float) -> tuple
 
 async def idle(url: str, limit: float) -> Outcome:
     """Connect and send nothing."""
-    started = time.monotonic()
     reader, writer, _ = await open_socket(url)
+    started = time.monotonic()
     try:
         answer, closed = await read_until_closed(reader, limit)
     finally:
@@ -84,16 +83,16 @@ async def idle(url: str, limit: float) -> Outcome:
 
 async def dribble_head(url: str, limit: float, every: float = 0.5) -> Outcome:
     """Send a request head one header line at a time, never the blank line that ends it."""
-    started = time.monotonic()
     reader, writer, host = await open_socket(url)
-    lines = iter([HEAD.format(host=host)] + [f"X-Slow-{n}: {'a' * 8}\r\n" for n in range(100_000)])
+    started = time.monotonic()
+    lines = itertools.chain([HEAD.format(host=host)], (f"X-Slow-{n}: aaaaaaaa\r\n" for n in itertools.count()))
     return await _dribble("head", reader, writer, lines, started, limit, every)
 
 
 async def dribble_body(url: str, limit: float, every: float = 0.5, path: str = "/v1/chat/completions") -> Outcome:
     """Send a complete head announcing 1,000 bytes of body, then the body a byte at a time."""
-    started = time.monotonic()
     reader, writer, host = await open_socket(url)
+    started = time.monotonic()
     head = BODY_HEAD.format(path=path, host=host, length=1000)
     chunks = iter([head] + ["{"] + [" "] * 998)
     return await _dribble("body", reader, writer, chunks, started, limit, every)

@@ -39,23 +39,23 @@ async def server() -> AsyncIterator[RunningServer]:
 async def get(url: str, path: str = "/api/models") -> int:
     """A normal request on a connection of its own."""
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), timeout=timeout) as http:
-        async with http.get(url + path) as response:
-            await response.read()
-            return response.status
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, http.get(url + path) as response:
+        await response.read()
+        return response.status
 
 
 async def test_an_idle_socket_is_closed_after_the_header_timeout(server: RunningServer) -> None:
-    outcome = await idle(server.url, limit=5)
+    outcome = await idle(server.url, limit=6)
     assert outcome.closed and outcome.answer == b""
-    assert 0.4 <= outcome.seconds < 2, outcome
+    assert 0.4 <= outcome.seconds < 4, outcome
 
 
 async def test_a_head_sent_a_line_at_a_time_is_closed_counting_from_the_connection(server: RunningServer) -> None:
     # A line every 0.1 s: the client is never silent for long, yet the head never ends.
-    outcome = await dribble_head(server.url, limit=5, every=0.1)
+    outcome = await dribble_head(server.url, limit=6, every=0.1)
     assert outcome.closed and outcome.status is None
-    assert 0.4 <= outcome.seconds < 2, outcome
+    assert 0.4 <= outcome.seconds < 4, outcome
 
 
 @pytest.mark.parametrize(
@@ -65,9 +65,9 @@ async def test_a_head_sent_a_line_at_a_time_is_closed_counting_from_the_connecti
 async def test_a_stalled_body_gets_a_408_in_its_apis_shape_and_the_close(
     server: RunningServer, path: str, shape: str
 ) -> None:
-    outcome = await dribble_body(server.url, limit=5, every=0.2, path=path)
+    outcome = await dribble_body(server.url, limit=6, every=0.2, path=path)
     assert outcome.closed and outcome.status == 408, outcome
-    assert 0.4 <= outcome.seconds < 2, outcome
+    assert 0.4 <= outcome.seconds < 4, outcome
     head, _, body = outcome.answer.partition(b"\r\n\r\n")
     assert b"application/json" in head.lower()
     payload = json.loads(body)
@@ -91,18 +91,18 @@ async def test_a_body_sent_slowly_but_in_time_is_answered() -> None:
 
 
 async def test_an_idle_keep_alive_connection_is_closed() -> None:
-    async with start_server(limited(header_timeout=5, keepalive_timeout=0.5)) as server:
+    async with start_server(limited(header_timeout=10, keepalive_timeout=0.5)) as server:
         reader, writer, host = await open_socket(server.url)
         writer.write(f"GET /api/models HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         started = time.monotonic()
         answer, closed = await read_until_closed(reader, 5)
         writer.close()
     assert status_of(answer) == 200 and closed
-    assert 0.4 <= time.monotonic() - started < 2
+    assert 0.4 <= time.monotonic() - started < 4
 
 
 async def test_a_later_request_head_has_its_clock_from_its_first_byte() -> None:
-    async with start_server(limited(header_timeout=0.6, keepalive_timeout=5)) as server:
+    async with start_server(limited(header_timeout=0.6, keepalive_timeout=10)) as server:
         reader, writer, host = await open_socket(server.url)
         writer.write(f"GET /api/models HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         first = await reader.readuntil(b"\r\n\r\n")
@@ -113,7 +113,7 @@ async def test_a_later_request_head_has_its_clock_from_its_first_byte() -> None:
         answer, closed = await read_until_closed(reader, 5)
         writer.close()
     assert closed and answer == b""
-    assert 0.5 <= time.monotonic() - started < 2
+    assert 0.5 <= time.monotonic() - started < 4
 
 
 async def test_a_stream_slower_than_every_limit_completes() -> None:
@@ -146,7 +146,7 @@ async def test_many_slow_connections_over_the_cap_do_not_stop_normal_requests() 
 
 
 async def test_a_full_server_of_answering_streams_refuses_a_new_connection_and_cuts_none() -> None:
-    config = limited(delay=0.1, max_connections=2)
+    config = limited(delay=0.1, max_connections=2, header_timeout=5)
     async with start_server(config) as server, aiohttp.ClientSession() as http:
 
         async def stream() -> bytes:
@@ -157,5 +157,5 @@ async def test_a_full_server_of_answering_streams_refuses_a_new_connection_and_c
         await asyncio.sleep(0.3)
         outcome = await idle(server.url, limit=2)
         answers = await asyncio.gather(*streams)
-    assert outcome.closed and outcome.seconds < 0.3  # refused at once: nothing could be evicted
+    assert outcome.closed and outcome.seconds < 2  # refused at once (not at header_timeout): nothing to evict
     assert [events(raw)[-1]["generated_text"] for raw in answers] == [TEXT, TEXT]

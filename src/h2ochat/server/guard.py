@@ -42,9 +42,12 @@ __all__ = ["ConnectionGuard", "GuardedConnection", "Limits", "fit_open_files", "
 log = logging.getLogger("h2ochat.server.guard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Descriptors kept free beyond the client connections: the database, upstream
-# engines, log files, the listening socket.
-RESERVED_FILES = 64
+# The listen() backlog, aiohttp's; asyncio accepts up to this many sockets in one
+# go, before the guard sees (and evicts for) any of them.
+BACKLOG = 128
+# Descriptors kept free beyond the client connections: one accept burst, plus the
+# database, upstream engines, log files and the listening socket.
+RESERVED_FILES = BACKLOG + 64
 _WARN_EVERY = 60.0  # seconds between two "server full" warnings
 
 
@@ -289,7 +292,7 @@ async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) 
     limits = Limits(config.header_timeout, config.body_timeout, fit_open_files(config.max_connections))
     guard = ConnectionGuard(factory, limits)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(guard, config.host, config.port, backlog=128)  # aiohttp's backlog
+    server = await loop.create_server(guard, config.host, config.port, backlog=BACKLOG)
     try:
         yield server
     finally:
