@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -204,16 +205,15 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     await runner.setup()
     try:
         assert runner.server is not None
-        async with listen(runner.server, config) as listener:
-            host, port = _bound_address(listener, config)
+        async with listen(runner.server, config) as listeners:
+            host, port = _bound_address(listeners, config)
             yield RunningServer(f"http://{host}:{port}", runner)
     finally:
         await runner.cleanup()
 
 
-def _bound_address(listener: asyncio.Server, config: ServerConfig) -> tuple[str, int]:
-    sockets = listener.sockets  # the port is only known once bound
-    port = sockets[0].getsockname()[1] if sockets else config.port
+def _bound_address(listeners: list[socket.socket], config: ServerConfig) -> tuple[str, int]:
+    port = listeners[0].getsockname()[1]  # port 0: only known once bound
     host = config.host if ":" not in config.host else f"[{config.host}]"
     return host, port
 

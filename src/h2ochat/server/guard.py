@@ -3,9 +3,11 @@
 aiohttp closes idle keep-alive connections (``keepalive_timeout``) but has no
 limit on how long a client may take to send a request head or a body, and no
 cap on open connections. The guard adds them in the server's own connection
-handling: :class:`ConnectionGuard` is the protocol factory given to
-``loop.create_server``; each connection is a small :class:`GuardedConnection`
-that hands every callback to aiohttp's own protocol and keeps the clocks.
+handling: :class:`ConnectionGuard` accepts the connections itself, one at a
+time and only while it has descriptors to spare (asyncio's own accept loop
+takes up to the backlog at once and fails with EMFILE under a low ``ulimit
+-n``); each connection is a small :class:`GuardedConnection` that hands every
+callback to aiohttp's own protocol and keeps the clocks.
 
 - **Request head**: a connection that has not sent a complete head within
   ``header_timeout`` of its start (or of the first byte of a later request on
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,12 +45,13 @@ __all__ = ["ConnectionGuard", "GuardedConnection", "Limits", "fit_open_files", "
 log = logging.getLogger("h2ochat.server.guard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# The listen() backlog, aiohttp's; asyncio accepts up to this many sockets in one
-# go, before the guard sees (and evicts for) any of them.
-BACKLOG = 128
-# Descriptors kept free beyond the client connections: one accept burst, plus the
-# database, upstream engines, log files and the listening socket.
-RESERVED_FILES = BACKLOG + 64
+BACKLOG = 128  # the listen() backlog, aiohttp's
+# Descriptors kept free beyond the client connections: the database, upstream
+# engines, log files, the listening sockets.
+RESERVED_FILES = 64
+# Sockets beyond the cap: connections just evicted, whose descriptors close on the
+# next turn of the event loop, and the new ones that evicted them.
+SLACK = 16
 _WARN_EVERY = 60.0  # seconds between two "server full" warnings
 
 
@@ -66,8 +70,10 @@ class GuardedConnection(asyncio.Protocol):
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self.in_request = False
+        self.head_seen = False  # the blank line that ends a request head has arrived
         self.body_timed_out = False
         self._admitted = False
+        self._tail = b""  # the last bytes of a head so far (none: no head byte yet), to find its end across reads
         self._head_clock: asyncio.TimerHandle | None = None
         self._body_clock: asyncio.TimerHandle | None = None
 
@@ -86,8 +92,8 @@ class GuardedConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._admitted:
             return
-        if not self.in_request and self._head_clock is None:
-            self._start_head_clock()  # the first byte of a later request on a keep-alive connection
+        if not self.in_request and not self.head_seen:
+            self._watch_head(data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -96,6 +102,7 @@ class GuardedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clocks()
         self.guard.forget(self)
+        self.guard.closed_socket()
         self.transport = None
         if self._admitted:
             self.inner.connection_lost(exc)
@@ -105,6 +112,20 @@ class GuardedConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+    def _watch_head(self, data: bytes) -> None:
+        # The head's end, seen in the bytes: the connection stops being evictable at once,
+        # not some turns of the event loop later when its handler starts.
+        if self._head_clock is None:
+            self._start_head_clock()  # the first byte of a later request on a keep-alive connection
+        # Blank lines before a head are skipped (aiohttp does the same): "\r\n\r\n" alone is no head.
+        seen = self._tail + data if self._tail else data.lstrip(b"\r\n")
+        if b"\r\n\r\n" in seen:
+            self.head_seen, self._tail = True, b""
+            self._stop_clocks()
+            self.guard.busy(self)
+        else:
+            self._tail = seen[-3:]
 
     # What the middleware says --------------------------------------------------------------------
 
@@ -118,7 +139,8 @@ class GuardedConnection(asyncio.Protocol):
             request.content.on_eof(self._stop_body_clock)
 
     def request_ended(self) -> None:
-        self.in_request = False
+        self.in_request = self.head_seen = False
+        self._tail = b""
         self._stop_clocks()
         if self.transport is not None:
             self.guard.idle(self)
@@ -171,13 +193,44 @@ class ConnectionGuard:
     def __init__(self, factory: Callable[[], asyncio.Protocol], limits: Limits) -> None:
         self.factory = factory
         self.limits = limits
-        self.open: set[GuardedConnection] = set()
+        self.open: set[GuardedConnection] = set()  # admitted, not yet closed
         self.waiting: dict[GuardedConnection, None] = {}
-        self.closed: Counter[str] = Counter()
+        self.sockets = 0  # every accepted socket not yet closed, evicted ones included
+        self._room = asyncio.Event()
+        self._room.set()
+        self.counts: Counter[str] = Counter()  # connections accepted, and closed by each limit
         self._warned_at = -_WARN_EVERY
 
     def __call__(self) -> GuardedConnection:
         return GuardedConnection(self, self.factory())
+
+    async def accept(self, listener: socket.socket) -> None:
+        """Accept connections on ``listener`` while fewer than the cap and its slack are open; until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._room.wait()
+            try:
+                client, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE (descriptors taken elsewhere in the process), ECONNABORTED
+                log.warning("accepting a connection failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._opened_socket()
+            try:
+                await loop.connect_accepted_socket(self, client)
+            except OSError:  # pragma: no cover - the client left at once
+                client.close()
+                self.closed_socket()
+
+    def _opened_socket(self) -> None:
+        self.sockets += 1
+        if self.sockets >= self.limits.max_connections + SLACK:
+            self._room.clear()
+
+    def closed_socket(self) -> None:
+        self.sockets -= 1
+        if self.sockets < self.limits.max_connections + SLACK:
+            self._room.set()
 
     def admit(self, connection: GuardedConnection) -> bool:
         self.count("accepted")
@@ -205,12 +258,12 @@ class ConnectionGuard:
         self.waiting.pop(connection, None)
 
     def count(self, what: str) -> None:
-        self.closed[what] += 1
+        self.counts[what] += 1
 
     def summary(self) -> str:
         """``accepted=N header_timeout=N body_timeout=N evicted=N refused=N``, for the log."""
         names = ("accepted", "header_timeout", "body_timeout", "evicted", "refused")
-        return " ".join(f"{name}={self.closed[name]}" for name in names)
+        return " ".join(f"{name}={self.counts[name]}" for name in names)
 
     def _warn_full(self) -> None:
         now = time.monotonic()
@@ -256,7 +309,7 @@ def fit_open_files(max_connections: int) -> int:
         return max_connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     reserve = _files_in_use() + RESERVED_FILES
-    needed = max_connections + reserve
+    needed = max_connections + SLACK + reserve
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return max_connections
     raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
@@ -267,7 +320,7 @@ def fit_open_files(max_connections: int) -> int:
             soft = raised
     if soft >= needed:
         return max_connections
-    cap = max(1, soft - reserve)
+    cap = max(1, soft - reserve - SLACK)
     log.warning(
         "the open-file limit (%d, hard limit %d) leaves room for %d connections, not max_connections=%d; "
         "raise it (ulimit -n) to allow more",
@@ -287,14 +340,39 @@ def _files_in_use() -> int:
 
 
 @contextlib.asynccontextmanager
-async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) -> AsyncIterator[asyncio.Server]:
-    """Listen where ``config`` says with aiohttp's protocol ``factory`` behind the guard, until the block ends."""
+async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) -> AsyncIterator[list[socket.socket]]:
+    """Accept connections where ``config`` says, for aiohttp's protocol ``factory``, until the block ends."""
     limits = Limits(config.header_timeout, config.body_timeout, fit_open_files(config.max_connections))
     guard = ConnectionGuard(factory, limits)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(guard, config.host, config.port, backlog=BACKLOG)
+    listeners = _bind(config.host, config.port)
+    accepting = [asyncio.create_task(guard.accept(listener)) for listener in listeners]
     try:
-        yield server
+        yield listeners
     finally:
-        server.close()
+        for task in accepting:
+            task.cancel()
+        await asyncio.gather(*accepting, return_exceptions=True)
+        for listener in listeners:
+            listener.close()
         log.info("connections: %s", guard.summary())
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address of ``host``, as ``loop.create_server`` binds them."""
+    addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # each family on its own socket
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
