@@ -12,12 +12,13 @@ callback to aiohttp's own protocol and keeps the clocks.
 - **Request head**: a connection that has not sent a complete head within
   ``header_timeout`` of its start (or of the first byte of a later request on
   a keep-alive connection) is closed.
-- **Request body**: a body not complete within ``body_timeout`` of its head
-  fails the handler's read with a 408, which is answered and the connection
-  closed.
+- **Request body**: a body not complete within ``body_timeout`` of its
+  request reaching the application fails the handler's read with a 408,
+  which is answered and the connection closed.
 - **Open connections**: at ``max_connections``, a new connection evicts the
-  connection that has waited longest without a request in progress; when
-  every connection is in a request, the new one is closed at once.
+  connection that has waited longest without a request in progress (a
+  connection whose head has arrived is in one); when every connection is in
+  a request, the new one is closed at once.
 
 The :func:`guard_requests` middleware tells a connection when a request
 reaches the application and when it leaves, so a request being answered (a
@@ -218,7 +219,8 @@ class ConnectionGuard:
             self._opened_socket()
             try:
                 await loop.connect_accepted_socket(self, client)
-            except OSError:  # pragma: no cover - the client left at once
+            except Exception:  # pragma: no cover - whatever it was, the next client is still accepted
+                log.exception("setting up an accepted connection failed")
                 client.close()
                 self.closed_socket()
 
