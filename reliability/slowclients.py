@@ -48,7 +48,7 @@ class SlowResult:
     failed_attacked: Counter[str] = field(default_factory=Counter)
     server: dict[str, int] = field(default_factory=dict)  # the guard's counts, from its log
     emfile: int = 0  # accept() failures for want of descriptors, from the server's log
-    client_lag: float = 0.0  # the longest this process's event loop was late (a busy machine shows here)
+    client_lag: float = 0.0  # the longest the slow clients' event loop was late (a busy machine shows here)
 
     @property
     def answered_408(self) -> int:
@@ -259,13 +259,11 @@ def _figures(report: Report, suite: str, result: SlowResult) -> None:
     add("longest a slow body held its connection", f"{body:.1f} s", body <= result.body_timeout + 2)
     answered, failed = len(result.attacked), sum(result.failed_attacked.values())
     share = 100 * failed / max(1, answered + failed)
-    # A fresh connection that sends no head before the cap's worth of newer ones arrive is evicted
-    # like a slow one; a test client late by that much (a busy machine) is counted, not excused.
-    add("normal requests answered / failed (at most 1%)", f"{answered} / {failed} ({share:.1f}%)", share <= 1)
+    add("normal requests answered / failed", f"{answered} / {failed} ({share:.1f}%)", failed == 0 and answered > 0)
     alone, attacked = _latency(result.alone), _latency(result.attacked)
     add(
         "normal latency p50 / p99: alone -> under attack",
         f"{alone.get('p50_ms')} / {alone.get('p99_ms')} -> {attacked.get('p50_ms')} / {attacked.get('p99_ms')} ms",
     )
     add("accept() failures for want of descriptors (EMFILE)", result.emfile, result.emfile == 0)
-    add("client event-loop lag, max", f"{result.client_lag * 1000:.0f} ms")
+    add("the slow clients' event-loop lag, max (a busy machine shows here)", f"{result.client_lag * 1000:.0f} ms")
