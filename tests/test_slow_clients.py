@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +20,7 @@ import msgspec
 import pytest
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
+from reliability.process import write_config
 from reliability.slowsockets import dribble_body, dribble_head, idle, open_socket, read_until_closed, status_of
 from tests.conftest import events, fixed_config
 
@@ -176,3 +180,24 @@ async def test_a_full_server_of_answering_streams_refuses_a_new_connection_and_c
         answers = await asyncio.gather(*streams)
     assert outcome.closed and outcome.seconds < 2  # refused at once (not at header_timeout): nothing to evict
     assert [events(raw)[-1]["generated_text"] for raw in answers] == [TEXT, TEXT]
+
+
+async def test_the_command_line_options_reach_the_guard(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "fixed.toml", tmp_path / "fixed.db", text=TEXT)
+    command = [sys.executable, "-m", "h2ochat", "serve", "--config", str(config), "--port", "0"]
+    command += ["--header-timeout", "2", "--keepalive-timeout", "20", "--max-connections", "3"]
+    process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        await asyncio.wait_for(process.stderr.readuntil(b"serving http://"), 60)
+        url = "http://" + (await process.stderr.readuntil(b" ")).decode().strip()
+        slow = [await open_socket(url) for _ in range(5)]
+        closed = [(await read_until_closed(reader, 0.2))[1] for reader, _, _ in slow]
+        for _, writer, _ in slow:
+            writer.close()
+        outcome = await idle(url, limit=8)
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 20)
+    assert closed == [True, True, False, False, False]  # --max-connections 3: the two oldest made room
+    assert outcome.closed and 1.9 <= outcome.seconds < 6  # --header-timeout 2
