@@ -20,6 +20,7 @@ import msgspec
 import pytest
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
+from h2ochat.server.guard import fit_open_files
 from reliability.process import write_config
 from reliability.slowsockets import dribble_body, dribble_head, idle, open_socket, read_until_closed, status_of
 from tests.conftest import events, fixed_config
@@ -201,3 +202,17 @@ async def test_the_command_line_options_reach_the_guard(tmp_path: Path) -> None:
         await asyncio.wait_for(process.wait(), 20)
     assert closed == [True, True, False, False, False]  # --max-connections 3: the two oldest made room
     assert outcome.closed and 1.9 <= outcome.seconds < 6  # --header-timeout 2
+
+
+def test_a_low_soft_open_file_limit_is_raised_to_fit_max_connections() -> None:
+    resource = pytest.importorskip("resource")  # not on Windows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip(f"the hard open-file limit ({hard}) leaves no room to raise towards")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        assert fit_open_files(1000) == 1000
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert 1000 < raised < 2000  # what 1,000 connections and the server's own files need, not everything
