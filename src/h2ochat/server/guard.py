@@ -199,6 +199,7 @@ class ConnectionGuard:
         self.sockets = 0  # every accepted socket not yet closed, evicted ones included
         self._room = asyncio.Event()
         self._room.set()
+        self._setting_up: set[asyncio.Task[None]] = set()  # strong references until each is done
         self.counts: Counter[str] = Counter()  # connections accepted, and closed by each limit
         self._warned_at = -_WARN_EVERY
 
@@ -216,13 +217,32 @@ class ConnectionGuard:
                 log.warning("accepting a connection failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            self._opened_socket()
-            try:
-                await loop.connect_accepted_socket(self, client)
-            except Exception:  # pragma: no cover - whatever it was, the next client is still accepted
-                log.exception("setting up an accepted connection failed")
-                client.close()
-                self.closed_socket()
+            self._connect(loop, client)
+            # Then those already waiting, as far as there is room: one turn of the loop for many.
+            for _ in range(BACKLOG):
+                if not self._room.is_set():
+                    break
+                try:
+                    client, _ = listener.accept()
+                except OSError:  # none left (BlockingIOError), or a failure the next sock_accept reports
+                    break
+                self._connect(loop, client)
+
+    def _connect(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
+        """Hand an accepted socket to a :class:`GuardedConnection`, in a task of its own."""
+        client.setblocking(False)
+        self._opened_socket()
+        task = loop.create_task(self._set_up(loop, client))
+        self._setting_up.add(task)
+        task.add_done_callback(self._setting_up.discard)
+
+    async def _set_up(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(self, client)
+        except Exception:  # pragma: no cover - the client left at once, or worse: the others go on
+            log.exception("setting up an accepted connection failed")
+            client.close()
+            self.closed_socket()
 
     def _opened_socket(self) -> None:
         self.sockets += 1
