@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 from h2ochat.server import load_config, serve
@@ -19,7 +20,8 @@ __all__ = ["main"]
 def main(argv: list[str]) -> None:
     # A restart comes back on the port the clients know.
     config = load_config(argv[0], port=int(argv[1]) if len(argv) > 1 else None)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    level = os.environ.get("H2OCHAT_LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     asyncio.run(serve(config, ready=lambda url: print(url, flush=True)))
 
 

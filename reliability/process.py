@@ -51,6 +51,8 @@ class ServerProcess:
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     starts: list[float] = field(default_factory=list)  # seconds from spawn to listening, per start
+    open_files: int | None = None  # the child's RLIMIT_NOFILE, soft and hard (as `ulimit -n`)
+    log_level: str = "WARNING"
     _log_file: IO[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> str:
@@ -58,6 +60,8 @@ class ServerProcess:
         command = [sys.executable, "-m", "reliability.launcher", str(self.config)]
         if self.port is not None:
             command.append(str(self.port))
+        if self.open_files is not None:  # the shell's own ulimit, then the server in its place
+            command = ["/bin/sh", "-c", f'ulimit -n {self.open_files} && exec "$@"', "sh", *command]
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - kept open while the child runs
         spawned = time.monotonic()
         self.process = subprocess.Popen(
@@ -65,7 +69,7 @@ class ServerProcess:
             cwd=_ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
-            env={**os.environ, "PYTHONPATH": str(_ROOT)},
+            env={**os.environ, "PYTHONPATH": str(_ROOT), "H2OCHAT_LOG_LEVEL": self.log_level},
         )
         self.url = self._read_url(timeout)
         self.starts.append(time.monotonic() - spawned)

@@ -41,6 +41,20 @@ _LIST = _CommaList()
 )
 @click.option("--max-input-chars", type=click.IntRange(1), help="Longest accepted inputs, in characters.")
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="Largest accepted request body.")
+@click.option(
+    "--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to send a request head (10)."
+)
+@click.option(
+    "--body-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to send a request body (30)."
+)
+@click.option(
+    "--keepalive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an idle connection stays open (75).",
+)
+@click.option(
+    "--max-connections", type=click.IntRange(1), help="Most open connections (1000); full: the oldest idle goes."
+)
 @click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")
 @click.option("--tgi-model", help="The model behind the TGI API (/generate, /generate_stream); default: the first.")
 @click.option(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
+from h2ochat.server.guard import guard_requests, listen
 from h2ochat.server.http import (
     CONFIG,
     LIMITER,
@@ -138,7 +140,8 @@ def create_app(config: ServerConfig) -> web.Application:
 
     The database and the models open on startup and close on cleanup.
     """
-    middlewares = [forwarded, json_errors, v1_guard, protect, sessions]
+    # The guard first: a request refused by a later one must still end the guard's head timer.
+    middlewares = [guard_requests, forwarded, json_errors, v1_guard, protect, sessions]
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[HOSTS] = allowed_hosts(config)
@@ -204,21 +207,20 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=config.shutdown_timeout,
+        keepalive_timeout=config.keepalive_timeout,
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
-        host, port = _bound_address(site, config)
-        yield RunningServer(f"http://{host}:{port}", runner)
+        assert runner.server is not None
+        async with listen(runner.server, config) as listeners:
+            host, port = _bound_address(listeners, config)
+            yield RunningServer(f"http://{host}:{port}", runner)
     finally:
         await runner.cleanup()
 
 
-def _bound_address(site: web.TCPSite, config: ServerConfig) -> tuple[str, int]:
-    server = site._server  # aiohttp keeps the asyncio server here; the port is only known once bound
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else config.port
+def _bound_address(listeners: list[socket.socket], config: ServerConfig) -> tuple[str, int]:
+    port = listeners[0].getsockname()[1]  # port 0: only known once bound
     host = config.host if ":" not in config.host else f"[{config.host}]"
     return host, port
 

@@ -197,6 +197,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # seconds between saves of a growing answer
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Slow and idle clients (guard.py): seconds to send a request head (from the connection's
+    # start, or a later request's first byte), to send a body, and idle between requests.
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    keepalive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 75.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1000  # full: evict the longest-waiting idle one
     api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
     tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one
     # Host names answered (exact, "*", or ".example.com" with its subdomains). None: the loopback
