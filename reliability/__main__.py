@@ -1,6 +1,6 @@
 """``python -m reliability [SUITE ...]``: the long versions, a table of figures, JSON in reliability/results/.
 
-Suites: faults, fuzz, badinput, load, crash, slow (default: all of them). Exits 1
+Suites: faults, fuzz, badinput, load, crash, slow, attacks (default: all of them). Exits 1
 when a figure misses its requirement.
 """
 
@@ -17,11 +17,19 @@ from rich.console import Console
 
 from reliability.report import Report
 from reliability.slowclients import slow_suite
-from reliability.suites import badinput_suite, cookie_suite, crash_suite, faults_suite, fuzz_suite, load_suite
+from reliability.suites import (
+    attacks_suite,
+    badinput_suite,
+    cookie_suite,
+    crash_suite,
+    faults_suite,
+    fuzz_suite,
+    load_suite,
+)
 
 __all__ = ["main"]
 
-SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow")
+SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow", "attacks")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -45,6 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sigterms", type=int, default=5, help="SIGTERM shutdowns (5)")
     parser.add_argument("--sigterm-streams", type=int, default=20, help="open streams per SIGTERM (20)")
     parser.add_argument("--failures", type=int, default=50, help="answers from a failing backend (50)")
+    parser.add_argument("--floods", type=int, default=3000, help="cookie-less settings and conversations (3000)")
     parser.add_argument("--slow", type=int, default=1000, help="slow connections held open (1000)")
     parser.add_argument("--slow-seconds", type=float, default=40, help="normal requests beside them, s (40)")
     parser.add_argument("--open-files", type=int, default=256, help="the slow suite's server ulimit -n (256; 0: none)")
@@ -72,6 +81,8 @@ async def run(args: argparse.Namespace, console: Console) -> Report:
             elif suite == "badinput":
                 await badinput_suite(report, args.requests, args.malformed, args.guesses, args.seed)
                 await cookie_suite(report, workdir)
+            elif suite == "attacks":
+                await attacks_suite(report, args.floods, workdir)
             elif suite == "slow":
                 await slow_suite(report, args.slow, args.slow_seconds, args.open_files or None, workdir)
             elif suite == "load":

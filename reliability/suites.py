@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from h2ochat.server import start_server
+from reliability.attacks import run_attacks
 from reliability.badinput import Tally, prepare, send
 from reliability.catalogue import catalogue
 from reliability.cookies import attributes, cookie_attributes
@@ -25,7 +26,7 @@ from reliability.ownership import guess_ids
 from reliability.process import server_config
 from reliability.report import Report
 
-__all__ = ["badinput_suite", "cookie_suite", "crash_suite", "faults_suite", "fuzz_suite", "load_suite"]
+__all__ = ["attacks_suite", "badinput_suite", "cookie_suite", "crash_suite", "faults_suite", "fuzz_suite", "load_suite"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,3 +222,54 @@ async def crash_suite(report: Report, rounds: int, sigterms: int, streams: int, 
         failed.saved_interrupted == failed.runs,
     )
     report.details["backend_failure"] = vars(failed)
+
+
+async def attacks_suite(report: Report, count: int, workdir: Path) -> None:
+    """Issue 13's attacks: none may succeed, nothing may grow without bound, no 5xx."""
+    figures = await run_attacks(workdir / "attacks", count)
+    add = report.add
+    add(
+        "attacks",
+        "cross-site writes accepted",
+        f"{figures.cross_site_accepted}/{figures.cross_site_tries}",
+        figures.cross_site_accepted == 0,
+    )
+    add(
+        "attacks",
+        "foreign Host names accepted (DNS rebinding)",
+        f"{figures.rebinding_accepted}/{figures.rebinding_tries}",
+        figures.rebinding_accepted == 0,
+    )
+    add(
+        "attacks",
+        "security headers missing",
+        f"{figures.missing_security_headers} in {figures.responses_checked}",
+        figures.missing_security_headers == 0,
+    )
+    add("attacks", "forged log lines", figures.forged_log_lines, figures.forged_log_lines == 0)
+    add(
+        "attacks",
+        "former 500s: 5xx answers",
+        f"{figures.statuses_5xx}/{figures.former_500_tries}",
+        figures.statuses_5xx == 0,
+    )
+    add("attacks", "former 500s: statuses", ", ".join(f"{k}: {v}" for k, v in figures.former_500_statuses.items()))
+    refused = f"{figures.queue_refused_at_once}/{figures.queue_requests}, slowest {figures.queue_slowest_refusal_s} s"
+    add(
+        "attacks",
+        "one place, queue of 4, 12 at once: refused at once",
+        refused,
+        figures.queue_refused_at_once == 7 and figures.queue_slowest_refusal_s < 1,
+    )
+    add(
+        "attacks",
+        "planted session cookies adopted",
+        figures.planted_cookies_adopted,
+        figures.planted_cookies_adopted == 0,
+    )
+    sessions = f"{figures.sessions_created} rows after {figures.cookieless_settings} cookie-less settings"
+    add("attacks", "sessions created", sessions, figures.sessions_created <= 100)
+    accepted = f"{figures.conversations_accepted}/{figures.conversations_tried}"
+    add("attacks", "conversations accepted in one session", accepted, figures.conversations_accepted <= 1000)
+    add("attacks", "database size after the runs", f"{figures.database_bytes / 1024:.0f} KiB")
+    report.details["attacks"] = vars(figures)

@@ -272,3 +272,16 @@ async def test_a_wait_past_max_wait_ends_with_an_overloaded_event() -> None:
             last = events(await response.read())[-1]
         assert last["error_type"] == "overloaded" and "Waited" in last["error"]
         (await first).close()
+
+
+async def test_a_burst_arriving_together_is_bounded_too() -> None:
+    """All at once: the queue is counted as requests arrive, not read off the semaphore afterwards."""
+    async with start_server(one_place(max_queue=2)) as server, aiohttp.ClientSession() as http:
+
+        async def generate() -> int:
+            async with http.post(server.url + "/generate", json={"inputs": "Hi"}) as response:
+                await response.read()
+                return response.status
+
+        statuses = await asyncio.gather(*(generate() for _ in range(8)))
+    assert sorted(statuses) == [200] * 3 + [429] * 5  # one running, two waiting, the rest refused

@@ -86,12 +86,15 @@ class ModelRuntime:
         # asyncio.Semaphore wakes waiters in arrival order: the queue is fair.
         self._slots = asyncio.Semaphore(total) if total else None
         self.places = total or 0
+        # Counted as requests enter and leave, not read off the semaphore: a wait begun but not yet
+        # scheduled would not show there, and a burst of requests would all slip through.
         self.waiting = 0
+        self.running = 0
         self._turn_seconds = 10.0  # a running average of how long a turn lasts, for Retry-After
 
     def admit(self) -> None:
         """Refuse at once (:class:`Overloaded`) when every place is taken and the wait queue is full."""
-        if self._slots is not None and self._slots.locked() and self.waiting >= self.config.max_queue:
+        if self._slots is not None and self.waiting + self.running >= self.places + self.config.max_queue:
             raise Overloaded(
                 f"The model {self.config.name} is busy: {self.places} answers running and {self.waiting} "
                 f"waiting, the most this server queues; try again in {self.retry_after()} s",
@@ -100,7 +103,7 @@ class ModelRuntime:
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely moved enough for one more request."""
-        estimate = self._turn_seconds * (self.waiting + 1) / max(1, self.places)
+        estimate = self._turn_seconds * (self.waiting + 1) / max(1, self.places)  # places: all running
         return max(1, min(60, math.ceil(estimate)))
 
     def pick(self, tried: set[int]) -> int:
@@ -163,10 +166,12 @@ class ModelRuntime:
             ) from None
         finally:
             self.waiting -= 1
+        self.running += 1
         started = time.monotonic()
         try:
             yield
         finally:
+            self.running -= 1
             self._slots.release()
             self._turn_seconds = 0.8 * self._turn_seconds + 0.2 * (time.monotonic() - started)
 
