@@ -326,6 +326,9 @@ def _migrate(db: sqlite3.Connection) -> None:
     for name, migrate in MIGRATIONS:
         if name not in applied:
             with _transaction(db):
+                # Checked again under the write lock: another process opening the file may have applied it.
+                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    continue
                 migrate(db)
                 db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
 
