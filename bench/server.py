@@ -25,10 +25,10 @@ FIXED_MODEL = "bench/fixed"
 
 
 def config(fixed: str | None) -> ServerConfig:
-    settings = ServerConfig(host="127.0.0.1", port=0, db=":memory:")
-    if fixed is not None:
-        settings.models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed)])]
-    return settings
+    if fixed is None:
+        return ServerConfig(host="127.0.0.1", port=0, db=":memory:")
+    models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed)])]
+    return ServerConfig(host="127.0.0.1", port=0, db=":memory:", models=models)
 
 
 async def _serve(fixed: str | None) -> None:

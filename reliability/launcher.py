@@ -17,9 +17,8 @@ __all__ = ["main"]
 
 
 def main(argv: list[str]) -> None:
-    config = load_config(argv[0])
-    if len(argv) > 1:
-        config.port = int(argv[1])  # a restart comes back on the port the clients know
+    # A restart comes back on the port the clients know.
+    config = load_config(argv[0], port=int(argv[1]) if len(argv) > 1 else None)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     asyncio.run(serve(config, ready=lambda url: print(url, flush=True)))
 

@@ -25,8 +25,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 def server_config(db: str = ":memory:", **endpoint: Any) -> ServerConfig:
     """The in-process twin of :func:`write_config`: one model on the ``fixed`` backend."""
-    config = ServerConfig(port=0, db=db)
-    config.models = [ModelConfig(name=MODEL, endpoints=[FixedEndpoint(**endpoint)])]
+    config = ServerConfig(port=0, db=db, models=[ModelConfig(name=MODEL, endpoints=[FixedEndpoint(**endpoint)])])
     return config
 
 

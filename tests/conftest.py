@@ -54,9 +54,12 @@ SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 def fixed_config(db: str = ":memory:", **endpoint: Any) -> ServerConfig:
     """A server config with one model on the deterministic fixed backend."""
-    config = ServerConfig(port=0, db=db, keepalive_interval=15.0)
-    config.models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(**endpoint)])]
-    return config
+    return ServerConfig(
+        port=0,
+        db=db,
+        keepalive_interval=15.0,
+        models=[ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(**endpoint)])],
+    )
 
 
 @pytest.fixture

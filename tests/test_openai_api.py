@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from msgspec.structs import replace
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
-from h2ochat.server.routes import MODELS
+from h2ochat.server.http import MODELS
 from tests.conftest import FIXED_MODEL, SMOL, fixed_config
 
 USER: list[Any] = [{"role": "user", "content": "Hi"}]
@@ -141,7 +142,7 @@ async def test_unknown_model_is_404(client: openai.AsyncOpenAI) -> None:
 
 async def test_api_key(raw_client: Any) -> None:
     config = fixed_config(text=KENOBI)
-    config.api_key = "s3cret"
+    config = replace(config, api_key="s3cret")
     async with start_server(config) as server:
         for key in ("wrong", "s3cret-and-more"):
             async with sdk(server, key) as client:
@@ -184,7 +185,7 @@ async def test_failure_mid_stream_is_an_error_event() -> None:
 
 async def test_keepalive_comments_do_not_disturb_the_sdk() -> None:
     config = fixed_config(text=KENOBI, first_token_delay=0.35)
-    config.keepalive_interval = 0.1
+    config = replace(config, keepalive_interval=0.1)
     async with start_server(config) as server:
         async with aiohttp.ClientSession() as http:
             body = {"model": FIXED_MODEL, "messages": USER, "stream": True}

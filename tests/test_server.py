@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from msgspec.structs import replace
 
 from h2ochat import H2o, H2oSession, IncompleteGeneration, ModelOverloaded
 from h2ochat.protocol.errors import GenerationFailed
@@ -82,7 +83,7 @@ async def test_welcome_gate(fixed_server: RunningServer, raw_client: Client) -> 
 
 async def test_welcome_gate_can_be_turned_off(raw_client: Client) -> None:
     config = fixed_config()
-    config.welcome_gate = False
+    config = replace(config, welcome_gate=False)
     async with start_server(config) as server:
         assert len(await raw_client(server.url).create()) == 24
 
@@ -276,7 +277,7 @@ async def test_unknown_path_method_and_big_body_are_json(fixed_server: RunningSe
 
 async def test_rate_limit_answers_429_with_retry_after(raw_client: Client) -> None:
     config = fixed_config()
-    config.rate_limit_per_minute = 2
+    config = replace(config, rate_limit_per_minute=2)
     async with start_server(config) as server:
         client, conversation = await ready(raw_client, server)
         assert (await client.message(conversation, "1"))[0] == 200
@@ -291,9 +292,8 @@ async def test_model_gone_after_restart_is_410(tmp_path: Path, raw_client: Clien
     async with start_server(fixed_config(db)) as server:
         client, conversation = await ready(raw_client, server)
         await client.message(conversation, "Hi")
-    config = fixed_config(db)
-    config.models = [ModelConfig(name="other", endpoints=[FixedEndpoint()])]
-    config.port = int(server.url.rsplit(":", 1)[1])
+    port = int(server.url.rsplit(":", 1)[1])
+    config = replace(fixed_config(db), port=port, models=[ModelConfig(name="other", endpoints=[FixedEndpoint()])])
     async with start_server(config):
         status, body, _ = await client.message(conversation, "Hi")
         assert status == 410 and "no longer served" in body["message"]
@@ -305,7 +305,7 @@ async def test_conversations_survive_a_restart(tmp_path: Path, raw_client: Clien
     async with start_server(config) as server:
         client, conversation = await ready(raw_client, server)
         await client.message(conversation, "Hi")
-    config.port = int(server.url.rsplit(":", 1)[1])
+    config = replace(config, port=int(server.url.rsplit(":", 1)[1]))
     async with start_server(config):
         _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
         assert [m["content"] for m in stored["messages"]] == [
@@ -320,7 +320,7 @@ async def test_conversations_survive_a_restart(tmp_path: Path, raw_client: Clien
 
 async def test_keepalive_comment_while_waiting(raw_client: Client) -> None:
     config = fixed_config(first_token_delay=0.35)
-    config.keepalive_interval = 0.1
+    config = replace(config, keepalive_interval=0.1)
     async with start_server(config) as server:
         client, conversation = await ready(raw_client, server)
         _, raw, _ = await client.message(conversation, "Hi")
@@ -344,7 +344,7 @@ async def test_client_disconnect_stops_generation_and_saves_partial(raw_client: 
 
 async def test_the_text_of_an_answer_in_progress_is_saved_as_it_grows(raw_client: Client) -> None:
     config = fixed_config(text="word " * 500, delay=0.02)
-    config.checkpoint_interval = 0.1
+    config = replace(config, checkpoint_interval=0.1)
     async with start_server(config) as server:
         client, conversation = await ready(raw_client, server)
         stream = asyncio.ensure_future(client.message(conversation, "Hi"))

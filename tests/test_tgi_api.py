@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 import text_generation
+from msgspec.structs import replace
 from text_generation import errors as tgi_errors
 from text_generation.types import Response, StreamResponse
 
@@ -107,17 +108,18 @@ async def test_client_raises_the_tgi_errors(url: str) -> None:
 
 
 async def test_tgi_model_is_chosen_in_the_config() -> None:
-    config = fixed_config()
-    config.models = [
-        ModelConfig(name="first", endpoints=[FixedEndpoint(text="one")]),
-        ModelConfig(name="second", endpoints=[FixedEndpoint(text="two")]),
-    ]
+    config = replace(
+        fixed_config(),
+        models=[
+            ModelConfig(name="first", endpoints=[FixedEndpoint(text="one")]),
+            ModelConfig(name="second", endpoints=[FixedEndpoint(text="two")]),
+        ],
+    )
     async with start_server(config) as server:
         assert (await text_generation.AsyncClient(server.url).generate("Hi")).generated_text == "one"
-    config.tgi_model = "second"
+    config = replace(config, tgi_model="second")
     async with start_server(config) as server:
         assert (await text_generation.AsyncClient(server.url).generate("Hi")).generated_text == "two"
-    config.tgi_model = "third"
     with pytest.raises(ConfigError, match="tgi_model 'third'"):
-        async with start_server(config):
+        async with start_server(replace(config, tgi_model="third")):
             pass

@@ -25,14 +25,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from msgspec.structs import replace
 
 from h2ochat import H2o
 from h2ochat.server import ConfigError, ModelConfig, RunningServer, ServerConfig, load_config, start_server
 from h2ochat.server.backends.llama import embedded_gguf
 from h2ochat.server.backends.openai import openai_parameters
 from h2ochat.server.config import Endpoint, FixedEndpoint, OpenAIEndpoint, TgiEndpoint
+from h2ochat.server.http import MODELS
 from h2ochat.server.parameters import Parameters
-from h2ochat.server.routes import MODELS
 from tests.conftest import events
 
 CHATUI = {"user_message_token": "<|prompt|>", "assistant_message_token": "<|answer|>", "message_end_token": "</s>"}
@@ -41,8 +42,8 @@ Serve = Callable[..., Awaitable[TestServer]]
 
 
 def config_with(name: str, *endpoints: Endpoint, tokens: bool = False, **model: Any) -> ServerConfig:
-    config = ServerConfig(port=0, db=":memory:")
-    config.models = [ModelConfig(name=name, endpoints=list(endpoints), **(CHATUI if tokens else {}), **model)]
+    models = [ModelConfig(name=name, endpoints=list(endpoints), **(CHATUI if tokens else {}), **model)]
+    config = ServerConfig(port=0, db=":memory:", models=models)
     return config
 
 
@@ -213,7 +214,7 @@ async def test_openai_backend_against_h2ochat_v1() -> None:
 
 async def test_openai_backend_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     up_config = config_with("up", FixedEndpoint(text=KENOBI))
-    up_config.api_key = "k3y"
+    up_config = replace(up_config, api_key="k3y")
     async with start_server(up_config) as up:
         endpoint = OpenAIEndpoint(url=up.url, model="up", api_key_env="UPSTREAM_KEY")
         monkeypatch.delenv("UPSTREAM_KEY", raising=False)

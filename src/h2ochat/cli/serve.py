@@ -18,9 +18,15 @@ __all__ = ["serve"]
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
 @click.option("--db", help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing).")
-@click.option("--no-welcome-gate", is_flag=True, help="Do not require the settings step before chatting.")
-@click.option("--rate-limit", type=click.IntRange(0), help="Messages per minute per session (0: no limit).")
-@click.option("--max-new-tokens", type=click.IntRange(1), help="Ceiling on parameters.max_new_tokens.")
+@click.option(
+    "--welcome-gate/--no-welcome-gate", default=None, help="Require the settings step before chatting (default: on)."
+)
+@click.option(
+    "--rate-limit", "rate_limit_per_minute", type=click.IntRange(0), help="Messages per minute per session (0: none)."
+)
+@click.option(
+    "--max-new-tokens", "max_new_tokens_limit", type=click.IntRange(1), help="Ceiling on parameters.max_new_tokens."
+)
 @click.option("--max-input-chars", type=click.IntRange(1), help="Longest accepted inputs, in characters.")
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="Largest accepted request body.")
 @click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")
@@ -48,27 +54,11 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
     run(lambda: _serve(config_path, gguf, options), debug)
 
 
-async def _serve(config_path: str | None, gguf: str | None, options: dict[str, Any]) -> None:
-    from h2ochat.server import ServerConfig, default_models, load_config, serve
+async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str, Any]) -> None:
+    from h2ochat.server import load_config, serve
 
-    config = load_config(config_path) if config_path else ServerConfig()
-    if gguf:
-        config.models = default_models(gguf)
-    settings = {
-        "host": options["host"],
-        "port": options["port"],
-        "db": options["db"],
-        "welcome_gate": False if options["no_welcome_gate"] else None,
-        "rate_limit_per_minute": options["rate_limit"],
-        "max_new_tokens_limit": options["max_new_tokens"],
-        "max_input_chars": options["max_input_chars"],
-        "max_body_bytes": options["max_body_bytes"],
-        "api_key": options["api_key"],
-        "tgi_model": options["tgi_model"],
-    }
-    for key, value in settings.items():
-        if value is not None:
-            setattr(config, key, value)
+    # The options are named after the settings they override; None means "not given".
+    config = load_config(config_path, gguf=gguf, **overrides)
 
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)

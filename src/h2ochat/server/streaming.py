@@ -1,27 +1,48 @@
-"""An answer in progress (:class:`Answer`), and relaying it as a TGI event stream (PROTOCOL.md section 4).
+"""The answer loop: one for the three APIs, each speaking through a small :class:`Dialect`.
 
-One event per token; the last carries ``generated_text`` (and ``details``
-when asked). A comment keeps an idle stream alive. Errors, stops and
-shutdowns end the stream with an in-stream error event, never a cut.
+:class:`Answer` applies a request's stop sequences and ``max_new_tokens`` to
+the model's tokens. ``stream_answer`` owns the event stream (headers,
+``prepare``, writes, keep-alives, the stop, the errors) and asks the dialect
+only how to encode a token, the end, and an error; ``complete_answer`` is the
+same loop for an answer sent whole. A failure after the stream has begun is
+the stream's last event, never a cut (docs/protocol.md, "Event stream").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from h2ochat.protocol.openai import StopTrimmer
 from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
-from h2ochat.server.generation import Generation, ModelRuntime, produce
+from h2ochat.server.generation import Generation, Interrupted, ModelRuntime
+from h2ochat.server.http import ApiError
 
-__all__ = ["Answer", "EventWriter", "Interrupted", "Outcome", "relay", "stop_sequence"]
+__all__ = [
+    "Answer",
+    "Dialect",
+    "EventWriter",
+    "Interrupted",
+    "Outcome",
+    "TgiEvents",
+    "complete_answer",
+    "describe",
+    "stream_answer",
+    "tgi_error",
+]
+
+log = logging.getLogger("h2ochat.server")
 
 _KEEPALIVE = encode_comment()
+_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 @dataclass
@@ -34,20 +55,124 @@ class Outcome:
     interruption: str | None = None
 
 
+class Answer:
+    """One answer: the model's tokens, with the request's stop sequences and max_new_tokens applied.
+
+    Iterate ``tokens()`` once. ``text`` (TGI's generated text, stop sequence
+    included) and ``count`` grow as it goes; ``piece`` is what the latest token
+    released once stop sequences are cut out (OpenAI's content) and
+    ``released`` all of it. The last token comes with ``finish_reason`` set. A
+    model failure raises :class:`BackendError`.
+    """
+
+    def __init__(self, runtime: ModelRuntime, request: GenerationRequest, generation: Generation) -> None:
+        self.runtime = runtime
+        self.request = request
+        self.generation = generation
+        self.text = ""
+        self.piece = ""
+        self.released = ""
+        self.count = 0
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self._stops = StopTrimmer(request.parameters.stop)
+
+    @property
+    def seed(self) -> int | None:
+        """The seed to report: the request's, when it samples."""
+        parameters = self.request.parameters
+        return parameters.seed if parameters.do_sample else None
+
+    async def tokens(self) -> AsyncGenerator[GeneratedToken, None]:
+        try:
+            async with contextlib.aclosing(self.runtime.generate(self.request)) as tokens:  # type: ignore[type-var]
+                async for token in tokens:
+                    self._add(token)
+                    yield token
+                    if self.finish_reason is not None:
+                        return
+        except BackendError:
+            raise
+        except Exception as exc:  # a backend bug must reach the client as an error event, not a 500
+            log.exception("backend of %s failed", self.runtime.config.name)
+            raise BackendError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+        raise BackendError("the model stopped without saying why (no finish reason)")
+
+    def _add(self, token: GeneratedToken) -> None:
+        self.count += 1
+        piece = "" if token.special else self._stops.feed(token.text)
+        if not token.special:
+            self.text += token.text
+        finish = token.finish_reason
+        if finish is None and self._stops.stopped:
+            finish = "stop_sequence"
+        maximum = self.request.parameters.max_new_tokens
+        if finish is None and maximum is not None and self.count >= maximum:
+            finish = "length"
+        if finish is not None:
+            piece += self._stops.flush()
+        self.piece = piece
+        self.released += piece
+        self.finish_reason = finish
+        if token.prompt_tokens is not None:
+            self.prompt_tokens = token.prompt_tokens
+
+    def outcome(self, interruption: str | None = None) -> Outcome:
+        if interruption is not None:
+            return Outcome(self.text, self.count, interruption=interruption)
+        return Outcome(self.text, self.count, finish_reason=self.finish_reason)
+
+
+class Dialect(Protocol):
+    """How one API words an answer; the loop does everything else."""
+
+    def start(self, answer: Answer) -> bytes:
+        """Sent before the first token (b"" for nothing)."""
+        ...
+
+    def token(self, answer: Answer, token: GeneratedToken) -> bytes:
+        """A token before the last (b"" for nothing)."""
+        ...
+
+    def end(self, answer: Answer, token: GeneratedToken) -> bytes:
+        """The last token and whatever closes the stream."""
+        ...
+
+    def error(self, message: str, error_type: str) -> bytes:
+        """An error as the stream's last event."""
+        ...
+
+    def refusal(self, message: str, error_type: str, interrupted: bool) -> ApiError:
+        """An error as the response, when the answer is sent whole."""
+        ...
+
+    def result(self, answer: Answer, tokens: list[GeneratedToken]) -> Any:
+        """The JSON body of an answer sent whole."""
+        ...
+
+
+def describe(error: BackendError | Interrupted) -> tuple[str, str]:
+    """An error's message and TGI error type, for every dialect alike."""
+    if isinstance(error, Interrupted):
+        return f"generation stopped: {error}", "incomplete_generation"
+    return str(error), error.error_type
+
+
 class EventWriter:
     """Writes events to a prepared response; sends a keep-alive after ``interval`` s of silence."""
 
-    def __init__(self, response: web.StreamResponse, interval: float, on_gone: Generation) -> None:
+    def __init__(self, response: web.StreamResponse, interval: float, generation: Generation) -> None:
         self._response = response
         self._interval = interval
-        self._generation = on_gone
+        self._generation = generation
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
         self._keepalive = asyncio.ensure_future(self._keep_alive())
 
     async def write(self, data: bytes) -> None:
-        self._last = self._loop.time()
-        await self._response.write(data)
+        if data:
+            self._last = self._loop.time()
+            await self._response.write(data)
 
     async def finish(self, data: bytes) -> None:
         """The last event and the end of the body, in one write."""
@@ -68,115 +193,104 @@ class EventWriter:
                     return
 
 
-def stop_sequence(stops: list[str], text: str, added: int) -> bool:
-    """Whether a stop sequence ends within the last ``added`` characters of ``text``."""
-    return any(stop in text[-(len(stop) + added - 1) :] for stop in stops) if stops and added else False
-
-
-class Interrupted(Exception):
-    """The answer was stopped before its end (stop-generating, shutdown, the client left); the message says why."""
-
-
-class Answer:
-    """One answer: the model's tokens, with the request's stop sequences and max_new_tokens applied.
-
-    Iterate ``tokens()`` once. ``text`` and ``count`` grow as it goes; the last
-    token comes with ``finish_reason`` set. A model failure raises
-    :class:`BackendError`, a stopped generation :class:`Interrupted`. Every
-    API (chat-ui, TGI, OpenAI) formats an answer from this one loop.
-    """
-
-    def __init__(self, runtime: ModelRuntime, request: GenerationRequest, generation: Generation) -> None:
-        self.runtime = runtime
-        self.request = request
-        self.generation = generation
-        self.text = ""
-        self.count = 0
-        self.finish_reason: str | None = None
-        self.prompt_tokens: int | None = None
-
-    @property
-    def seed(self) -> int | None:
-        """The seed to report: the request's, when it samples."""
-        parameters = self.request.parameters
-        return parameters.seed if parameters.do_sample else None
-
-    async def tokens(self) -> AsyncGenerator[GeneratedToken, None]:
-        generation = self.generation
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        generation.on_stop(lambda: queue.put_nowait(generation))
-        producer = asyncio.ensure_future(produce(self.runtime, self.request, queue))
-        try:
-            while self.finish_reason is None:
-                item = await queue.get()
-                if item is generation or generation.stop_reason is not None:
-                    raise Interrupted(generation.stop_reason or "stopped")
-                if item is None:
-                    raise BackendError("the model stopped without saying why (no finish reason)")
-                if isinstance(item, BackendError):
-                    raise item
-                assert isinstance(item, GeneratedToken)
-                self._add(item)
-                yield item
-        finally:
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
-
-    def _add(self, token: GeneratedToken) -> None:
-        parameters = self.request.parameters
-        self.count += 1
-        if not token.special:
-            self.text += token.text
-        finish = token.finish_reason
-        if finish is None and stop_sequence(parameters.stop, self.text, len(token.text)):
-            finish = "stop_sequence"
-        if finish is None and parameters.max_new_tokens is not None and self.count >= parameters.max_new_tokens:
-            finish = "length"
-        self.finish_reason = finish
-        if token.prompt_tokens is not None:
-            self.prompt_tokens = token.prompt_tokens
-
-    def outcome(self, interruption: str | None = None) -> Outcome:
-        if interruption is not None:
-            return Outcome(self.text, self.count, interruption=interruption)
-        return Outcome(self.text, self.count, finish_reason=self.finish_reason)
-
-
-async def relay(writer: EventWriter, answer: Answer, prefix: str = "") -> Outcome:
-    """Generate and write the answer as TGI events; always returns how it ended, never raises for the client."""
-    parameters = answer.request.parameters
+async def stream_answer(
+    request: web.Request, answer: Answer, dialect: Dialect, keepalive: float
+) -> tuple[web.StreamResponse, Outcome]:
+    """Generate and stream the answer; returns the response and how the answer ended, never raises for the client."""
+    response = web.StreamResponse(headers=_HEADERS)
     generation = answer.generation
     try:
-        async with contextlib.aclosing(answer.tokens()) as tokens:
-            async for item in tokens:
-                token = Token(item.id, item.text, item.logprob, item.special)
-                if answer.finish_reason is None:
-                    await writer.write(encode_stream_event(token))
-                    continue
-                details = Details(answer.finish_reason, answer.count, answer.seed)
-                full = prefix + answer.text if parameters.return_full_text else answer.text
-                await writer.finish(encode_stream_event(token, full, details if parameters.details else None))
-        return answer.outcome()
-    except Interrupted as exc:
-        return await _interrupt(writer, answer, str(exc))
-    except BackendError as exc:
-        return await _fail(writer, answer, exc)
+        await response.prepare(request)
+    except ConnectionError:
+        return response, answer.outcome("client disconnected")
+    writer = EventWriter(response, keepalive, generation)
+    try:
+        with generation.interruptible():
+            await writer.write(dialect.start(answer))
+            async with contextlib.aclosing(answer.tokens()) as tokens:
+                async for token in tokens:
+                    if answer.finish_reason is None:
+                        await writer.write(dialect.token(answer, token))
+                    else:
+                        await writer.finish(dialect.end(answer, token))
+        return response, answer.outcome()
+    except (Interrupted, BackendError) as exc:
+        message, error_type = describe(exc)
+        if generation.stop_reason != "client disconnected":
+            with contextlib.suppress(ConnectionError):
+                await writer.finish(dialect.error(message, error_type))
+        return response, answer.outcome(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")
     except ConnectionError:
         generation.stop("client disconnected")
-        return answer.outcome("client disconnected")
+        return response, answer.outcome("client disconnected")
     finally:
         writer.close()
 
 
-async def _interrupt(writer: EventWriter, answer: Answer, reason: str) -> Outcome:
-    if reason != "client disconnected":
-        with contextlib.suppress(ConnectionError):
-            await writer.finish(encode_error_event(f"generation stopped: {reason}", "incomplete_generation"))
-    return answer.outcome(reason)
+async def complete_answer(answer: Answer, dialect: Dialect) -> Any:
+    """Generate the whole answer; the dialect's JSON body, or its refusal raised."""
+    collected: list[GeneratedToken] = []
+    try:
+        with answer.generation.interruptible():
+            async with contextlib.aclosing(answer.tokens()) as tokens:
+                async for token in tokens:
+                    collected.append(token)
+    except (Interrupted, BackendError) as exc:
+        raise dialect.refusal(*describe(exc), interrupted=isinstance(exc, Interrupted)) from None
+    return dialect.result(answer, collected)
 
 
-async def _fail(writer: EventWriter, answer: Answer, error: BackendError) -> Outcome:
-    with contextlib.suppress(ConnectionError):
-        await writer.finish(encode_error_event(str(error), error.error_type))
-    return answer.outcome(f"error: {error}")
+# TGI's statuses for its error types.
+_TGI_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
+
+
+def tgi_error(error: str, error_type: str) -> ApiError:
+    """A refusal in TGI's shape, ``{"error", "error_type"}``, with TGI's status for the type."""
+    return ApiError(_TGI_STATUSES.get(error_type, 500), error, body={"error": error, "error_type": error_type})
+
+
+class TgiEvents:
+    """TGI's event stream and answers, spoken by the chat protocol and the TGI API.
+
+    One event per token; the last carries ``generated_text`` (with ``prefix``
+    in front when the request asked for the full text) and ``details`` when
+    asked.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def start(self, answer: Answer) -> bytes:
+        return b""
+
+    def token(self, answer: Answer, token: GeneratedToken) -> bytes:
+        return encode_stream_event(Token(token.id, token.text, token.logprob, token.special))
+
+    def end(self, answer: Answer, token: GeneratedToken) -> bytes:
+        parameters = answer.request.parameters
+        assert answer.finish_reason is not None
+        details = Details(answer.finish_reason, answer.count, answer.seed) if parameters.details else None
+        last = Token(token.id, token.text, token.logprob, token.special)
+        return encode_stream_event(last, self.generated_text(answer), details)
+
+    def error(self, message: str, error_type: str) -> bytes:
+        return encode_error_event(message, error_type)
+
+    def refusal(self, message: str, error_type: str, interrupted: bool) -> ApiError:
+        return tgi_error(message, error_type)
+
+    def result(self, answer: Answer, tokens: list[GeneratedToken]) -> Any:
+        parameters = answer.request.parameters
+        result: dict[str, Any] = {"generated_text": self.generated_text(answer)}
+        if parameters.details:
+            result["details"] = {
+                "finish_reason": answer.finish_reason,
+                "generated_tokens": answer.count,
+                "seed": answer.seed,
+                "prefill": [],
+                "tokens": [Token(t.id, t.text, t.logprob, t.special) for t in tokens],
+            }
+        return result
+
+    def generated_text(self, answer: Answer) -> str:
+        return self.prefix + answer.text if answer.request.parameters.return_full_text else answer.text

@@ -13,7 +13,6 @@ incomplete_generation. Nothing is stored.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import uuid
 from typing import Any
@@ -21,28 +20,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from h2ochat.protocol.tgi import Token
-from h2ochat.server.backends import BackendError, GenerationRequest
-from h2ochat.server.generation import Generation, ModelRuntime, build_request
+from h2ochat.server.backends import GenerationRequest
+from h2ochat.server.generation import ModelRuntime, build_request
+from h2ochat.server.http import CONFIG, MODELS, BadBody, json_response, parse_json
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.routes import CONFIG, MODELS, ApiError, BadBody, json_response, parse_json
-from h2ochat.server.streaming import Answer, EventWriter, Interrupted, relay
+from h2ochat.server.streaming import Answer, TgiEvents, complete_answer, stream_answer, tgi_error
 
 __all__ = ["routes", "tgi_runtime"]
 
 routes = web.RouteTableDef()
-
-_STATUSES = {"validation": 422, "generation": 424, "overloaded": 429, "incomplete_generation": 500}
 
 
 class GenerateRequest(msgspec.Struct):
     inputs: str
     parameters: dict[str, Any] | None = None
     stream: bool = False
-
-
-def tgi_error(error: str, error_type: str) -> ApiError:
-    return ApiError(_STATUSES.get(error_type, 500), error, body={"error": error, "error_type": error_type})
 
 
 def tgi_runtime(request: web.Request) -> ModelRuntime:
@@ -56,21 +48,18 @@ def tgi_runtime(request: web.Request) -> ModelRuntime:
 
 @routes.post("/generate")
 async def generate(request: web.Request) -> web.StreamResponse:
-    body, runtime, generation_request = await _read(request)
-    return await _answer(request, body, runtime, generation_request, stream=False)
+    return await _answer(request, stream=False)
 
 
 @routes.post("/generate_stream")
 async def generate_stream(request: web.Request) -> web.StreamResponse:
-    body, runtime, generation_request = await _read(request)
-    return await _answer(request, body, runtime, generation_request, stream=True)
+    return await _answer(request, stream=True)
 
 
 @routes.post("/")
 async def compat_generate(request: web.Request) -> web.StreamResponse:
     """TGI's root route: ``stream`` picks the stream, and a whole answer comes in a list."""
-    body, runtime, generation_request = await _read(request)
-    return await _answer(request, body, runtime, generation_request, stream=body.stream, listed=True)
+    return await _answer(request, stream=None, listed=True)
 
 
 async def _read(request: web.Request) -> tuple[GenerateRequest, ModelRuntime, GenerationRequest]:
@@ -97,57 +86,14 @@ async def _read(request: web.Request) -> tuple[GenerateRequest, ModelRuntime, Ge
     return body, runtime, generation_request
 
 
-async def _answer(
-    request: web.Request,
-    body: GenerateRequest,
-    runtime: ModelRuntime,
-    generation_request: GenerationRequest,
-    *,
-    stream: bool,
-    listed: bool = False,
-) -> web.StreamResponse:
+async def _answer(request: web.Request, *, stream: bool | None, listed: bool = False) -> web.StreamResponse:
+    """``stream`` None: as the body says."""
+    body, runtime, generation_request = await _read(request)
+    dialect = TgiEvents(prefix=body.inputs)
     with request.app[MODELS].track(f"tgi-{uuid.uuid4().hex}") as generation:
-        if stream:
-            return await _stream(request, runtime, generation_request, generation, body.inputs)
-        result = await _complete(Answer(runtime, generation_request, generation), body.inputs)
+        answer = Answer(runtime, generation_request, generation)
+        if body.stream if stream is None else stream:
+            response, _ = await stream_answer(request, answer, dialect, request.app[CONFIG].keepalive_interval)
+            return response
+        result = await complete_answer(answer, dialect)
         return json_response([result] if listed else result)
-
-
-async def _stream(
-    request: web.Request,
-    runtime: ModelRuntime,
-    generation_request: GenerationRequest,
-    generation: Generation,
-    inputs: str,
-) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    try:
-        await response.prepare(request)
-    except ConnectionError:
-        return response
-    writer = EventWriter(response, request.app[CONFIG].keepalive_interval, generation)
-    await relay(writer, Answer(runtime, generation_request, generation), prefix=inputs)
-    return response
-
-
-async def _complete(answer: Answer, inputs: str) -> dict[str, Any]:
-    tokens: list[Token] = []
-    try:
-        async with contextlib.aclosing(answer.tokens()) as stream:
-            async for item in stream:
-                tokens.append(Token(item.id, item.text, item.logprob, item.special))
-    except BackendError as exc:
-        raise tgi_error(str(exc), exc.error_type) from None
-    except Interrupted as exc:
-        raise tgi_error(f"generation stopped: {exc}", "incomplete_generation") from None
-    parameters = answer.request.parameters
-    result: dict[str, Any] = {"generated_text": inputs + answer.text if parameters.return_full_text else answer.text}
-    if parameters.details:
-        result["details"] = {
-            "finish_reason": answer.finish_reason,
-            "generated_tokens": answer.count,
-            "seed": answer.seed,
-            "prefill": [],
-            "tokens": tokens,
-        }
-    return result

@@ -1,0 +1,126 @@
+"""What every API of the server shares: the app keys, refusals as JSON, request bodies.
+
+The chat-ui routes, the OpenAI API and the TGI API import from here and
+never from each other. Each words a refusal in its own shape through
+:class:`ApiError`'s ``body``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from h2ochat.server.config import ServerConfig
+from h2ochat.server.generation import Models
+from h2ochat.server.storage import Store
+
+__all__ = [
+    "CONFIG",
+    "LIMITER",
+    "MODELS",
+    "SESSION",
+    "STORE",
+    "ApiError",
+    "BadBody",
+    "RateLimiter",
+    "decode_body",
+    "describe_http_error",
+    "json_response",
+    "parse_json",
+]
+
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """A refusal: HTTP status and a message for the client, as ``{"message": …}``.
+
+    ``body`` replaces the whole JSON body, for gates (``{"error": …}``) and the
+    APIs with an error shape of their own (OpenAI, TGI).
+    """
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, body: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+        self.body = body if body is not None else {"message": message}
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(payload), status=status, content_type="application/json", headers=headers
+    )
+
+
+class BadBody(ValueError):
+    """A request body that is not the JSON an endpoint expects; the message says how."""
+
+
+def parse_json(raw: bytes, kind: type[T]) -> T:
+    """Decode a request body for every API alike; each API words a :class:`BadBody` in its own shape."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadBody(f"Invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadBody(f"The request body must be JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec's answer to invalid UTF-8 inside a string
+        raise BadBody("The request body must be UTF-8: it holds bytes that are not") from None
+    except RecursionError:
+        raise BadBody("The request body is JSON nested too deeply") from None
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    """:func:`parse_json` with the chat protocol's 400."""
+    try:
+        return parse_json(raw, kind)
+    except BadBody as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
+    """What aiohttp's own refusals (no route, wrong method, body too large) mean, in words."""
+    if isinstance(exc, web.HTTPNotFound):
+        return f"No such endpoint: {request.method} {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"The request body is too large; this server accepts at most {request.app[CONFIG].max_body_bytes} bytes"
+    return exc.reason or exc.text or f"HTTP {exc.status}"
+
+
+class RateLimiter:
+    """At most ``per_minute`` messages per session in any 60 s window (0: unlimited)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._times: dict[str, deque[float]] = {}
+
+    def check(self, session: str) -> None:
+        if not self.per_minute:
+            return
+        now = time.monotonic()
+        times = self._times.setdefault(session, deque())
+        while times and now - times[0] >= 60:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            wait = max(1, int(60 - (now - times[0])) + 1)
+            raise ApiError(
+                429,
+                f"Too many messages: this server accepts {self.per_minute} per minute per session; "
+                f"try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        times.append(now)
+
+
+CONFIG = web.AppKey("config", ServerConfig)
+STORE = web.AppKey("store", Store)
+MODELS = web.AppKey("models", Models)
+LIMITER = web.AppKey("limiter", RateLimiter)
+SESSION = web.RequestKey("session", str)
