@@ -139,7 +139,7 @@ class MessageRow:
     updated_at: str
 
 
-StopListener = Callable[[str, str], None]
+StopListener = Callable[[str, str], object]
 """Called with (conversation id, reason) when a stop is requested on any replica."""
 
 

@@ -148,7 +148,7 @@ class SQLiteStore:
         )
         if row is None:
             return None
-        if row[4] < now(60):  # the last use is kept to the minute: a read stays a read
+        if row[4] < now(min(60.0, self.options.session_idle / 4)):  # a read mostly stays a read
             await self._execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now(), session_id))
         return Session(row[0], row[1], bool(row[2]), row[3])
 
