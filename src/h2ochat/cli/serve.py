@@ -17,7 +17,26 @@ __all__ = ["serve"]
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
-@click.option("--db", help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing).")
+@click.option(
+    "--db",
+    envvar="H2OCHAT_DB",
+    help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing), or "
+    "postgresql://user:password@host:5432/dbname for several replicas on one database (env H2OCHAT_DB).",
+)
+@click.option("--db-pool-size", type=click.IntRange(1), help="PostgreSQL connections per replica (default 10).")
+@click.option(
+    "--max-conversations", type=click.IntRange(0), help="Conversations a session may keep (default 1000; 0: any)."
+)
+@click.option(
+    "--new-sessions-per-minute",
+    type=click.IntRange(0),
+    help="New sessions per client address per minute (default 60; 0: any).",
+)
+@click.option(
+    "--session-idle-days",
+    type=click.FloatRange(0, min_open=True),
+    help="Days after its last use a session expires, with its conversations (default 30).",
+)
 @click.option(
     "--welcome-gate/--no-welcome-gate", default=None, help="Require the settings step before chatting (default: on)."
 )
@@ -36,7 +55,7 @@ __all__ = ["serve"]
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str, **options: Any) -> None:
-    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite,
+    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite or PostgreSQL,
     plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
 
     With no --config or --gguf it serves HuggingFaceTB/SmolLM2-135M-Instruct,
@@ -56,13 +75,16 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
 
 async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str, Any]) -> None:
     from h2ochat.server import load_config, serve
+    from h2ochat.server.storage import redact
 
     # The options are named after the settings they override; None means "not given".
     config = load_config(config_path, gguf=gguf, **overrides)
 
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)
-        stderr.print(f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {config.db_path()})")
+        stderr.print(
+            f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {redact(config.db_path())})"
+        )
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
 
     await serve(config, ready)
