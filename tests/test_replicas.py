@@ -9,6 +9,9 @@ is not installed (and never under CI; see ``pg_cluster``).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import RawClient, events
+from tests.pgcluster import PASSWORD
 from tests.replicas import FIXED_MODEL, replicas, write_config
 
 # 60 words: at 0.05 s a word, an answer streams for about 3 s.
@@ -42,6 +46,17 @@ async def clients() -> AsyncIterator[Any]:
     yield make
     for client in made:
         await client.close()
+
+
+async def settled(client: RawClient, conversation: str) -> dict[str, Any]:
+    """The last answer once it is no longer generating (the final save may follow the stream's end)."""
+    deadline = time.monotonic() + 5
+    while True:
+        _, read, _ = await client.request("GET", f"/api/conversation/{conversation}")
+        answer: dict[str, Any] = read["messages"][-1]
+        if answer["status"] != "generating" or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.05)
 
 
 async def test_two_replicas_are_one_service(tmp_path: Path, postgres_url: str, clients: Any) -> None:
@@ -75,8 +90,7 @@ async def test_two_replicas_are_one_service(tmp_path: Path, postgres_url: str, c
         status, body, _ = await streaming
         assert time.monotonic() - stopped_at < 0.5
         assert events(body)[-1]["error"] == "generation stopped: stop-generating was requested"
-        _, read, _ = await on_b.request("GET", f"/api/conversation/{conversation}")
-        assert read["messages"][-1]["status"] == "interrupted"
+        assert (await settled(on_b, conversation))["status"] == "interrupted"
 
         # The message rate limit (4 a minute) is counted across replicas: one message above, three more.
         for n in range(3):
@@ -98,6 +112,26 @@ async def test_two_replicas_are_one_service(tmp_path: Path, postgres_url: str, c
             fresh = clients([(a if n % 2 else b).url])[0]
             answers.append((await fresh.request("POST", "/settings", data={"ethicsModalAccepted": "true"}))[0])
         assert answers == [200] * 5 + [429, 429]
+    for replica in (a, b):  # the serve line names the database, never its password
+        log = replica.log.read_text()
+        assert "database: postgresql://h2ochat:***@127.0.0.1" in " ".join(log.split()) and PASSWORD not in log
+
+
+def test_h2ochat_db_selects_postgresql_and_a_refusal_hides_the_password(tmp_path: Path, postgres_url: str) -> None:
+    config = write_config(tmp_path / "no-db.toml", "", text="Hi")
+    config.write_text(config.read_text().replace('db = ""\n', ""))
+    wrong = postgres_url.replace(PASSWORD, "not-" + PASSWORD)
+    done = subprocess.run(
+        [sys.executable, "-m", "h2ochat", "serve", "--config", str(config), "--port", "0"],
+        env={**os.environ, "H2OCHAT_DB": wrong},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    said = " ".join(done.stderr.split())  # as printed, wrapped to the terminal's width
+    assert "could not open the database postgresql://h2ochat:***@127.0.0.1" in said
+    assert "password authentication failed" in said and PASSWORD not in done.stderr + done.stdout
 
 
 async def test_a_killed_replica_s_answers_are_marked_interrupted_by_another(
