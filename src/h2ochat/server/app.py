@@ -25,6 +25,7 @@ from h2ochat.server.http import (
     CONFIG,
     MODELS,
     SESSION,
+    SESSION_IS_NEW,
     STORE,
     ApiError,
     admit,
@@ -118,6 +119,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
         await admit(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
         request[SESSION] = await store.new_session()
+        request[SESSION_IS_NEW] = True
     return await handler(request)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "CONFIG",
     "MODELS",
     "SESSION",
+    "SESSION_IS_NEW",
     "STORE",
     "ApiError",
     "BadBody",
@@ -113,3 +114,4 @@ CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 MODELS = web.AppKey("models", Models)
 SESSION = web.RequestKey("session", str)
+SESSION_IS_NEW = web.RequestKey("session_is_new", bool)  # issued by this very request

@@ -22,6 +22,7 @@ from h2ochat.server.http import (
     CONFIG,
     MODELS,
     SESSION,
+    SESSION_IS_NEW,
     STORE,
     ApiError,
     BadBody,
@@ -81,8 +82,9 @@ async def settings(request: web.Request) -> web.StreamResponse:
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
     store = request.app[STORE]
     await store.save_settings(request[SESSION], model, share, accepted)
-    # The settings step moves the session to a fresh id: one planted in the browser before is worth nothing after.
-    request[SESSION] = await store.renew_session(request[SESSION])
+    if not request.get(SESSION_IS_NEW):
+        # The settings step moves the session to a fresh id: one planted in the browser before is worth nothing after.
+        request[SESSION] = await store.renew_session(request[SESSION])
     location = request.headers.get("Referer") or "/"
     if _prefers_html(request):
         return web.Response(status=303, headers={"Location": location})
