@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reliability.process import MODEL as FIXED_MODEL
+from reliability.process import write_config as reliability_config
+
 __all__ = ["FIXED_MODEL", "Replica", "replicas", "write_config"]
 
-FIXED_MODEL = "test/fixed"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,28 +37,9 @@ def _free_port() -> int:
         return port
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_config(path: Path, db: str, *, text: str, delay: float = 0.0, **server: Any) -> Path:
     """A TOML configuration: ``[server]`` with ``db`` and ``server``, one fixed-backend model."""
-    lines = ["[server]", f"db = {_toml(db)}", *(f"{key} = {_toml(value)}" for key, value in server.items())]
-    lines += [
-        "",
-        "[[models]]",
-        f"name = {_toml(FIXED_MODEL)}",
-        "[[models.endpoints]]",
-        'type = "fixed"',
-        f"text = {_toml(text)}",
-        f"delay = {delay!r}",
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return reliability_config(path, db, server, text=text, delay=delay)
 
 
 @dataclass
