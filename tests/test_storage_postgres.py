@@ -64,6 +64,11 @@ async def test_a_restarted_database_is_unavailable_then_reconnected_and_nothing_
         await a.finish_answer(
             conversation, "a", "Hello!", finish_reason="eos_token", interruption=None, generated_tokens=3
         )
+        stopped_here: list[str] = []
+        a.on_stop(lambda c, _r: stopped_here.append(c))
+        with pytest.raises(StoreUnavailable):  # the other replicas cannot be told now…
+            await a.request_stop(conversation, "stop-generating was requested")
+        assert stopped_here == [conversation]  # …but this one stopped its own generation at once
         pg_cluster.start()
         await a.upkeep()  # the pool reconnects by itself; the kept final save is written
         answer = (await b.messages(conversation))[1]
@@ -71,8 +76,8 @@ async def test_a_restarted_database_is_unavailable_then_reconnected_and_nothing_
         await asyncio.wait_for(a._stops.connected.wait(), 10)  # the listener came back too
         heard: asyncio.Queue[str] = asyncio.Queue()
         a.on_stop(lambda c, _r: heard.put_nowait(c))
-        await b.request_stop(conversation, "stop-generating was requested")
-        assert await asyncio.wait_for(heard.get(), 1) == conversation
+        await b.request_stop("after-the-restart", "stop-generating was requested")
+        assert await asyncio.wait_for(heard.get(), 1) == "after-the-restart"
     finally:
         await a.close()
         await b.close()

@@ -317,5 +317,6 @@ class PostgresStore:
         self._stops.add(listener)
 
     async def request_stop(self, conversation_id: str, reason: str) -> None:
+        self._stops.deliver(conversation_id, reason)  # here at once, even if the database is away
         async with self._db.pooled() as db:
-            await self._stops.publish(db, conversation_id, reason)
+            await self._stops.notify(db, conversation_id, reason)

@@ -46,13 +46,13 @@ class StopChannel:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def publish(self, db: Any, conversation_id: str, reason: str) -> None:
-        """Stop here at once, then tell the other replicas through ``db`` (a connection)."""
-        self._deliver(conversation_id, reason)
+    async def notify(self, db: Any, conversation_id: str, reason: str) -> None:
+        """Tell the other replicas, through ``db`` (a connection)."""
         payload = json.dumps({"conversation": conversation_id, "reason": reason, "from": self._replica})
         await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
-    def _deliver(self, conversation_id: str, reason: str) -> None:
+    def deliver(self, conversation_id: str, reason: str) -> None:
+        """Stop the conversation's generations on this replica."""
         for listener in self._listeners:
             listener(conversation_id, reason)
 
@@ -60,7 +60,7 @@ class StopChannel:
         try:
             message = json.loads(payload)
             if message["from"] != self._replica:
-                self._deliver(str(message["conversation"]), str(message["reason"]))
+                self.deliver(str(message["conversation"]), str(message["reason"]))
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed stop notification: %r", payload[:200])
 
