@@ -92,10 +92,10 @@ class PostgresStore:
             async with store._db.own() as db:
                 await store._renew_lease(db)
         except SchemaTooNew:
-            await store.close()
+            await store._db.close()
             raise
         except Exception as exc:
-            await store.close()
+            await store._db.close()
             raise StoreUnavailable(
                 f"could not open the database {redact(dsn)}: {store._db.scrub(f'{type(exc).__name__}: {exc}')}"
             ) from None
