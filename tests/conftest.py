@@ -14,6 +14,8 @@ from h2ochat.server import ModelConfig, RunningServer, ServerConfig, start_serve
 from h2ochat.server.config import FixedEndpoint
 from tests.chatui import ChatUIDouble
 
+pytest_plugins = ["tests.pgfixtures"]  # pg_cluster, postgres_url
+
 
 @pytest.fixture
 async def chatui(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[tuple[ChatUIDouble, str]]:
@@ -135,35 +137,3 @@ async def raw_client() -> AsyncIterator[Callable[[str], RawClient]]:
 def events(raw: bytes) -> list[dict[str, Any]]:
     """The JSON events of a raw TGI stream (keep-alive comments dropped)."""
     return [json.loads(block[5:]) for block in raw.split(b"\n\n") if block.startswith(b"data:")]
-
-
-# PostgreSQL -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Any]:
-    """A throwaway PostgreSQL cluster for the whole run (tests/pgcluster.py), or None where none is installed.
-
-    Tests skip without it only on a developer machine; under CI (``CI`` set) a missing PostgreSQL fails.
-    """
-    import os
-
-    from tests.pgcluster import Cluster, binaries
-
-    if binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; .ci/run installs it with apt-get install -y postgresql")
-        yield None
-        return
-    cluster = Cluster.create()
-    yield cluster
-    cluster.destroy()
-
-
-@pytest.fixture
-def postgres_url(pg_cluster: Any) -> str:
-    """The URL of a new, empty database in the cluster."""
-    if pg_cluster is None:
-        pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql); CI runs these tests")
-    url: str = pg_cluster.create_database()
-    return url

@@ -105,11 +105,11 @@ async def test_settings_are_kept_and_the_settings_step_moves_the_session_to_a_fr
 
 
 async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:
-    async with opened(db, session_idle=1.0) as store:
+    async with opened(db, session_idle=3.0) as store:
         idle = await store.new_session()
         conversation = await store.create_conversation(idle, "m")
         await exchange(store, conversation, 0)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3.1)
         busy = await store.new_session()
         assert await store.session(idle) is None  # expired before the cleanup runs
         await store.upkeep()
@@ -130,6 +130,7 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     assert not await store.rename_conversation(first, theirs, "stolen")
     assert not await store.delete_conversation(first, theirs)
     assert await store.conversations(theirs) == []
+    await asyncio.sleep(0.005)  # times are kept to the millisecond
     await store.rename_conversation(first, mine, "Renamed")
     listed = await store.conversations(mine)
     assert [c.id for c in listed] == [first, second]  # the rename made the first the most recent

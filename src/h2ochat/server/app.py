@@ -28,9 +28,9 @@ from h2ochat.server.http import (
     SESSION_IS_NEW,
     STORE,
     ApiError,
-    admit,
     describe_http_error,
     json_response,
+    limit_rate,
 )
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
@@ -117,7 +117,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         raise ApiError(405, message, body={"error": message})
     if session is None and writes:
         what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
-        await admit(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
+        await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
         request[SESSION] = await store.new_session()
         request[SESSION_IS_NEW] = True
     return await handler(request)

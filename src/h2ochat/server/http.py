@@ -25,7 +25,7 @@ __all__ = [
     "STORE",
     "ApiError",
     "BadBody",
-    "admit",
+    "limit_rate",
     "decode_body",
     "describe_http_error",
     "json_response",
@@ -93,7 +93,7 @@ def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
     return exc.reason or exc.text or f"HTTP {exc.status}"
 
 
-async def admit(store: Store, bucket: str, per_minute: int, what: str) -> None:
+async def limit_rate(store: Store, bucket: str, per_minute: int, what: str) -> None:
     """Count one ``what`` in ``bucket`` against ``per_minute`` (0: no limit), or refuse with a 429.
 
     Counted in the database, so every replica shares the count and memory stays bounded.

@@ -26,9 +26,9 @@ from h2ochat.server.http import (
     STORE,
     ApiError,
     BadBody,
-    admit,
     decode_body,
     json_response,
+    limit_rate,
     parse_json,
 )
 from h2ochat.server.parameters import request_parameters
@@ -140,7 +140,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
     # Counted once the message is known to be acceptable.
     per_minute = config.rate_limit_per_minute
-    await admit(
+    await limit_rate(
         store,
         f"messages:{request[SESSION]}",
         per_minute,
