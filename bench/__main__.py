@@ -37,6 +37,10 @@ BENCHMARKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"conversations": 400, "streams": 1000, "repeats": 3},
         {"conversations": 100, "streams": 1000, "repeats": 1},
     ),
+    "page": (
+        {"tokens": 2000, "delay": 0.005, "loads": 10, "repeats": 3},
+        {"tokens": 500, "delay": 0.005, "loads": 4, "repeats": 1},
+    ),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

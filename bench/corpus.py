@@ -1,7 +1,7 @@
 """The TGI event streams the benchmarks decode and replay.
 
 The events are written here with the standard library, byte for byte as
-TGI writes them (PROTOCOL.md section 4), and not with h2ochat's encoder, so
+TGI writes them (docs/protocol.md section 4), and not with h2ochat's encoder, so
 that the code under test never produces its own input.  Token texts are
 drawn from a fixed list of realistic pieces (leading spaces, punctuation,
 newlines, quotes, accented letters, CJK, emoji) with a fixed seed, so every

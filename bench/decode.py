@@ -39,7 +39,7 @@ CHUNKINGS: dict[str, int | None] = {"one event per read": None, "64 KiB per read
 
 
 def h2ochat(chunks: list[bytes]) -> list[str]:
-    """The loop of ``H2oSession._read_stream``, without the network."""
+    """The decoding loop of ``H2oSession.call``, without the network."""
     decoder = TGIStreamDecoder()
     texts: list[str] = []
     for chunk in chunks:

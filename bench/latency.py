@@ -6,7 +6,7 @@ is timed both directly on loopback and through the proxy; the difference
 divided by one RTT is the number of round trips the client spends before
 its first token, beyond the server's own time.
 
-Where the round trips go (PROTOCOL.md section 1):
+Where the round trips go (docs/protocol.md section 1):
 
 - a new connection: 1 (the TCP handshake; TLS would add 1 to 2, not modelled);
 - POST /settings: 1; POST /conversation: 1; POST /conversation/<id> until

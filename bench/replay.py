@@ -1,6 +1,6 @@
 """A minimal chat-ui that replays pre-encoded TGI events as fast as the socket takes them.
 
-Run as ``python -m bench.replay``: it serves the four steps of PROTOCOL.md
+Run as ``python -m bench.replay``: it serves the four steps of docs/protocol.md
 section 1 on a free loopback port and prints ``{"url": ...}`` once ready.
 The answer to a message is ``max_new_tokens`` events from
 :func:`bench.corpus.make_stream` (the same stream in every process), encoded

@@ -24,15 +24,15 @@ __all__ = ["FIXED_MODEL", "main"]
 FIXED_MODEL = "bench/fixed"
 
 
-def config(fixed: str | None) -> ServerConfig:
+def config(fixed: str | None, delay: float = 0.0) -> ServerConfig:
     if fixed is None:
         return ServerConfig(host="127.0.0.1", port=0, db=":memory:")
-    models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed)])]
+    models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed, delay=delay)])]
     return ServerConfig(host="127.0.0.1", port=0, db=":memory:", models=models)
 
 
-async def _serve(fixed: str | None) -> None:
-    settings = config(fixed)
+async def _serve(fixed: str | None, delay: float) -> None:
+    settings = config(fixed, delay)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with start_server(settings) as server:
@@ -45,11 +45,12 @@ def main() -> None:
     backend = parser.add_mutually_exclusive_group(required=True)
     backend.add_argument("--fixed", metavar="TEXT", help="serve the fixed backend answering TEXT")
     backend.add_argument("--llama", action="store_true", help="serve the default model (embedded SmolLM2)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between the fixed backend's tokens")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     raise_fd_limit(65536)  # a thousand simultaneous connections need more than the usual 1024 descriptors
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.fixed))
+        asyncio.run(_serve(args.fixed, args.delay))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A small chat-ui double for client tests: the 2023 behaviours plus injectable faults.
 
-It reproduces what PROTOCOL.md says chat-ui did (cookie, Referer and welcome
+It reproduces what docs/protocol.md says chat-ui did (cookie, Referer and welcome
 gates, both settings answers, 404 for a foreign conversation) and records
 every conversation created and deleted, so tests can prove none leaked.
 Faults are queued per step and used once each, in order.

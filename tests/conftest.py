@@ -1,18 +1,17 @@
+"""The tests' fixtures: chat-ui doubles, the project's own server, raw clients. Helpers: tests/helpers.py."""
+
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from h2ochat.server import ModelConfig, RunningServer, ServerConfig, start_server
-from h2ochat.server.config import FixedEndpoint
+from h2ochat.server import RunningServer, ServerConfig, start_server
+from tests.browser import browser, page_server, visit  # noqa: F401 - fixtures of the web page's browser tests
 from tests.chatui import ChatUIDouble
+from tests.helpers import RawClient, fixed_config
 
 pytest_plugins = ["tests.pgfixtures"]  # pg_cluster, postgres_url
 
@@ -50,19 +49,6 @@ def chatui_thread() -> Iterator[str]:
 
 # The project's own server ---------------------------------------------------------------------
 
-FIXED_MODEL = "test/fixed"
-SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def fixed_config(db: str = ":memory:", **endpoint: Any) -> ServerConfig:
-    """A server config with one model on the deterministic fixed backend."""
-    return ServerConfig(
-        port=0,
-        db=db,
-        keepalive_interval=15.0,
-        models=[ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(**endpoint)])],
-    )
-
 
 @pytest.fixture
 async def fixed_server() -> AsyncIterator[RunningServer]:
@@ -77,50 +63,6 @@ async def smol_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield server
 
 
-class RawClient:
-    """Plain HTTP against a server, one session (cookie) per client, for status-code tests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
-        headers = {"Referer": self.url + "/", **kwargs.pop("headers", {})}
-        async with self.http.request(method, self.url + path, headers=headers, allow_redirects=False, **kwargs) as r:
-            body = await r.read()
-        parsed: Any = body
-        if r.content_type == "application/json":
-            parsed = json.loads(body)
-        return r.status, parsed, r
-
-    async def accept(self, model: str = FIXED_MODEL) -> None:
-        status, _, _ = await self.request(
-            "POST", "/settings", data={"ethicsModalAccepted": "true", "activeModel": model}
-        )
-        assert status == 200
-
-    async def create(self, model: str = FIXED_MODEL) -> str:
-        status, body, _ = await self.request("POST", "/conversation", json={"model": model})
-        assert status == 200, body
-        return str(body["conversationId"])
-
-    def message_body(self, inputs: str, **parameters: Any) -> dict[str, Any]:
-        return {
-            "inputs": inputs,
-            "parameters": parameters,
-            "stream": True,
-            "options": {"id": str(uuid.uuid4()), "response_id": str(uuid.uuid4()), "is_retry": False},
-        }
-
-    async def message(
-        self, conversation: str, inputs: str, **parameters: Any
-    ) -> tuple[int, Any, aiohttp.ClientResponse]:
-        return await self.request("POST", f"/conversation/{conversation}", json=self.message_body(inputs, **parameters))
-
-
 @pytest.fixture
 async def raw_client() -> AsyncIterator[Callable[[str], RawClient]]:
     clients: list[RawClient] = []
@@ -132,8 +74,3 @@ async def raw_client() -> AsyncIterator[Callable[[str], RawClient]]:
     yield make
     for client in clients:
         await client.close()
-
-
-def events(raw: bytes) -> list[dict[str, Any]]:
-    """The JSON events of a raw TGI stream (keep-alive comments dropped)."""
-    return [json.loads(block[5:]) for block in raw.split(b"\n\n") if block.startswith(b"data:")]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bench import concurrency, decode, latency, model, replicas, throughput
+from bench import concurrency, decode, latency, model, page, replicas, throughput
 from bench.__main__ import parse
 from bench.common import Section
 from bench.report import machine, print_machine, print_section, print_summary, save
@@ -50,6 +50,14 @@ def test_replicas_runs_on_sqlite_and_postgresql(pg_cluster: object) -> None:
     section = check(replicas.run(conversations=4, concurrency=2, streams=10, repeats=1))
     assert section.row("10 streams at once, 2 replicas", "completed").stats.median == 10
     assert {row.name for row in section.rows} >= {"SQLite, 1 server", "PostgreSQL, 2 replicas"}
+
+
+def test_page_runs_in_chromium() -> None:
+    from tests.browser import browser_or_skip
+
+    browser_or_skip()
+    section = check(page.run(tokens=60, delay=0.001, loads=1, repeats=1))
+    assert section.row("token to paint, 60 tokens", "tokens traced").stats.median >= 60
 
 
 @pytest.mark.model

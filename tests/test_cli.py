@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.conftest import events
+from tests.helpers import events
 
 H2OCHAT = [sys.executable, "-m", "h2ochat"]
 PROMPT = r"\x1b\[0m>"  # prompt_toolkit draws "> " as ">" then moves the cursor

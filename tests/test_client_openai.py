@@ -11,7 +11,7 @@ from h2ochat import AsyncClient, Client, GenerationFailed, H2oSession
 from h2ochat.protocol.openai import ChatCompletion, ChatCompletionChunk, Usage
 from h2ochat.server import RunningServer, start_server
 from tests.chatui import ChatUIDouble, answer
-from tests.conftest import FIXED_MODEL, fixed_config
+from tests.helpers import FIXED_MODEL, fixed_config
 
 USER: list[Any] = [{"role": "user", "content": "Hi"}]
 KENOBI = "Hello there, general Kenobi."

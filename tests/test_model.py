@@ -10,7 +10,7 @@ import pytest
 
 from h2ochat import H2o, H2oSession
 from h2ochat.server import RunningServer
-from tests.conftest import SMOL, RawClient, events
+from tests.helpers import SMOL, RawClient, events
 
 pytestmark = pytest.mark.model
 Client = Callable[[str], RawClient]

@@ -13,7 +13,7 @@ from msgspec.structs import replace
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
 from h2ochat.server.http import MODELS
-from tests.conftest import FIXED_MODEL, SMOL, fixed_config
+from tests.helpers import FIXED_MODEL, SMOL, fixed_config
 
 USER: list[Any] = [{"role": "user", "content": "Hi"}]
 KENOBI = "Hello there, general Kenobi."

@@ -1,4 +1,4 @@
-"""format_prompt and message validation (PROTOCOL.md section 1)."""
+"""format_prompt and message validation (docs/protocol.md section 1)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from h2ochat import H2o, H2oChatError, H2oSession
-from h2ochat.providers.transport import proxy_from_env, redact
+from h2ochat.providers.options import proxy_from_env, redact
 from reliability.proxies import HttpProxy, Socks4Proxy, Socks5Proxy
 from tests.chatui import ChatUIDouble
 

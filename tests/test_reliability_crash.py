@@ -14,7 +14,7 @@ from h2ochat import GenerationFailed, H2o
 from h2ochat.server import start_server
 from reliability.crash import backend_failures, kill_and_restart, sigterm_with_open_streams
 from reliability.load import run_load
-from tests.conftest import FIXED_MODEL, fixed_config
+from tests.helpers import FIXED_MODEL, fixed_config
 
 
 async def test_fifty_streams_for_five_seconds(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from reliability.badinput import (
 from reliability.cookies import attributes, https_site, session_cookie
 from reliability.junk import malformed_request, random_request
 from reliability.ownership import guess_ids
-from tests.conftest import FIXED_MODEL, fixed_config
+from tests.helpers import FIXED_MODEL, fixed_config
 
 FAILURES = ("5xx", "bad 4xx", "no answer")
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import RawClient, events
+from tests.helpers import RawClient, events
 from tests.pgcluster import PASSWORD
 from tests.replicas import FIXED_MODEL, replicas, write_config
 

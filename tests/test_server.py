@@ -18,7 +18,7 @@ from h2ochat import H2o, H2oSession, IncompleteGeneration, ModelOverloaded
 from h2ochat.protocol.errors import GenerationFailed
 from h2ochat.server import ModelConfig, RunningServer, start_server
 from h2ochat.server.config import FixedEndpoint
-from tests.conftest import FIXED_MODEL, RawClient, events, fixed_config
+from tests.helpers import FIXED_MODEL, RawClient, events, fixed_config
 
 Client = Callable[[str], RawClient]
 USER = [{"role": "user", "content": "Hi"}]

@@ -18,7 +18,7 @@ from msgspec.structs import replace
 
 import h2ochat.server.app
 from h2ochat.server import start_server
-from tests.conftest import FIXED_MODEL, RawClient, events, fixed_config
+from tests.helpers import FIXED_MODEL, RawClient, events, fixed_config
 
 Client = Callable[[str], RawClient]
 

@@ -1,4 +1,4 @@
-"""The event-stream decoder against PROTOCOL.md section 5, case by case.
+"""The event-stream decoder against docs/protocol.md section 5, case by case.
 
 The property tests (any split, arbitrary bytes, a WHATWG reference) are in
 tests/test_reliability_fuzz.py.

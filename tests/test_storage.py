@@ -139,6 +139,20 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     assert await store.conversation(first, mine) is None
 
 
+async def test_search_finds_titles_and_messages_of_the_session_only(store: Store) -> None:
+    mine, theirs = await store.new_session(), await store.new_session()
+    titled = await store.create_conversation(mine, "m")
+    await store.rename_conversation(titled, mine, "Trip to PARIS")
+    talked = await store.create_conversation(mine, "m")
+    await exchange(store, talked, 0, answer="Paris has 100% of the charm")
+    foreign = await store.create_conversation(theirs, "m")
+    await store.rename_conversation(foreign, theirs, "paris too")
+    assert {c.id for c in await store.search_conversations(mine, "paris")} == {titled, talked}
+    assert [c.id for c in await store.search_conversations(mine, "100%")] == [talked]
+    assert await store.search_conversations(mine, "1_0") == []  # "_" is itself, not any character
+    assert await store.search_conversations(theirs, "charm") == []
+
+
 async def test_the_conversation_cap_is_exact_under_concurrent_creates(db: str) -> None:
     async with opened(db) as one, opened(db) as other:
         session = await one.new_session()

@@ -14,7 +14,7 @@ from text_generation.types import Response, StreamResponse
 
 from h2ochat.server import ConfigError, ModelConfig, RunningServer, start_server
 from h2ochat.server.config import FixedEndpoint
-from tests.conftest import events, fixed_config
+from tests.helpers import events, fixed_config
 
 KENOBI = "Hello there, general Kenobi."
 # text_generation 0.7 calls pydantic's deprecated .dict(); the warning is theirs, not ours.

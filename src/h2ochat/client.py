@@ -24,19 +24,10 @@ from collections.abc import AsyncGenerator, Iterator
 from types import TracebackType
 from typing import Any, Literal, overload
 
-from h2ochat.protocol.openai import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    CompletionBuilder,
-    Delta,
-    StopTrimmer,
-    Usage,
-    finish_reason,
-    tgi_parameters,
-)
+from h2ochat.protocol.openai import ChatCompletion, ChatCompletionChunk, CompletionBuilder, tgi_parameters
 from h2ochat.protocol.prompt import Messages
-from h2ochat.protocol.tgi import DEFAULT_MODEL
 from h2ochat.providers.base import AsyncResult, iterate_in_thread, run_in_thread
+from h2ochat.providers.defaults import server_model
 from h2ochat.providers.session import H2oSession
 
 __all__ = ["AsyncClient", "AsyncCompletions", "AsyncStream", "Client", "Completions", "Stream"]
@@ -45,45 +36,29 @@ __all__ = ["AsyncClient", "AsyncCompletions", "AsyncStream", "Client", "Completi
 class _Call:
     """One prepared request: its answer as chunks, or joined into one completion."""
 
-    def __init__(self, result: AsyncResult, model: str, stops: list[str], include_usage: bool) -> None:
+    def __init__(self, result: AsyncResult, builder: CompletionBuilder) -> None:
         self.result = result
-        self.builder = CompletionBuilder(model)
-        self.stops = stops
-        self.include_usage = include_usage
+        self.builder = builder
 
-    def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
-        return self._chunks(self.include_usage)
-
-    async def _chunks(self, include_usage: bool) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def chunks(self) -> AsyncGenerator[ChatCompletionChunk, None]:
         builder, result = self.builder, self.result
-        trimmer = StopTrimmer(self.stops)
         try:
-            yield builder.chunk(Delta(role="assistant", content=""))
+            yield builder.start()
             async for text in result:
-                content = trimmer.feed(text)
-                if content:
-                    yield builder.chunk(Delta(content=content))
-            rest = trimmer.flush()
-            if rest:
-                yield builder.chunk(Delta(content=rest))
-            # A server that ignores details=true does not say why the answer ended: "stop" then.
-            yield builder.chunk(Delta(), finish_reason(result.info.finish_reason or "eos_token"))
-            if include_usage:
-                yield builder.usage_chunk(Usage(0, result.info.generated_tokens, result.info.generated_tokens))
+                chunk = builder.add(text)
+                if chunk is not None:
+                    yield chunk
+            # The prompt's length cannot be learnt over this protocol: 0.
+            for chunk in builder.finish(result.info.finish_reason, 0, result.info.generated_tokens):
+                yield chunk
         finally:
             await result.aclose()
 
     async def complete(self) -> ChatCompletion:
-        parts: list[str] = []
-        finish: str | None = None
-        usage = Usage()
-        async with contextlib.aclosing(self._chunks(include_usage=True)) as chunks:
-            async for chunk in chunks:
-                usage = chunk.usage or usage
-                for choice in chunk.choices:
-                    parts.append(choice.delta.content or "")
-                    finish = choice.finish_reason or finish
-        return self.builder.completion("".join(parts), finish, usage)
+        async with contextlib.aclosing(self.chunks()) as chunks:
+            async for _ in chunks:
+                pass
+        return self.builder.result()
 
 
 class AsyncStream:
@@ -149,7 +124,8 @@ class AsyncCompletions:
         # details: the last event must tell the finish reason and the token count.
         result = self._session.stream(messages, model or None, **parameters, details=True)
         include_usage = bool((stream_options or {}).get("include_usage"))
-        return _Call(result, model or DEFAULT_MODEL, parameters.get("stop", []), include_usage)
+        builder = CompletionBuilder(server_model(model), parameters.get("stop", []), include_usage=include_usage)
+        return _Call(result, builder)
 
 
 class AsyncChat:

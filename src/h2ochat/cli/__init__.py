@@ -9,9 +9,10 @@ import sys
 
 import click
 
-from h2ochat import __version__
-from h2ochat.cli.ask import ask, models
+from h2ochat._version import __version__
+from h2ochat.cli.ask import ask
 from h2ochat.cli.chat import chat
+from h2ochat.cli.models import models
 from h2ochat.cli.serve import serve
 
 __all__ = ["cli", "main"]
@@ -39,7 +40,8 @@ def cli() -> None:
       h2ochat "Hi"                                    # same as ask
       h2ochat chat                                    # interactive
       h2ochat serve --port 8080                       # run a server
-      h2ochat models --url http://127.0.0.1:8080      # what it offers
+      h2ochat models --url http://127.0.0.1:8080      # what it offers, and the models pulled here
+      h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M   # a model from the Hub
 
     Set H2OCHAT_URL (or --url) to talk to a running server instead of the embedded model.
     """

@@ -1,4 +1,4 @@
-"""``h2ochat ask`` (one question, streamed) and ``h2ochat models``."""
+"""``h2ochat ask`` (one question, streamed), and the options that ask, chat and models share."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from h2ochat.cli.common import connect, fail, parse_parameters, run, stderr, stdin_text
+from h2ochat.cli.common import complete_model, connect, parse_parameters, run, stderr, stdin_text
 from h2ochat.protocol.prompt import Message
 
-__all__ = ["Spinner", "ask", "generation_options", "models", "server_options"]
+__all__ = ["Spinner", "ask", "generation_options", "server_options"]
 
 
 def server_options(function: Any) -> Any:
     """--url, --proxy and --debug, shared by the commands that talk to a server."""
     function = click.option(
         "--url",
-        envvar="H2OCHAT_URL",
         help="Server root, e.g. http://127.0.0.1:8080 (env H2OCHAT_URL). Default: the embedded model.",
     )(function)
     function = click.option(
@@ -41,7 +38,9 @@ def generation_options(function: Any) -> Any:
         help="Generation parameter, repeatable; values are JSON where possible (-p temperature=0.2).",
     )(function)
     function = click.option("-s", "--system", help="A system message sent before the conversation.")(function)
-    return click.option("-m", "--model", help="Model to use (default: the server's first model).")(function)
+    return click.option(
+        "-m", "--model", shell_complete=complete_model, help="Model to use (default: the server's first model)."
+    )(function)
 
 
 @click.command()
@@ -145,31 +144,3 @@ class Spinner:
         if self._status is not None:
             self._status.stop()
             self._status = None
-
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
-@server_options
-def models(as_json: bool, url: str | None, proxy: str | None, debug: bool) -> None:
-    """List the models a server offers (the embedded one when no --url is given).
-
-    \b
-    Examples:
-      h2ochat models --url http://127.0.0.1:8080
-      h2ochat models --json
-    """
-    run(lambda: _models(as_json, url, proxy), debug)
-
-
-async def _models(as_json: bool, url: str | None, proxy: str | None) -> None:
-    async with connect(url, proxy, None, announce=False) as connection:
-        offered = await connection.session.models()
-    if as_json:
-        print(json.dumps(offered, ensure_ascii=False, indent=2))
-        return
-    if not offered:
-        fail("the server offers no models")
-    table = Table("model", "name", "description", box=None, header_style="bold")
-    for model in offered:
-        table.add_row(str(model.get("id")), str(model.get("displayName", "")), str(model.get("description", "")))
-    Console().print(table)

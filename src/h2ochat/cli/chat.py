@@ -31,7 +31,8 @@ __all__ = ["chat"]
 
 HELP = """Commands:
   /new            start a new conversation
-  /model NAME     switch model
+  /model NAME     switch model (checked against the server's models)
+  /models         list the server's models
   /system TEXT    set the system message (empty to remove it)
   /save FILE      save the conversation (.json, or Markdown otherwise)
   /exit           leave (or Ctrl-D)
@@ -85,12 +86,12 @@ class Chat:
             if not text:
                 continue
             if text.startswith("/"):
-                if not self.command(text):
+                if not await self.command(text):
                     break
                 continue
             await self.turn(text)
 
-    def command(self, line: str) -> bool:
+    async def command(self, line: str) -> bool:
         """Run a /command; False means leave."""
         name, _, argument = line.partition(" ")
         argument = argument.strip()
@@ -100,8 +101,10 @@ class Chat:
             self.messages.clear()
             self.console.print("[dim]New conversation.[/]")
         elif name == "/model" and argument:
-            self.model = argument
-            self.console.print(f"[dim]Model: {argument}[/]")
+            await self.switch_model(argument)
+        elif name == "/models":
+            offered = await self.offered()
+            self.console.print(", ".join(offered) if offered else "[dim]This server does not list its models.[/]")
         elif name == "/system":
             self.system = argument or None
             self.console.print(f"[dim]System message {'set' if argument else 'removed'}.[/]")
@@ -110,6 +113,23 @@ class Chat:
         else:
             self.console.print(HELP if name == "/help" else f"[red]Unknown command {line!r}.[/] /help lists them.")
         return True
+
+    async def switch_model(self, name: str) -> None:
+        """Switch now if the server offers ``name``; an unknown name is refused at once, not at the next message."""
+        offered = await self.offered()
+        if offered is not None and name not in offered:
+            self.console.print(f"[red]Unknown model {name!r}.[/] This server offers: {', '.join(offered)}")
+            return
+        self.model = name
+        unchecked = " (unchecked: this server does not list its models)" if offered is None else ""
+        self.console.print(f"[dim]Model: {name}{unchecked}[/]")
+
+    async def offered(self) -> list[str] | None:
+        """The server's model names; None when it does not list them (chat-ui has no /api/models)."""
+        try:
+            return [str(model.get("id")) for model in await self.connection.session.models()]
+        except H2oChatError:
+            return None
 
     def save(self, path: Path) -> None:
         transcript = self.transcript()

@@ -8,19 +8,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 from rich.console import Console
 
 from h2ochat.protocol.errors import H2oChatError
+from h2ochat.providers.defaults import configured_model, configured_url
 from h2ochat.providers.session import H2oSession
 
-__all__ = ["Connection", "connect", "fail", "parse_parameters", "run", "stderr"]
+__all__ = ["Connection", "complete_model", "connect", "fail", "parse_parameters", "run", "stderr"]
 
 T = TypeVar("T")
 stderr = Console(stderr=True, highlight=False)
@@ -86,7 +87,7 @@ async def connect(
     url: str | None, proxy: str | None, model: str | None, announce: bool = True
 ) -> AsyncIterator[Connection]:
     """A session to ``url``, or to the embedded server started here when no server is configured."""
-    url = url or os.environ.get("H2OCHAT_URL") or None
+    url, model = configured_url(url), configured_model(model)
     if url is not None:
         async with H2oSession(url, proxy=proxy) as session:
             chosen, parameters = await _model_info(session, model)
@@ -94,7 +95,12 @@ async def connect(
         return
     from h2ochat.server import ServerConfig, start_server
 
-    async with start_server(ServerConfig(port=0, db=":memory:")) as server, H2oSession(server.url) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        # Loading the model takes seconds (more for a large one): say so rather than sit silent.
+        showing = announce and stderr.is_terminal
+        with stderr.status("Loading the embedded model…") if showing else contextlib.nullcontext():
+            server = await stack.enter_async_context(start_server(ServerConfig(port=0, db=":memory:")))
+        session = await stack.enter_async_context(H2oSession(server.url))
         chosen, parameters = await _model_info(session, model)
         if announce:
             stderr.print(f"[dim]{EMBEDDED_NOTE.format(model=chosen)}[/]")
@@ -114,6 +120,29 @@ async def _model_info(session: H2oSession, model: str | None) -> tuple[str | Non
     listed = next((m for m in models if m.get("id") == chosen), {})
     parameters = listed.get("parameters")
     return chosen, dict(parameters) if isinstance(parameters, dict) else {}
+
+
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of --model: the models of the server --url (or H2OCHAT_URL) names.
+
+    Without a server it offers the embedded model rather than load it: completion must be quick.
+    """
+    from h2ochat.server.config import DEFAULT_MODEL_ID
+
+    url = configured_url(ctx.params.get("url"))
+    if url is None:
+        names = [DEFAULT_MODEL_ID]
+    else:
+        try:
+            names = asyncio.run(_model_names(url, ctx.params.get("proxy")))
+        except (H2oChatError, OSError, ValueError):
+            return []  # no completion beats a traceback in the middle of the command line
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+async def _model_names(url: str, proxy: str | None) -> list[str]:
+    async with H2oSession(url, proxy=proxy, timeout=3, max_retries=0, prefetch=False) as session:
+        return [str(model.get("id")) for model in await session.models()]
 
 
 def stdin_text() -> str:

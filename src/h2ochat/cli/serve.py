@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,11 +13,22 @@ from h2ochat.cli.common import run, stderr
 __all__ = ["serve"]
 
 
+class _CommaList(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click stubs
+    name = "LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[str]:
+        return value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+_LIST = _CommaList()
+
+
 @click.command()
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
+@click.option("--hf", metavar="REPO[:QUANT]", help="Serve a GGUF model from the Hugging Face Hub, pulled on first use.")
 @click.option(
     "--db",
     envvar="H2OCHAT_DB",
@@ -51,10 +63,30 @@ __all__ = ["serve"]
 @click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")
 @click.option("--tgi-model", help="The model behind the TGI API (/generate, /generate_stream); default: the first.")
 @click.option(
+    "--allowed-hosts",
+    type=_LIST,
+    help="Host names answered, comma-separated ('.example.com' with subdomains, '*' any). "
+    "Default: the loopback names when bound to loopback, any when bound to all interfaces.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    type=_LIST,
+    help="Proxies whose X-Forwarded-Proto/X-Forwarded-Host are believed, comma-separated addresses or networks.",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
-def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str, **options: Any) -> None:
+@click.option("--open", "open_page", is_flag=True, help="Open the chat page in the web browser once serving.")
+def serve(
+    config_path: str | None,
+    gguf: str | None,
+    hf: str | None,
+    open_page: bool,
+    debug: bool,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite or PostgreSQL,
     plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
 
@@ -68,15 +100,21 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
       h2ochat serve --port 9000 --db /tmp/chat.db --no-welcome-gate
       h2ochat serve --config models.toml
       h2ochat serve --gguf ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
+      h2ochat serve --hf bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(lambda: _serve(config_path, gguf, options), debug)
+    run(lambda: _serve(config_path, gguf, hf, open_page, options), debug)
 
 
-async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str, Any]) -> None:
+async def _serve(
+    config_path: str | None, gguf: str | None, hf: str | None, open_page: bool, overrides: dict[str, Any]
+) -> None:
     from h2ochat.server import load_config, serve
+    from h2ochat.server.hub import local_gguf
     from h2ochat.server.storage import redact
 
+    if hf:  # pulled on first use, from the cache afterwards
+        gguf = await asyncio.to_thread(local_gguf, f"hf:{hf}")
     # The options are named after the settings they override; None means "not given".
     config = load_config(config_path, gguf=gguf, **overrides)
 
@@ -85,6 +123,12 @@ async def _serve(config_path: str | None, gguf: str | None, overrides: dict[str,
         stderr.print(
             f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {redact(config.db_path())})"
         )
+        stderr.print(f"Chat in a web browser: [bold]{url}/[/]")
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
+        if open_page:
+            import webbrowser
 
+            webbrowser.open(f"{url}/")
+
+    stderr.print(f"[dim]Loading {', '.join(config.model_names)}…[/]")  # a large model takes a while
     await serve(config, ready)

@@ -36,7 +36,6 @@ import html
 import json
 import re
 import time
-from typing import Literal
 
 __all__ = [
     "ConnectError",
@@ -60,7 +59,6 @@ __all__ = [
     "ReadError",
     "ReadTimeout",
     "ServerError",
-    "Step",
     "TimeoutException",
     "TransportError",
     "ERROR_TYPES",
@@ -69,8 +67,6 @@ __all__ = [
     "error_for_status",
     "parse_retry_after",
 ]
-
-Step = Literal["settings", "conversation", "message", "delete", "request"]
 
 
 class H2oChatError(Exception):

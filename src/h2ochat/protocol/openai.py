@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -101,23 +100,67 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     usage: Usage | None = None
 
 
-@dataclass(frozen=True)
 class CompletionBuilder:
-    """The objects of one answer, which share its id, creation time and model name."""
+    """One answer's OpenAI objects, assembled from its TGI token texts as they arrive.
 
-    model: str
-    id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
-    created: int = field(default_factory=lambda: int(time.time()))
+    The one place where chunks and completions are put together, for both the
+    server's ``/v1`` and :class:`h2ochat.Client`. Streamed: ``start()``, then
+    ``add(text)`` for each token's text (a chunk, or None while text that may
+    begin a stop sequence is held back), then ``finish(...)`` for the last
+    chunks. Whole: the same calls, then ``result()``. Every object shares the
+    answer's id, creation time and model name.
+    """
 
-    def chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+    def __init__(self, model: str, stops: Sequence[str] = (), *, include_usage: bool = False) -> None:
+        self.model = model
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self._trimmer = StopTrimmer(list(stops))
+        self._parts: list[str] = []
+        self._finish: str | None = None
+        self._usage = Usage()
+
+    def start(self) -> ChatCompletionChunk:
+        """The first chunk: the role, with empty content."""
+        return self._chunk(Delta(role="assistant", content=""))
+
+    def add(self, text: str) -> ChatCompletionChunk | None:
+        """The chunk for one token's text, without any stop sequence (OpenAI leaves it out; TGI keeps it)."""
+        return self._content(self._trimmer.feed(text))
+
+    def finish(self, tgi_reason: str | None, prompt_tokens: int, completion_tokens: int) -> list[ChatCompletionChunk]:
+        """The last chunks: any text held back, the finish reason, and the usage if it was asked for.
+
+        ``tgi_reason`` None (a server that does not say why the answer ended) is taken as ``eos_token``.
+        """
+        last = [self._content(self._trimmer.flush())]
+        self._finish = finish_reason(tgi_reason or "eos_token")
+        self._usage = Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+        last.append(self._chunk(Delta(), self._finish))
+        if self.include_usage:
+            last.append(self._usage_chunk(self._usage))
+        return [chunk for chunk in last if chunk is not None]
+
+    def result(self) -> ChatCompletion:
+        """The whole answer, after ``finish``: the text of every chunk, its finish reason and usage."""
+        return self._completion("".join(self._parts), self._finish, self._usage)
+
+    def _content(self, text: str) -> ChatCompletionChunk | None:
+        if not text:
+            return None
+        self._parts.append(text)
+        return self._chunk(Delta(content=text))
+
+    def _chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
         choices = [ChunkChoice(delta=delta, finish_reason=finish)]
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices)
 
-    def usage_chunk(self, usage: Usage) -> ChatCompletionChunk:
+    def _usage_chunk(self, usage: Usage) -> ChatCompletionChunk:
         """The extra last chunk of ``stream_options: {"include_usage": true}``: usage, no choices."""
         return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, usage=usage)
 
-    def completion(self, content: str, finish: str | None, usage: Usage) -> ChatCompletion:
+    def _completion(self, content: str, finish: str | None, usage: Usage) -> ChatCompletion:
         choices = [Choice(message=ChatMessage(content=content), finish_reason=finish)]
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
 

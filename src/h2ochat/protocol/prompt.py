@@ -1,4 +1,4 @@
-"""Chat messages and the one-string prompt the h2oGPT provider sends (PROTOCOL.md section 1)."""
+"""Chat messages and the one-string prompt the h2oGPT provider sends (docs/protocol.md section 1)."""
 
 from __future__ import annotations
 

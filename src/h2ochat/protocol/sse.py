@@ -1,6 +1,6 @@
 """Server-Sent Events: an incremental decoder and the matching encoder.
 
-The decoder follows the WHATWG event-stream rules (PROTOCOL.md section 5) and
+The decoder follows the WHATWG event-stream rules (docs/protocol.md section 5) and
 works on bytes, so that it can be fed whatever a socket read returns: one byte,
 half a CRLF, the middle of a UTF-8 sequence, or 64 KiB holding hundreds of
 events.  It does no I/O; the client feeds it from the network and the tests
@@ -61,10 +61,6 @@ class EventStreamDecoder:
         self._retry: int | None = None
         self._deferred: EventTooLarge | None = None  # raised by the next call, after the events before it
         self.overflow = 0  # see blocks()
-
-    @property
-    def last_event_id(self) -> str:
-        return self._last_id
 
     @property
     def has_pending_input(self) -> bool:

@@ -1,4 +1,4 @@
-"""The wire shapes of the h2oGPT chat protocol (PROTOCOL.md sections 1, 3 and 4).
+"""The wire shapes of the h2oGPT chat protocol (docs/protocol.md sections 1, 3 and 4).
 
 Requests are encoded and TGI events decoded here, once, for both the client
 and the server.  msgspec does the JSON work: typed structs decode a token
@@ -21,7 +21,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_PARAMETERS",
     "DEFAULT_URL",
-    "FINISH_REASONS",
     "Details",
     "MessageOptions",
     "MessageRequest",
@@ -47,8 +46,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "repetition_penalty": 1.2,
     "return_full_text": False,
 }
-
-FINISH_REASONS = ("length", "eos_token", "stop_sequence")
 
 
 class Token(msgspec.Struct, gc=False):

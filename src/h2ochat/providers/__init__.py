@@ -5,7 +5,7 @@ from __future__ import annotations
 from h2ochat.protocol.errors import DeleteFailedWarning
 from h2ochat.providers.base import AsyncGeneratorProvider, AsyncResult, CallInfo
 from h2ochat.providers.h2o import H2o
+from h2ochat.providers.options import Timeout
 from h2ochat.providers.session import H2oSession
-from h2ochat.providers.transport import Timeout
 
 __all__ = ["AsyncGeneratorProvider", "AsyncResult", "CallInfo", "DeleteFailedWarning", "H2o", "H2oSession", "Timeout"]

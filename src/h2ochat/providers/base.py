@@ -97,6 +97,21 @@ class AsyncGeneratorProvider(ABC):
     working: ClassVar[bool] = False
     supports_stream: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = False
+    # What gpt4free's Client and AsyncClient read from a provider class besides the above; they
+    # take a class with this interface, so no import of gpt4free is needed here.
+    needs_auth: ClassVar[bool] = False
+    use_stream_timeout: ClassVar[bool] = False  # its stream_timeout applies between chunks; ours is Timeout
+    live: ClassVar[int] = 0  # gpt4free counts the calls that returned text here
+
+    @classmethod
+    def get_dict(cls) -> dict[str, str | None]:
+        """The provider's name and address, as gpt4free shows them in its answers."""
+        return {"name": cls.__name__, "url": cls.url, "label": getattr(cls, "label", None)}
+
+    @classmethod
+    def get_parent(cls) -> str:
+        """gpt4free groups providers by parent (for API keys); ours stand alone."""
+        return cls.__name__
 
     @classmethod
     @abstractmethod

@@ -13,6 +13,7 @@ from typing import Any
 from h2ochat.protocol.prompt import Messages
 from h2ochat.protocol.tgi import DEFAULT_MODEL, DEFAULT_URL
 from h2ochat.providers.base import AsyncGeneratorProvider, AsyncResult, CallInfo
+from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.session import H2oSession
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_URL", "TRANSPORT_OPTIONS", "H2o"]
@@ -21,6 +22,8 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_URL", "TRANSPORT_OPTIONS", "H2o"]
 TRANSPORT_OPTIONS = frozenset(
     {"url", "timeout", "stream", "headers", "cookies", "max_retries", "session", "max_event_size"}
 )
+# What gpt4free's clients add to every call: the provider itself, and their API key (h2oGPT has none).
+_CALLER_NOISE = frozenset({"provider", "api_key"})
 
 
 class H2o(AsyncGeneratorProvider):
@@ -31,6 +34,11 @@ class H2o(AsyncGeneratorProvider):
     the transport options: ``url``, ``timeout``, ``headers``, ``cookies``,
     ``max_retries``, ``max_event_size``, ``stream`` and ``session`` (an open
     :class:`H2oSession` to reuse instead of a new one per call).
+
+    The server is ``url=``, else this class's ``url`` when a subclass (or ``H2o.url = ...``)
+    changed it, else ``H2OCHAT_URL``, else the historical address; ``model`` likewise (see
+    :mod:`h2ochat.providers.defaults`). gpt4free's ``base_url`` and ``max_tokens`` are taken
+    as ``url`` and ``max_new_tokens``, so the class works as a provider of its ``Client``.
     """
 
     url = DEFAULT_URL
@@ -43,7 +51,9 @@ class H2o(AsyncGeneratorProvider):
     def create_async_generator(
         cls, model: str, messages: Messages, proxy: str | None = None, **kwargs: Any
     ) -> AsyncResult:
+        kwargs = _from_openai_names(kwargs)
         options = {name: kwargs.pop(name) for name in TRANSPORT_OPTIONS & kwargs.keys()}
+        model = server_model(model, cls.model)
         options.pop("stream", None)  # the protocol always streams; the sync helper reads it
         session: H2oSession | None = options.pop("session", None)
         if session is not None:
@@ -53,9 +63,22 @@ class H2o(AsyncGeneratorProvider):
                     "set it when creating the H2oSession"
                 )
             return session.stream(messages, model, **kwargs)
+        options["url"] = server_url(options.get("url"), cls.url)
         one_shot = H2oSession(proxy=proxy, prefetch=False, **options)
         model, body = one_shot.prepare(messages, model, kwargs)
         return AsyncResult(lambda info: _one_shot(one_shot, info, model, body))
+
+
+def _from_openai_names(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """gpt4free's (and OpenAI's) names for our options, and what its clients add, dropped."""
+    kwargs = {name: value for name, value in kwargs.items() if name not in _CALLER_NOISE}
+    base_url = kwargs.pop("base_url", None)
+    if base_url and not kwargs.get("url"):
+        kwargs["url"] = base_url
+    max_tokens = kwargs.pop("max_tokens", None)
+    if max_tokens is not None:
+        kwargs.setdefault("max_new_tokens", max_tokens)
+    return kwargs
 
 
 async def _one_shot(session: H2oSession, info: CallInfo, model: str, body: bytes) -> AsyncIterator[str]:

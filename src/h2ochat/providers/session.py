@@ -1,6 +1,6 @@
 """``H2oSession``: a reusable client for one h2oGPT-compatible server.
 
-A call is the four steps of PROTOCOL.md section 1: accept the settings,
+A call is the four steps of docs/protocol.md section 1: accept the settings,
 create a conversation, stream the answer to one message, delete the
 conversation. The conversation is deleted whatever happens to the call.
 
@@ -14,59 +14,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, NoReturn, TypeVar
 
-import aiohttp
 import msgspec
 from yarl import URL
 
-from h2ochat._compat import timeout_at
 from h2ochat.protocol.errors import (
     ConversationNotFound,
     DeleteFailedWarning,
     H2oChatError,
     IncompleteStream,
     ProtocolError,
-    ReadTimeout,
 )
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import (
-    DEFAULT_MODEL,
-    DEFAULT_URL,
     StreamEvent,
     TGIStreamDecoder,
     message_request,
     settings_form,
 )
 from h2ochat.providers.base import AsyncResult, CallInfo
-from h2ochat.providers.transport import (
-    UNSET,
-    Proxy,
-    RetryPolicy,
-    Timeout,
-    Transport,
-    first_token_timeout,
-    map_errors,
-    proxy_from_env,
-)
+from h2ochat.providers.defaults import server_model, server_url
+from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
+from h2ochat.providers.transport import ByteStream, Transport
 
-__all__ = ["H2oSession", "default_url"]
+__all__ = ["H2oSession"]
 
 log = logging.getLogger("h2ochat")
 T = TypeVar("T")
 
 
-def default_url() -> str:
-    """The server root: ``H2OCHAT_URL`` if set, else the historical h2oGPT address."""
-    return os.environ.get("H2OCHAT_URL") or DEFAULT_URL
-
-
 def _root(url: str | None) -> str:
-    root = (url or default_url()).rstrip("/")
+    root = server_url(url).rstrip("/")
     parsed = URL(root)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"url must be an http:// or https:// server root, got {root!r}")
@@ -109,12 +91,13 @@ class H2oSession:
         self.prefetch = prefetch
         self._http = Transport(
             self.root,
-            self.proxy,
-            self.timeout,
-            RetryPolicy(max_retries),
-            dict(headers or {}),
-            dict(cookies or {}),
-            max_connections,
+            timeout=self.timeout,
+            proxy=self.proxy,
+            retry=RetryPolicy(max_retries),
+            # chat-ui's server checks that requests come from its own pages.
+            headers={"Referer": self.root + "/", **(headers or {})},
+            cookies=dict(cookies or {}),
+            max_connections=max_connections,
         )
         self._settings: dict[str, asyncio.Task[None]] = {}
         self._spares: dict[str, asyncio.Task[str]] = {}
@@ -163,7 +146,7 @@ class H2oSession:
             body = message_request(format_prompt(messages), parameters)
         except TypeError as exc:
             raise ValueError(f"generation parameters must be JSON values: {exc}") from None
-        return model or DEFAULT_MODEL, body
+        return server_model(model), body
 
     async def ask(self, messages: Messages, model: str | None = None, **parameters: Any) -> str:
         """The whole answer to ``messages`` as one string."""
@@ -179,35 +162,45 @@ class H2oSession:
     # The four steps -------------------------------------------------------------------------
 
     async def call(self, info: CallInfo, model: str, body: bytes) -> AsyncGenerator[str, None]:
-        """One call, from settings to delete; ``info`` is filled in as it goes."""
+        """One call, from settings to delete; ``info`` is filled in as it goes.
+
+        Step 3's answer is read here: token texts until the event that carries
+        ``generated_text``. The transport applies the time limits; telling it
+        about the first token (``got_token``) is what ends the first-token limit.
+        """
         if self._closed:
             raise RuntimeError("this H2oSession is closed; create a new one")
         await self._accept_settings(model)
         conversation, prefetched = await self._take_conversation(model)
         info.conversation_id = conversation
+        texts: list[str] = []
         try:
-            started = asyncio.get_running_loop().time()
+            chunks = await self._post_message(info, model, body, prefetched)
+            decoder = TGIStreamDecoder(self.max_event_size)
             try:
-                response = await self._post_message(conversation, body, started)
-            except ConversationNotFound:
-                if not prefetched:
-                    raise
-                # A conversation made in advance can vanish (a server restart); the
-                # message was refused, so sending it again to a fresh one is safe.
-                conversation = await self._own(self._spawn(self._create_conversation(model)))
-                info.conversation_id = conversation
-                response = await self._post_message(conversation, body, started)
-            # Only now, with this call's own requests sent, so that making the next
-            # call's conversation never competes with them for a connection.
-            self._prefetch(model)
-            try:
-                async for token in self._read_stream(response, info, started):
-                    yield token
-            finally:
-                response.release()
+                async with chunks:
+                    async for chunk in chunks:
+                        for event in decoder.decode(chunk):
+                            if event.token is not None:
+                                info.generated_tokens += 1
+                                if not event.token.special:
+                                    texts.append(event.token.text)
+                                    yield event.token.text
+                            if event.generated_text is not None:
+                                _finish(info, event)
+                                return
+                        if info.generated_tokens:  # once per read, not per token: the hot path
+                            chunks.got_token()
+                raise IncompleteStream(
+                    f"message step: the stream from {chunks.url} ended before its final event "
+                    f"({len(texts)} tokens received); the server may have stopped or crashed"
+                )
+            except H2oChatError as exc:
+                _fail(exc, texts)
         finally:
             # Shielded: a second cancellation (a timeout around the caller, the loop
             # shutting down) must not abandon the delete; aclose() waits for it.
+            conversation = info.conversation_id or conversation  # the message step may have replaced it
             await asyncio.shield(self._spawn(self._delete(conversation, complete=info.done)))
 
     async def _accept_settings(self, model: str) -> None:
@@ -270,67 +263,21 @@ class H2oSession:
             )
         return conversation
 
-    async def _post_message(self, conversation: str, body: bytes, started: float) -> aiohttp.ClientResponse:
-        """Step 3's request (see :meth:`Transport.open_stream`)."""
-        limit = self.timeout.first_token
-        return await self._http.open_stream(
-            f"/conversation/{conversation}", body, None if limit is None else started + limit
-        )
-
-    async def _read_stream(
-        self, response: aiohttp.ClientResponse, info: CallInfo, started: float
-    ) -> AsyncIterator[str]:
-        """Step 3's answer: token texts until the event that carries ``generated_text``.
-
-        Until the first token the deadline is fixed (keep-alives do not move
-        it); afterwards every arrival, keep-alives included, restarts the
-        between-events limit.
-        """
-        decoder = TGIStreamDecoder(self.max_event_size)
-        loop = asyncio.get_running_loop()
-        first_limit, read_limit = self.timeout.first_token, self.timeout.read
-        deadline = None if first_limit is None else started + first_limit
-        waiting_first = True
-        content = response.content
-        texts: list[str] = []
-        url = str(response.url)
-        while True:
-            try:
-                async with timeout_at(deadline):
-                    with map_errors("message", url, self.proxy):
-                        chunk = await content.readany()
-            except H2oChatError as exc:
-                _fail(exc, texts)
-            except asyncio.TimeoutError as exc:  # (the same class as TimeoutError from Python 3.11)
-                error = (
-                    first_token_timeout(url, first_limit)
-                    if waiting_first
-                    else ReadTimeout(f"message step: no event from {url} within the read limit ({read_limit} s)")
-                )
-                _fail(error, texts, exc)
-            if not chunk:
-                _fail(
-                    IncompleteStream(
-                        f"message step: the stream from {url} ended before its final event "
-                        f"({len(texts)} tokens received); the server may have stopped or crashed"
-                    ),
-                    texts,
-                )
-            try:
-                for event in decoder.decode(chunk):
-                    if event.token is not None:
-                        waiting_first = False
-                        info.generated_tokens += 1
-                        if not event.token.special:
-                            texts.append(event.token.text)
-                            yield event.token.text
-                    if event.generated_text is not None:
-                        _finish(info, event)
-                        return
-            except H2oChatError as exc:
-                _fail(exc, texts)
-            if not waiting_first:
-                deadline = None if read_limit is None else loop.time() + read_limit
+    async def _post_message(self, info: CallInfo, model: str, body: bytes, prefetched: bool) -> ByteStream:
+        """Step 3's request, to the conversation in ``info`` (replaced if a prefetched one vanished)."""
+        try:
+            chunks = await self._http.stream(f"/conversation/{info.conversation_id}", body)
+        except ConversationNotFound:
+            if not prefetched:
+                raise
+            # A conversation made in advance can vanish (a server restart); the
+            # message was refused, so sending it again to a fresh one is safe.
+            info.conversation_id = await self._own(self._spawn(self._create_conversation(model)))
+            chunks = await self._http.stream(f"/conversation/{info.conversation_id}", body)
+        # Only now, with this call's own requests sent, so that making the next
+        # call's conversation never competes with them for a connection.
+        self._prefetch(model)
+        return chunks
 
     async def _delete(self, conversation: str, *, complete: bool) -> None:
         """Step 4. After a complete answer a failure is a warning, so the answer is kept."""

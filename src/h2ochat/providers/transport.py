@@ -1,9 +1,11 @@
-"""HTTP plumbing for the client: time limits, retries, proxies, error mapping, requests.
+"""HTTP for both ends of h2ochat: the client's session and the server's upstream backends.
 
 Exactly one place (:func:`map_errors`) turns aiohttp, socket and proxy
-exceptions into h2ochat's own, so the provider code only ever sees those.
-:class:`Transport` sends a session's requests to one server root; the
-protocol's steps (what to send, what the answers mean) live in the session.
+exceptions into h2ochat's own, and exactly one place (:class:`ByteStream`)
+applies the first-token and read limits to a streamed answer, so neither the
+client's session nor the upstream backends see aiohttp. :class:`Transport`
+sends requests to one server root; what to send and what the answers mean is
+the caller's business (the protocol's steps, an engine's API).
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from collections.abc import Iterator, Mapping
+from typing import NoReturn
 
 import aiohttp
 from yarl import URL
 
 from h2ochat._compat import timeout_at
+from h2ochat._version import user_agent
 from h2ochat.protocol.errors import (
     ConnectError,
     ConnectTimeout,
@@ -35,158 +35,13 @@ from h2ochat.protocol.errors import (
     body_excerpt,
     error_for_status,
 )
+from h2ochat.providers.options import Proxy, RetryPolicy, Timeout, redact
 
-__all__ = [
-    "RetryPolicy",
-    "Timeout",
-    "Proxy",
-    "Transport",
-    "first_token_timeout",
-    "map_errors",
-    "proxy_from_env",
-    "redact",
-]
+__all__ = ["ByteStream", "Transport", "map_errors"]
 
 log = logging.getLogger("h2ochat")
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
-@dataclass(frozen=True)
-class Timeout:
-    """Time limits for each phase of a call, in seconds; ``None`` disables one.
-
-    ``connect`` bounds opening a connection; ``first_token`` the wait from
-    sending the message to its first token (keep-alives do not count);
-    ``read`` the wait for each later event and for the other steps' answers.
-    There is no limit on the whole call, so a long answer is never cut.
-    ``Timeout(30)`` sets every phase to 30 seconds.
-    """
-
-    connect: float | None
-    first_token: float | None
-    read: float | None
-
-    def __init__(
-        self,
-        default: float | None = UNSET,
-        *,
-        connect: float | None = UNSET,
-        first_token: float | None = UNSET,
-        read: float | None = UNSET,
-    ) -> None:
-        defaults = {"connect": 10.0, "first_token": 120.0, "read": 60.0}
-        for name, value in (("connect", connect), ("first_token", first_token), ("read", read)):
-            if value is UNSET:
-                value = defaults[name] if default is UNSET else default
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"timeout {name} must be a positive number of seconds or None, got {value!r}")
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def of(cls, value: Timeout | float | None) -> Timeout:
-        """Accept a ``Timeout``, a number for every phase, or ``None`` for no limits."""
-        return value if isinstance(value, Timeout) else cls(value)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter; a server's Retry-After wins, up to ``max_wait``."""
-
-    max_retries: int = 2
-    base: float = 0.5
-    max_wait: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_wait)
-        return random.uniform(0, min(self.max_wait, self.base * 2**attempt))
-
-
-def redact(url: str | URL | None) -> str:
-    """A URL safe to print: any password (and user name) replaced."""
-    if url is None:
-        return ""
-    parsed = URL(str(url))
-    if parsed.user is None and parsed.password is None:
-        return str(parsed)
-    return str(parsed.with_user("***").with_password(None if parsed.password is None else "***"))
-
-
-_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
-
-
-def proxy_from_env(target: URL) -> str | None:
-    """The proxy the standard environment variables give for ``target``, if any.
-
-    ``https_proxy``/``http_proxy`` by scheme, then ``all_proxy``; ``no_proxy``
-    is honoured, and loopback addresses are never proxied (a local server is
-    the common case and a corporate proxy cannot reach it).
-    """
-    host = target.host or ""
-    if host in _LOOPBACK or host.startswith("127."):
-        return None
-    proxies = urllib.request.getproxies()
-    if proxies.get("no") and urllib.request.proxy_bypass(host):
-        return None
-    return proxies.get(target.scheme) or proxies.get("all")
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """Where to send connections: aiohttp's own ``proxy=`` or a SOCKS connector."""
-
-    url: str | None
-
-    def __post_init__(self) -> None:
-        if self.url is None:
-            return
-        scheme = URL(self.url).scheme
-        if scheme not in ("http", "https", "socks4", "socks4a", "socks5", "socks5h"):
-            raise ValueError(
-                f"unsupported proxy scheme {scheme!r} in {redact(self.url)}: "
-                "use http://, https://, socks4:// or socks5:// (user:password@ allowed)"
-            )
-
-    @property
-    def is_socks(self) -> bool:
-        return self.url is not None and self.url.startswith("socks")
-
-    @property
-    def http_proxy(self) -> str | None:
-        """The value for aiohttp's ``proxy=`` argument (None for SOCKS, handled by the connector)."""
-        return None if self.is_socks else self.url
-
-    def connector(self, **kwargs: Any) -> aiohttp.BaseConnector:
-        if self.is_socks:
-            from aiohttp_socks import ProxyConnector
-
-            # socks5h/socks4a mean "let the proxy resolve names", which aiohttp-socks does with rdns.
-            url = self.url or ""
-            rdns = url.startswith(("socks5h", "socks4a"))
-            url = url.replace("socks5h://", "socks5://", 1).replace("socks4a://", "socks4://", 1)
-            return ProxyConnector.from_url(url, rdns=rdns, **kwargs)
-        return aiohttp.TCPConnector(**kwargs)
-
-    def scrub(self, text: str) -> str:
-        """Remove the proxy's credentials from a message that may quote them."""
-        if not self.url:
-            return text
-        parsed = URL(self.url)
-        for secret in (parsed.password, parsed.raw_password, parsed.user, parsed.raw_user):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+_NO_PROXY = Proxy(None)
+_NO_RETRIES = RetryPolicy(0)
 
 
 @contextlib.contextmanager
@@ -249,55 +104,58 @@ def _socks_error(exc: Exception) -> type[H2oChatError] | None:
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
-
-
-def first_token_timeout(url: str, limit: float | None) -> FirstTokenTimeout:
-    return FirstTokenTimeout(f"message step: no token from {url} within the first-token limit ({limit} s)")
+_STREAM = {**_JSON, "Accept": "text/event-stream"}
 
 
 class Transport:
-    """The requests of one session to one server root: a cookie jar, a pool, limits and retries."""
+    """Requests to one server root: a connection pool, a cookie jar, time limits and retries.
+
+    ``cookies=None`` keeps no cookies at all (an upstream engine); a mapping,
+    even an empty one, starts a jar that keeps the server's (a chat session).
+    ``max_connections=0`` leaves the pool unbounded.
+    """
 
     def __init__(
         self,
         root: str,
-        proxy: Proxy,
+        *,
         timeout: Timeout,
-        retry: RetryPolicy,
-        headers: dict[str, str],
-        cookies: dict[str, str],
-        max_connections: int,
+        proxy: Proxy = _NO_PROXY,
+        retry: RetryPolicy = _NO_RETRIES,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        max_connections: int = 0,
     ) -> None:
         self.root = root
         self.proxy = proxy
         self.timeout = timeout
         self.retry = retry
-        self._headers = headers
+        self._headers = {"User-Agent": user_agent(), **(headers or {})}
         self._cookies = cookies
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
 
     def client(self) -> aiohttp.ClientSession:
         if self._http is None:
-            # unsafe=True keeps cookies from servers addressed by IP (127.0.0.1),
-            # which aiohttp's default jar silently drops.
-            jar = aiohttp.CookieJar(unsafe=True)
-            if self._cookies:
+            jar: aiohttp.abc.AbstractCookieJar = aiohttp.DummyCookieJar()
+            if self._cookies is not None:
+                # unsafe=True keeps cookies from servers addressed by IP (127.0.0.1),
+                # which aiohttp's default jar silently drops.
+                jar = aiohttp.CookieJar(unsafe=True)
                 jar.update_cookies(self._cookies, URL(self.root))
             self._http = aiohttp.ClientSession(
                 connector=self.proxy.connector(limit=self._max_connections),
                 cookie_jar=jar,
-                headers={"User-Agent": _user_agent(), "Referer": self.root + "/", **self._headers},
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._handshake_limit(), sock_connect=self.timeout.connect
-                ),
+                headers=self._headers,
+                timeout=self._limits(None),
                 trust_env=False,  # proxies from the environment are resolved by proxy_from_env
             )
         return self._http
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     def _handshake_limit(self) -> float | None:
         """aiohttp's ``connect`` limit, set only for an https:// server behind an HTTP proxy.
@@ -356,21 +214,22 @@ class Transport:
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
-    async def open_stream(self, path: str, body: bytes, deadline: float | None) -> aiohttp.ClientResponse:
-        """POST ``body`` and return the response once it is known to be an event stream.
+    async def stream(self, path: str, body: bytes, *, step: str = "message") -> ByteStream:
+        """POST ``body`` and return the answer's body as chunks, once it is known to be an event stream.
 
-        Retried only when the connection was never made (so the server never
-        saw the message); ``deadline`` (loop time) is the first-token limit.
+        The first-token limit starts now. The request is retried only when the
+        connection was never made, so the server never saw it; an error status
+        raises :class:`HTTPStatusError` (or a subclass) with the body's excerpt.
         """
         url = self.root + path
+        limit = self.timeout.first_token
+        deadline = None if limit is None else asyncio.get_running_loop().time() + limit
         http = self.client()
         for attempt in range(self.retry.max_retries + 1):
             try:
                 async with timeout_at(deadline):
-                    with map_errors("message", url, self.proxy, phase="connect"):
-                        response = await http.post(
-                            url, data=body, headers=_JSON, proxy=self.proxy.http_proxy, timeout=self._limits(None)
-                        )
+                    with map_errors(step, url, self.proxy, phase="connect"):
+                        response = await http.post(url, data=body, headers=_STREAM, proxy=self.proxy.http_proxy)
                 break
             except (ConnectError, ConnectTimeout) as exc:
                 if isinstance(exc, ProxyError) or attempt == self.retry.max_retries:
@@ -378,25 +237,25 @@ class Transport:
             except H2oChatError:
                 raise
             except asyncio.TimeoutError:  # builtins.TimeoutError from 3.11; async_timeout raises this one
-                raise first_token_timeout(url, self.timeout.first_token) from None
+                raise _first_token_timeout(step, url, limit) from None
             await asyncio.sleep(self.retry.delay(attempt))
         if response.status != 200:
-            await self._raise_status("message", response)
+            await self._raise_status(step, response)
         if response.content_type != "text/event-stream":
             excerpt = body_excerpt(await response.content.read(1024), response.content_type)
             response.release()
             raise ProtocolError(
-                f"message step: {url} answered {response.content_type or 'no content type'} "
+                f"{step} step: {url} answered {response.content_type or 'no content type'} "
                 f"instead of an event stream: {excerpt}"
             )
-        return response
+        return ByteStream(response, step, url, self, deadline)
 
     async def _raise_status(self, step: str, response: aiohttp.ClientResponse) -> NoReturn:
         try:
             body = await response.content.read(4096)
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, OSError):
             body = b""
-        response.release()
+        response.close()  # the rest of an error body is not worth reading
         raise self._status_error(step, response, str(response.url), body)
 
     def _status_error(self, step: str, response: aiohttp.ClientResponse, url: str, body: bytes) -> H2oChatError:
@@ -419,7 +278,81 @@ class Transport:
         )
 
 
-def _user_agent() -> str:
-    from h2ochat import __version__
+class ByteStream:
+    """A streamed answer's body, chunk by chunk as it arrives: ``async for chunk in stream``.
 
-    return f"h2ochat/{__version__}"
+    Until the reader reports its first token (:meth:`got_token`), every read
+    shares the first-token deadline, so keep-alives do not move it; from then
+    on each read may wait the read limit (a keep-alive is an arrival). Failures
+    raise h2ochat's errors; the end of the body ends the iteration, and the
+    reader decides whether that was too early. Close it (``aclose`` or
+    ``async with``): a body not read to its end cuts the connection, which is
+    how a server learns that nobody wants the rest of the answer.
+    """
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, step: str, url: str, transport: Transport, deadline: float | None
+    ) -> None:
+        self.step = step
+        self.url = url
+        self._response = response
+        self._content = response.content
+        self._proxy = transport.proxy
+        self._timeout = transport.timeout
+        self._read_limit = transport.timeout.read
+        self._deadline = deadline
+        self._loop = asyncio.get_running_loop()
+        self._reading = False  # True once the first token came: the read limit applies
+
+    def __aiter__(self) -> ByteStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._reading and self._read_limit is not None:
+            # Counted from this read, so the reader's own time between reads is not the server's.
+            self._deadline = self._loop.time() + self._read_limit
+        try:
+            async with timeout_at(self._deadline):
+                with map_errors(self.step, self.url, self._proxy):
+                    chunk = await self._content.readany()
+        except H2oChatError:
+            raise
+        except asyncio.TimeoutError:  # (the same class as TimeoutError from Python 3.11)
+            raise self._timed_out() from None
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    def got_token(self) -> None:
+        """The reader decoded a token: the first-token limit is met, the read limit applies from the next read."""
+        self._reading = True
+        if self._read_limit is None:
+            self._deadline = None
+
+    def _timed_out(self) -> H2oChatError:
+        if self._reading:
+            error: H2oChatError = ReadTimeout(
+                f"{self.step} step: no event from {self.url} within the read limit ({self._timeout.read} s)"
+            )
+            error.step, error.url = self.step, self.url
+            return error
+        return _first_token_timeout(self.step, self.url, self._timeout.first_token)
+
+    async def aclose(self) -> None:
+        # A finished body lets the connection be reused; anything else must cut it.
+        if self._content.is_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+    async def __aenter__(self) -> ByteStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _first_token_timeout(step: str, url: str, limit: float | None) -> FirstTokenTimeout:
+    error = FirstTokenTimeout(f"{step} step: no token from {url} within the first-token limit ({limit} s)")
+    error.step, error.url = step, url
+    return error

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from yarl import URL
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
@@ -34,7 +33,18 @@ from h2ochat.server.http import (
 )
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
+from h2ochat.server.page import routes as page_routes
 from h2ochat.server.routes import routes
+from h2ochat.server.security import (
+    HOSTS,
+    SAFE_METHODS,
+    allowed_hosts,
+    forwarded,
+    printable,
+    protect,
+    public,
+    security_headers,
+)
 from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
@@ -53,8 +63,6 @@ __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
@@ -83,8 +91,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_response({"message": describe_http_error(exc, request)}, exc.status, _allow_header(exc))
     except asyncio.CancelledError:
         raise
+    except ConnectionError:  # the client left while sending its request: normal, not a server fault
+        log.info("client left during %s %s", request.method, printable(request.path))
+        return json_response({"message": "The request ended before its body did"}, 400)
     except Exception:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
+        log.exception("unexpected error handling %s %s", request.method, printable(request.path))
         return json_response({"message": "Internal server error; the server log has the details"}, 500)
 
 
@@ -95,22 +106,16 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The hf-chat session, the Referer check on form posts and the welcome gate (docs/protocol.md, "Sessions").
+    """The hf-chat session and the welcome gate (docs/protocol.md, "Sessions").
 
     Sessions are the server's: a cookie counts only if it names a live session the server issued.
     Without one, a request that writes to the chat protocol gets a new session (at most
     ``new_sessions_per_minute`` per client address); a read gets none (and no cookie).
     """
     store, config = request.app[STORE], request.app[CONFIG]
-    if request.method == "POST" and request.content_type in _FORM_TYPES:
-        referer = request.headers.get("Referer")
-        if not referer:
-            raise ApiError(403, "Non-JSON form requests need to have a referer")
-        if not _same_origin(referer, request):
-            raise ApiError(403, "Invalid referer for POST request")
     session = await _cookie_session(request, store)
     request[SESSION] = session.id if session is not None else ""
-    writes = request.method not in _SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
+    writes = request.method not in SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
     gated = config.welcome_gate and writes and request.path.startswith("/conversation")
     if gated and (session is None or session.ethics_accepted_at is None):
         message = "You need to accept the welcome modal first"
@@ -153,14 +158,6 @@ def _cookie_values(request: web.Request) -> list[str]:
     return values
 
 
-def _same_origin(referer: str, request: web.Request) -> bool:
-    try:
-        origin = URL(referer)
-    except (ValueError, TypeError):
-        return False
-    return origin.scheme == request.scheme and origin.raw_authority == request.host
-
-
 async def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
     """Issue or refresh the session cookie on every response.
 
@@ -169,7 +166,7 @@ async def _set_cookie(request: web.Request, response: web.StreamResponse) -> Non
     """
     session = request.get(SESSION)
     if session:  # a read without a session gets none
-        secure = "; Secure" if request.secure else ""
+        secure = "; Secure" if public(request).scheme == "https" else ""
         max_age = int(request.app[CONFIG].session_idle_days * 86400)
         response.headers.add(
             "Set-Cookie", f"{COOKIE}={session}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
@@ -180,7 +177,8 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, duration."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+        path = printable(request.path)  # decoded: %0a would otherwise start a forged line
+        self.logger.info("%s %s %s %.1fms", printable(request.method), path, response.status, time * 1000)
 
     @property
     def enabled(self) -> bool:
@@ -192,16 +190,26 @@ def create_app(config: ServerConfig) -> web.Application:
 
     The database and the models open on startup and close on cleanup.
     """
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, v1_guard, sessions])
+    middlewares = [forwarded, json_errors, v1_guard, protect, sessions]
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
+    app[HOSTS] = allowed_hosts(config)
+    if app[HOSTS] is None:
+        log.warning(
+            "answering requests for any host name (bound to %s): set allowed_hosts (--allowed-hosts) to the "
+            "names people use, so that a hostile name pointed at this address (DNS rebinding) is refused",
+            config.host,
+        )
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_models)
     app.cleanup_ctx.append(_upkeep)
     app.on_response_prepare.append(_set_cookie)
+    app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
+    app.add_routes(page_routes)  # the web chat page at / (server/page.py)
     return app
 
 

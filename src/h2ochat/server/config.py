@@ -67,6 +67,7 @@ __all__ = [
     "LlamaEndpoint",
     "ModelConfig",
     "OpenAIEndpoint",
+    "PromptExample",
     "ServerConfig",
     "TgiEndpoint",
     "UpstreamEndpoint",
@@ -88,7 +89,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     """A GGUF model run in-process by llama-cpp-python (``gguf`` unset: the embedded SmolLM2)."""
 
-    gguf: str | None = None
+    gguf: str | None = None  # a path, or "hf:REPO[:QUANT]" pulled from the Hugging Face Hub (server/hub.py)
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 4096
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Threads for reading the prompt (llama-cpp-python's default: every core). On a busy
@@ -109,6 +110,7 @@ class FixedEndpoint(_Table, tag="fixed", tag_field="type"):
     delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # seconds between tokens
     first_token_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     fail_after: Annotated[int, msgspec.Meta(ge=0)] | None = None  # raise after this many tokens
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None  # answers at once; more wait in line
     weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
@@ -147,6 +149,13 @@ class OpenAIEndpoint(UpstreamEndpoint, tag="openai", tag_field="type"):
 Endpoint = LlamaEndpoint | FixedEndpoint | TgiEndpoint | OpenAIEndpoint
 
 
+class PromptExample(_Table):
+    """A suggestion the web page shows in an empty chat: a short title and the prompt it sends."""
+
+    title: str
+    prompt: str
+
+
 class ModelConfig(_Table):
     name: str
     display_name: str | None = None
@@ -161,6 +170,12 @@ class ModelConfig(_Table):
     endpoints: list[Endpoint] = msgspec.field(default_factory=lambda: [LlamaEndpoint()])
     # Seconds an endpoint that failed before its first token is left out, when the model has others.
     cooldown: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # Requests waiting for a turn when every place is taken; past it they are refused at once (429).
+    max_queue: Annotated[int, msgspec.Meta(ge=0)] = 32
+    # The longest wait for a turn (s); a request still waiting then ends with an "overloaded" error.
+    # 120: the h2oGPT client's own first-token limit, past which nobody is listening anyway.
+    max_wait: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    prompt_examples: list[PromptExample] = msgspec.field(default_factory=list)
 
     @property
     def uses_chatui_tokens(self) -> bool:
@@ -190,6 +205,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
     tgi_model: str | None = None  # the model of the TGI-compatible API; None: the first one
+    # Host names answered (exact, "*", or ".example.com" with its subdomains). None: the loopback
+    # names when bound to loopback, any when bound to all interfaces (with a warning).
+    allowed_hosts: list[str] | None = None
+    # Proxies whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or networks, "*": any).
+    forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
 
     def __post_init__(self) -> None:
@@ -241,7 +261,14 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
     path = Path(gguf)
     if not path.is_file():
         raise ConfigError(f"--gguf {gguf}: no such file")
-    return [ModelConfig(name=path.stem, display_name=path.stem, endpoints=[LlamaEndpoint(gguf=str(path))])]
+    from h2ochat.server.gguf import read_gguf_info
+
+    info = read_gguf_info(path)  # the name and chat template the file itself carries
+    name = info.name or path.stem
+    description = f"{path.name}: {info.architecture or 'unknown'} model, chat template {info.template_family}"
+    return [
+        ModelConfig(name=name, display_name=name, description=description, endpoints=[LlamaEndpoint(gguf=str(path))])
+    ]
 
 
 def load_config(path: str | Path | None = None, *, gguf: str | None = None, **overrides: Any) -> ServerConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import sys
 import time
@@ -22,6 +23,7 @@ from h2ochat.server.backends import (
     EndpointUnavailable,
     GeneratedToken,
     GenerationRequest,
+    Overloaded,
     create_backend,
 )
 from h2ochat.server.config import ConfigError, ModelConfig
@@ -83,6 +85,23 @@ class ModelRuntime:
         total = None if any(limit is None for limit in limits) else sum(limit for limit in limits if limit)
         # asyncio.Semaphore wakes waiters in arrival order: the queue is fair.
         self._slots = asyncio.Semaphore(total) if total else None
+        self.places = total or 0
+        self.waiting = 0
+        self._turn_seconds = 10.0  # a running average of how long a turn lasts, for Retry-After
+
+    def admit(self) -> None:
+        """Refuse at once (:class:`Overloaded`) when every place is taken and the wait queue is full."""
+        if self._slots is not None and self._slots.locked() and self.waiting >= self.config.max_queue:
+            raise Overloaded(
+                f"The model {self.config.name} is busy: {self.places} answers running and {self.waiting} "
+                f"waiting, the most this server queues; try again in {self.retry_after()} s",
+                self.retry_after(),
+            )
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved enough for one more request."""
+        estimate = self._turn_seconds * (self.waiting + 1) / max(1, self.places)
+        return max(1, min(60, math.ceil(estimate)))
 
     def pick(self, tried: set[int]) -> int:
         """A backend not tried yet, by weight, preferring those not cooling down."""
@@ -132,8 +151,24 @@ class ModelRuntime:
         if self._slots is None:
             yield
             return
-        async with self._slots:
+        self.admit()  # again where the wait begins: others may have come since the request was admitted
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.config.max_wait)
+        except asyncio.TimeoutError:
+            raise Overloaded(
+                f"Waited {self.config.max_wait:g} s for the model {self.config.name} without a turn; "
+                f"try again in {self.retry_after()} s",
+                self.retry_after(),
+            ) from None
+        finally:
+            self.waiting -= 1
+        started = time.monotonic()
+        try:
             yield
+        finally:
+            self._slots.release()
+            self._turn_seconds = 0.8 * self._turn_seconds + 0.2 * (time.monotonic() - started)
 
 
 class Interrupted(Exception):

@@ -26,17 +26,14 @@ from h2ochat.protocol.openai import (
     OPTIONS,
     ChatCompletionChunk,
     CompletionBuilder,
-    Delta,
-    Usage,
     error_body,
-    finish_reason,
     tgi_parameters,
 )
 from h2ochat.server.backends import GeneratedToken, GenerationRequest
 from h2ochat.server.generation import ModelRuntime, build_request
 from h2ochat.server.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.streaming import Answer, complete_answer, stream_answer
+from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
 
 __all__ = ["routes", "v1_guard"]
 
@@ -45,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # A generation error as an HTTP status, for answers that are not streamed.
-_STATUSES = {"validation": 400, "overloaded": 503, "generation": 500, "incomplete_generation": 500}
+_STATUSES = {"validation": 400, "overloaded": 429, "generation": 500, "incomplete_generation": 500}
 _DONE = b"data: [DONE]\n\n"
 _PARAM = re.compile(r"at `\$\.(\w+)")
 _encoder = msgspec.json.Encoder()
@@ -65,7 +62,8 @@ async def v1_guard(request: web.Request, handler: Handler) -> web.StreamResponse
     if key:  # an empty key (an empty environment variable) means no key
         sent = request.headers.get("Authorization", "")
         # compare_digest: the time taken must not tell how much of a guess was right.
-        if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+        # surrogateescape: a header byte that is not UTF-8 (0xFF) must be a wrong key, not a 500.
+        if not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {key}".encode()):
             what = "No API key provided" if not sent else "Incorrect API key provided"
             raise openai_error(401, f"{what}: send the header 'Authorization: Bearer <key>'", code="invalid_api_key")
     try:
@@ -193,7 +191,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise _unknown_model(body.model)
     generation_request = _request(body, runtime, request)
     usage = body.stream_options is not None and body.stream_options.include_usage
-    dialect = OpenAIChunks(CompletionBuilder(body.model), usage)
+    dialect = OpenAIChunks(CompletionBuilder(body.model, include_usage=usage))
+    admit(runtime, dialect)
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream:
@@ -206,29 +205,26 @@ def _event(data: ChatCompletionChunk | dict[str, Any]) -> bytes:
     return b"data: " + _encoder.encode(data) + b"\n\n"
 
 
-def _usage(answer: Answer) -> Usage:
-    prompt = answer.prompt_tokens or 0  # 0: the backend does not know
-    return Usage(prompt, answer.count, prompt + answer.count)
-
-
 class OpenAIChunks:
-    """OpenAI's chunks: the role first, then the content without stop sequences, the finish, [DONE]."""
+    """OpenAI's chunks: the role first, then the content without stop sequences, the finish, [DONE].
 
-    def __init__(self, builder: CompletionBuilder, include_usage: bool) -> None:
+    The answer has already cut its stop sequences (``Answer.piece``), so the
+    builder is given none.
+    """
+
+    def __init__(self, builder: CompletionBuilder) -> None:
         self.builder = builder
-        self.include_usage = include_usage
 
     def start(self, answer: Answer) -> bytes:
-        return _event(self.builder.chunk(Delta(role="assistant", content="")))
+        return _event(self.builder.start())
 
     def token(self, answer: Answer, token: GeneratedToken) -> bytes:
-        return _event(self.builder.chunk(Delta(content=answer.piece))) if answer.piece else b""
+        chunk = self.builder.add(answer.piece)
+        return _event(chunk) if chunk else b""
 
     def end(self, answer: Answer, token: GeneratedToken) -> bytes:
-        last = self.token(answer, token) + _event(self.builder.chunk(Delta(), finish_reason(answer.finish_reason)))
-        if self.include_usage:
-            last += _event(self.builder.usage_chunk(_usage(answer)))
-        return last + _DONE
+        head = self.token(answer, token)
+        return head + b"".join(map(_event, self._finish(answer))) + _DONE
 
     def error(self, message: str, error_type: str) -> bytes:
         return _event(error_body(message, "server_error", code=error_type))
@@ -238,4 +234,10 @@ class OpenAIChunks:
         return openai_error(status, message, code=error_type)
 
     def result(self, answer: Answer, tokens: list[GeneratedToken]) -> Any:
-        return self.builder.completion(answer.released, finish_reason(answer.finish_reason), _usage(answer))
+        self.builder.add(answer.released)
+        self._finish(answer)
+        return self.builder.result()
+
+    def _finish(self, answer: Answer) -> list[ChatCompletionChunk]:
+        # 0 prompt tokens: the backend does not know them.
+        return self.builder.finish(answer.finish_reason, answer.prompt_tokens or 0, answer.count)

@@ -17,7 +17,8 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     temperature: _Positive | None = None
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    top_k: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    # Bounded by what llama.cpp can take: top_k is a C int, and only a seed's low 32 bits count there.
+    top_k: Annotated[int, msgspec.Meta(gt=0, le=2**31 - 1)] | None = None
     typical_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     do_sample: bool | None = None  # None (not set) is greedy, like False
     repetition_penalty: _Positive | None = None
@@ -25,7 +26,7 @@ class Parameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     stop: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]], msgspec.Meta(max_length=8)] = (
         msgspec.field(default_factory=list)
     )
-    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] | None = None
     truncate: Annotated[int, msgspec.Meta(gt=0)] | None = None
     details: bool = False
     return_full_text: bool = False

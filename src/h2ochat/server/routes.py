@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from h2ochat.protocol.tgi import MessageRequest
+from h2ochat.server.backends import BackendError, Overloaded
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
 from h2ochat.server.http import (
     CONFIG,
@@ -32,8 +33,9 @@ from h2ochat.server.http import (
     parse_json,
 )
 from h2ochat.server.parameters import request_parameters
+from h2ochat.server.security import printable
 from h2ochat.server.storage import Conversation, MessageRow, Store
-from h2ochat.server.streaming import Answer, TgiEvents, stream_answer
+from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 
 __all__ = ["routes"]
 
@@ -146,6 +148,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         per_minute,
         f"messages: this server accepts {per_minute} per minute per session",
     )
+    admit(runtime, TgiEvents())  # a full queue refuses before anything is stored
     messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
     await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
     return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
@@ -244,7 +247,13 @@ async def summarize_title(request: web.Request) -> web.StreamResponse:
     first = next((m.content for m in await store.messages(conversation.id) if m.role == "user"), None)
     if first is None:
         raise ApiError(400, "The conversation has no message to summarize yet")
-    title = await summarize(runtime, first)
+    try:
+        title = await summarize(runtime, first)
+    except Overloaded as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    except BackendError as exc:
+        log.warning("summarize of %s failed: %s", conversation.id, printable(str(exc)))
+        raise ApiError(503, "The model could not write a title just now; try again later") from None
     await store.rename_conversation(conversation.id, request[SESSION], title)
     return json_response({"title": title})
 
@@ -263,6 +272,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
                 "description": runtime.config.description,
                 "preprompt": runtime.config.preprompt,
                 "parameters": runtime.config.parameters,  # as configured: the model's recommended values
+                "promptExamples": [{"title": e.title, "prompt": e.prompt} for e in runtime.config.prompt_examples],
             }
             for runtime in request.app[MODELS].runtimes.values()
         ]
@@ -271,7 +281,9 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.StreamResponse:
-    conversations = await request.app[STORE].conversations(request[SESSION])
+    store, session, query = request.app[STORE], request[SESSION], request.query.get("q", "").strip()
+    # ?q=: only those whose title or messages hold the text (the web page's search box).
+    conversations = await (store.search_conversations(session, query) if query else store.conversations(session))
     return json_response([_conversation_json(c) for c in conversations])
 
 

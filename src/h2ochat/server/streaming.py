@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,9 +23,10 @@ from aiohttp import web
 from h2ochat.protocol.openai import StopTrimmer
 from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
+from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
 from h2ochat.server.generation import Generation, Interrupted, ModelRuntime
 from h2ochat.server.http import ApiError
+from h2ochat.server.security import printable
 
 __all__ = [
     "Answer",
@@ -33,6 +35,7 @@ __all__ = [
     "Interrupted",
     "Outcome",
     "TgiEvents",
+    "admit",
     "complete_answer",
     "describe",
     "stream_answer",
@@ -151,10 +154,29 @@ class Dialect(Protocol):
         ...
 
 
+def admit(runtime: ModelRuntime, dialect: Dialect) -> None:
+    """Refuse a request at once, in the API's shape with ``Retry-After``, when the model's queue is full."""
+    try:
+        runtime.admit()
+    except Overloaded as exc:
+        raise _refusal(dialect, exc) from None
+
+
+def _refusal(dialect: Dialect, error: BackendError | Interrupted) -> ApiError:
+    refusal = dialect.refusal(*describe(error), interrupted=isinstance(error, Interrupted))
+    if isinstance(error, Overloaded):
+        refusal.headers = {**(refusal.headers or {}), "Retry-After": str(error.retry_after)}
+    return refusal
+
+
 def describe(error: BackendError | Interrupted) -> tuple[str, str]:
     """An error's message and TGI error type, for every dialect alike."""
     if isinstance(error, Interrupted):
         return f"generation stopped: {error}", "incomplete_generation"
+    if error.public is not None:  # the details name internal addresses: the log has them, under a reference
+        reference = secrets.token_hex(4)
+        log.warning("an answer failed (request %s): %s", reference, printable(str(error)))
+        return f"{error.public} (request {reference}; the server's log has the details)", error.error_type
     return str(error), error.error_type
 
 
@@ -236,7 +258,7 @@ async def complete_answer(answer: Answer, dialect: Dialect) -> Any:
                 async for token in tokens:
                     collected.append(token)
     except (Interrupted, BackendError) as exc:
-        raise dialect.refusal(*describe(exc), interrupted=isinstance(exc, Interrupted)) from None
+        raise _refusal(dialect, exc) from None
     return dialect.result(answer, collected)
 
 

@@ -24,7 +24,7 @@ from h2ochat.server.backends import GenerationRequest
 from h2ochat.server.generation import ModelRuntime, build_request
 from h2ochat.server.http import CONFIG, MODELS, BadBody, json_response, parse_json
 from h2ochat.server.parameters import request_parameters
-from h2ochat.server.streaming import Answer, TgiEvents, complete_answer, stream_answer, tgi_error
+from h2ochat.server.streaming import Answer, TgiEvents, admit, complete_answer, stream_answer, tgi_error
 
 __all__ = ["routes", "tgi_runtime"]
 
@@ -90,6 +90,7 @@ async def _answer(request: web.Request, *, stream: bool | None, listed: bool = F
     """``stream`` None: as the body says."""
     body, runtime, generation_request = await _read(request)
     dialect = TgiEvents(prefix=body.inputs)
+    admit(runtime, dialect)
     with request.app[MODELS].track(f"tgi-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream if stream is None else stream:

@@ -8,6 +8,7 @@ reaches the model.
 
     BackendError              a generation failed (error_type: the TGI error type)
     ├── InputTooLong          the prompt does not fit the context (validation)
+    ├── Overloaded            no place for the request: the wait queue is full, or the wait too long
     └── EndpointUnavailable   an upstream could not take the request, before any token:
                               another endpoint of the model may (connection refused, 5xx, 429, timeout)
 """
@@ -28,6 +29,7 @@ __all__ = [
     "GeneratedToken",
     "GenerationRequest",
     "InputTooLong",
+    "Overloaded",
     "create_backend",
 ]
 
@@ -56,9 +58,15 @@ class GenerationRequest:
 
 
 class BackendError(Exception):
-    """A generation failed; ``error_type`` is the TGI error type sent to the client."""
+    """A generation failed; ``error_type`` is the TGI error type sent to the client.
+
+    ``public``, when set, is what the client is told instead of the message:
+    an upstream's failure names internal addresses and quotes its bodies, which
+    belong in the server's log, not in an answer.
+    """
 
     error_type = "generation"
+    public: str | None = None
 
     def __init__(self, message: str, error_type: str | None = None) -> None:
         super().__init__(message)
@@ -70,6 +78,16 @@ class InputTooLong(BackendError):
     """The prompt does not fit the model's context."""
 
     error_type = "validation"
+
+
+class Overloaded(BackendError):
+    """No place for the request now; ``retry_after``: seconds after which a try is likely to succeed."""
+
+    error_type = "overloaded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class EndpointUnavailable(BackendError):

@@ -26,10 +26,9 @@ def split_words(text: str) -> list[str]:
 
 
 class FixedBackend:
-    max_concurrency: int | None = None
-
     def __init__(self, endpoint: FixedEndpoint) -> None:
         self.endpoint = endpoint
+        self.max_concurrency = endpoint.max_concurrency
 
     async def start(self) -> None:
         return None

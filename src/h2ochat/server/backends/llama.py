@@ -22,6 +22,7 @@ from typing import Any
 
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
 from h2ochat.server.config import ConfigError, LlamaEndpoint
+from h2ochat.server.hub import local_gguf
 from h2ochat.server.parameters import Parameters
 
 __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llama", "sampling_arguments"]
@@ -132,8 +133,9 @@ class LlamaBackend:
         self._bos = ""
 
     async def start(self) -> None:
-        path = self.endpoint.gguf or embedded_gguf()
         loop = asyncio.get_running_loop()
+        # gguf = "hf:REPO:QUANT": from the Hub's cache, pulled on first use (blocking, hence the thread).
+        path = await loop.run_in_executor(self._executor, local_gguf, self.endpoint.gguf or embedded_gguf())
         self._llama = await loop.run_in_executor(
             self._executor,
             lambda: load_llama(

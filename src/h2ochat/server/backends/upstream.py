@@ -1,7 +1,9 @@
-"""What the two upstream backends (tgi, openai) share: the HTTP session, the time limits, the failures.
+"""What the two upstream backends (tgi, openai) share: the request, the stream, the failures.
 
 A subclass says where to post, what to send, and how to turn the answer's
-bytes into tokens (a :class:`TokenDecoder`); this class does the rest.
+bytes into tokens (a :class:`TokenDecoder`); this class does the rest. The
+HTTP itself (pool, time limits, aiohttp's errors) is the client's
+:class:`~h2ochat.providers.transport.Transport`, whose errors are mapped here.
 
 Failures before the first token raise :class:`EndpointUnavailable` when
 another endpoint could do better (connection refused or broken, a timeout,
@@ -12,14 +14,20 @@ first token, a broken, stalled or cut stream is ``incomplete_generation``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
-import aiohttp
-
-from h2ochat._compat import timeout_at
-from h2ochat.protocol.errors import body_excerpt
+from h2ochat.protocol.errors import (
+    ConnectError,
+    ConnectTimeout,
+    FirstTokenTimeout,
+    H2oChatError,
+    HTTPStatusError,
+    IncompleteStream,
+    ReadTimeout,
+)
+from h2ochat.providers.options import Timeout
+from h2ochat.providers.transport import ByteStream, Transport
 from h2ochat.server.backends import BackendError, EndpointUnavailable, GeneratedToken, GenerationRequest
 from h2ochat.server.config import UpstreamEndpoint
 
@@ -27,7 +35,19 @@ __all__ = ["TokenDecoder", "UpstreamBackend", "status_error"]
 
 # Upstream statuses as TGI error types; any other status is "generation".
 _STATUS_TYPES = {400: "validation", 422: "validation", 429: "overloaded", 503: "overloaded"}
-_JSON = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+# What a client is told of an upstream's failure, by error type; the details go to the log.
+_PUBLIC = {
+    "validation": "The model's inference server refused the request as invalid",
+    "overloaded": "The model's inference server is busy; try again shortly",
+    "incomplete_generation": "The model's inference server stopped before the answer was complete",
+    "generation": "The model's inference server could not answer",
+}
+# The endpoint setting behind each time limit, named in the error so the fix is obvious.
+_SETTINGS: dict[type[H2oChatError], str] = {
+    FirstTokenTimeout: "first_token_timeout",
+    ReadTimeout: "read_timeout",
+    ConnectTimeout: "connect_timeout",
+}
 
 
 class TokenDecoder(Protocol):
@@ -48,7 +68,7 @@ def status_error(url: str, status: int, excerpt: str) -> BackendError:
 
 
 class UpstreamBackend:
-    """Streams tokens from an inference engine over HTTP; one aiohttp session per endpoint."""
+    """Streams tokens from an inference engine over h2ochat's HTTP transport, one per endpoint."""
 
     path = ""  # where to post, after the endpoint's url
 
@@ -56,7 +76,7 @@ class UpstreamBackend:
         self.endpoint = endpoint
         self.url = endpoint.url.rstrip("/")
         self.max_concurrency: int | None = endpoint.max_concurrency
-        self._http: aiohttp.ClientSession | None = None
+        self._http: Transport | None = None
 
     def headers(self) -> dict[str, str]:
         """Headers for every request (an API key); called once, in ``start``."""
@@ -69,14 +89,13 @@ class UpstreamBackend:
         raise NotImplementedError
 
     async def start(self) -> None:
-        from h2ochat import __version__
-
-        self._http = aiohttp.ClientSession(
-            # No pool limit: the model's queue (max_concurrency) is what limits requests.
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.endpoint.connect_timeout),
-            headers={"User-Agent": f"h2ochat/{__version__}", **self.headers()},
+        endpoint = self.endpoint
+        timeout = Timeout(
+            connect=endpoint.connect_timeout, first_token=endpoint.first_token_timeout, read=endpoint.read_timeout
         )
+        # No pool limit (the default): the model's queue (max_concurrency) is what limits requests.
+        # No retries either: another endpoint of the model is the better second try.
+        self._http = Transport(self.url, timeout=timeout, headers=self.headers())
 
     async def close(self) -> None:
         http, self._http = self._http, None
@@ -86,65 +105,50 @@ class UpstreamBackend:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
         """Post the request and yield its tokens; closing early closes the upstream connection,
         which is how TGI, vLLM and llama.cpp's server learn to stop generating."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.endpoint.first_token_timeout
-        response = await self._post(self.body(request), deadline)
+        try:
+            async for token in self._tokens(request):
+                yield token
+        except BackendError as exc:
+            if exc.public is None:
+                exc.public = _PUBLIC.get(exc.error_type, _PUBLIC["generation"])
+            raise
+
+    async def _tokens(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
+        if self._http is None:
+            raise BackendError(f"the endpoint {self.url} is not started")
+        try:
+            chunks = await self._http.stream(self.path, self.body(request), step="generate")
+        except H2oChatError as exc:
+            raise self._failure(exc, started=False) from exc
         decoder = self.decoder()
         started = False
-        try:
-            while True:
-                chunk = await self._read(response, deadline, started)
-                if not chunk:
-                    raise self._failure("the stream ended before its last token", started)
+        async with chunks:
+            while chunk := await self._next(chunks, started):
                 for token in decoder.feed(chunk):
-                    started = True
-                    deadline = loop.time() + self.endpoint.read_timeout
+                    if not started:
+                        started = True
+                        chunks.got_token()
                     yield token
                     if token.finish_reason is not None:
                         return
-        finally:
-            # A finished body lets the connection be reused; anything else must cut it.
-            if response.content.is_eof():
-                response.release()
-            else:
-                response.close()
+        ended = IncompleteStream(f"the stream from {self.url + self.path} ended before its last token")
+        raise self._failure(ended, started)
 
-    async def _post(self, body: bytes, deadline: float) -> aiohttp.ClientResponse:
-        if self._http is None:
-            raise BackendError(f"the endpoint {self.url} is not started")
-        url = self.url + self.path
+    async def _next(self, chunks: ByteStream, started: bool) -> bytes:
+        """The next chunk, or b"" at the end of the body."""
         try:
-            async with timeout_at(deadline):
-                response = await self._http.post(url, data=body, headers=_JSON)
-        except aiohttp.ClientError as exc:  # first: aiohttp's connect timeout is also a TimeoutError
-            raise EndpointUnavailable(f"could not reach {url}: {exc or type(exc).__name__}") from exc
-        except asyncio.TimeoutError:
-            raise self._timeout(started=False) from None
-        except OSError as exc:
-            raise EndpointUnavailable(f"could not reach {url}: {exc or type(exc).__name__}") from exc
-        if response.status != 200:
-            try:
-                raw = await response.content.read(4096)
-            except (aiohttp.ClientError, OSError):
-                raw = b""
-            response.close()
-            raise status_error(url, response.status, body_excerpt(raw, response.content_type))
-        return response
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+        except H2oChatError as exc:
+            raise self._failure(exc, started) from exc
 
-    async def _read(self, response: aiohttp.ClientResponse, deadline: float, started: bool) -> bytes:
-        try:
-            async with timeout_at(deadline):
-                return await response.content.readany()
-        except asyncio.TimeoutError:
-            raise self._timeout(started) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._failure(f"the connection broke: {exc or type(exc).__name__}", started) from exc
-
-    def _timeout(self, started: bool) -> BackendError:
-        if started:
-            return self._failure(f"no token for {self.endpoint.read_timeout} s (read_timeout)", started)
-        return self._failure(f"no token within {self.endpoint.first_token_timeout} s (first_token_timeout)", started)
-
-    def _failure(self, what: str, started: bool) -> BackendError:
-        message = f"{self.url + self.path}: {what}"
+    def _failure(self, error: H2oChatError, started: bool) -> BackendError:
+        """Before the first token another endpoint may do better; after it the answer is incomplete."""
+        if isinstance(error, HTTPStatusError):  # only ever before the first token
+            return status_error(self.url + self.path, error.status, error.body)
+        setting = _SETTINGS.get(type(error))
+        message = f"{error} (the endpoint's {setting})" if setting else str(error)
+        if isinstance(error, (ConnectError, ConnectTimeout)):
+            message = f"could not reach the endpoint: {message}"
         return BackendError(message, "incomplete_generation") if started else EndpointUnavailable(message)

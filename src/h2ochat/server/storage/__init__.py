@@ -54,6 +54,7 @@ __all__ = [
     "StoreUnavailable",
     "TooManyConversations",
     "is_postgres",
+    "like_pattern",
     "now",
     "open_store",
     "redact",
@@ -191,6 +192,11 @@ class Store(Protocol):
         """The session's conversations, the most recently updated first."""
         ...
 
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        """The session's conversations whose title or any message holds ``query`` (ASCII case folded),
+        the most recently updated first."""
+        ...
+
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool: ...
 
     async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool: ...
@@ -251,6 +257,11 @@ def redact(db: str) -> str:
     redacted = _URL_PASSWORD.sub(r"\1:***@", db)
     # A password given as a query parameter (?password=…) is hidden the same way.
     return re.sub(r"(?i)(password=)[^&]*", r"\1***", redacted)
+
+
+def like_pattern(query: str) -> str:
+    """A ``LIKE … ESCAPE '\\'`` pattern finding ``query`` anywhere, its own ``%`` and ``_`` matching themselves."""
+    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def is_postgres(db: str) -> bool:

@@ -43,6 +43,7 @@ from h2ochat.server.storage import (
     StoreOptions,
     StoreUnavailable,
     TooManyConversations,
+    like_pattern,
     now,
     redact,
 )
@@ -206,7 +207,7 @@ class PostgresStore:
             await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
             used, oldest = await db.fetchrow("SELECT count(*), min(at) FROM rate_events WHERE bucket = $1", bucket)
             if used >= per_minute:
-                return max(0.001, float(oldest) + 60 - moment)
+                return min(60.0, max(0.001, float(oldest) + 60 - moment))  # replicas' clocks differ a little
             await db.execute("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)", bucket, moment)
             return 0.0
 
@@ -237,6 +238,16 @@ class PostgresStore:
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._db.all(f"{_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
+        return [Conversation(*row) for row in rows]
+
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        # ILIKE folds case as the database's locale does: ASCII letters in the C locale, more in others.
+        rows = await self._db.all(
+            f"{_CONVERSATION} AS c WHERE session_id = $1 AND (title ILIKE $2 OR EXISTS "
+            "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content ILIKE $2)) ORDER BY updated_at DESC",
+            session_id,
+            like_pattern(query),
+        )
         return [Conversation(*row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:

@@ -32,6 +32,7 @@ from h2ochat.server.storage import (
     StopListener,
     StoreOptions,
     TooManyConversations,
+    like_pattern,
     now,
 )
 from h2ochat.server.storage.sqlite_schema import MIGRATIONS
@@ -188,14 +189,14 @@ class SQLiteStore:
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         def count(db: sqlite3.Connection) -> float:
-            moment = time.time()
             with _transaction(db):
+                moment = time.time()  # taken under the write lock: no later entry can be older
                 db.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, moment - 60))
                 used, oldest = db.execute(
                     "SELECT count(*), min(at) FROM rate_events WHERE bucket = ?", (bucket,)
                 ).fetchone()
                 if used >= per_minute:
-                    return max(0.001, float(oldest) + 60 - moment)
+                    return min(60.0, max(0.001, float(oldest) + 60 - moment))
                 db.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, moment))
                 return 0.0
 
@@ -229,6 +230,16 @@ class SQLiteStore:
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._all(f"{_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
+        return [Conversation(*row) for row in rows]
+
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        pattern = like_pattern(query)  # LIKE folds ASCII letters only, as the interface says
+        rows = await self._all(
+            f"{_CONVERSATION} AS c WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS "
+            "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content LIKE ? ESCAPE '\\')) "
+            "ORDER BY updated_at DESC",
+            (session_id, pattern, pattern),
+        )
         return [Conversation(*row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:

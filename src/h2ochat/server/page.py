@@ -1,0 +1,110 @@
+"""The web chat page: its HTML at ``/`` and ``/conversation/<id>``, its static files, its security headers.
+
+The page is plain HTML, CSS and JavaScript modules from ``static/`` (no build
+step); it talks to the server only through the chat protocol and the JSON
+reads under ``/api/``. Static files are read once, kept in memory with a
+gzipped copy, and served with an ETag and ``Cache-Control: no-cache``, so a
+browser revalidates them cheaply (304) and never runs a stale script.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from h2ochat.server.http import CONFIG, SESSION, STORE, ApiError
+
+__all__ = ["SECURITY_HEADERS", "StaticFile", "routes", "static_files"]
+
+STATIC = Path(__file__).with_name("static")
+
+# Scripts and styles from this server only: model text that slipped past the
+# sanitizer still could not run. Images only from here too, so that a Markdown
+# image in an answer cannot send the conversation to another host.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".png": "image/png",
+}
+
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    gzipped: bytes
+    etag: str
+    content_type: str
+
+
+@functools.cache
+def static_files() -> dict[str, StaticFile]:
+    """Every servable file under ``static/`` by its URL path below ``/static/`` (licences and notes excluded)."""
+    files: dict[str, StaticFile] = {}
+    for path in sorted(STATIC.rglob("*")):
+        content_type = _TYPES.get(path.suffix)
+        if content_type is None or not path.is_file() or path.name == "index.html":
+            continue
+        body = path.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        gzipped = gzip.compress(body, 9, mtime=0)
+        files[path.relative_to(STATIC).as_posix()] = StaticFile(body, gzipped, etag, content_type)
+    return files
+
+
+@functools.cache
+def _index() -> str:
+    return (STATIC / "index.html").read_text(encoding="utf-8")
+
+
+@routes.get("/")
+@routes.get("/conversation/{id}")
+async def page(request: web.Request) -> web.StreamResponse:
+    """The page itself; the conversation, if any, is read by the page from the address."""
+    config = request.app[CONFIG]
+    session = await request.app[STORE].session(request[SESSION])
+    facts = {
+        # What the page cannot learn from the JSON reads: the gate, this session's answer to it, the limit.
+        "welcomeGate": config.welcome_gate,
+        "accepted": session is not None and session.ethics_accepted_at is not None,
+        "activeModel": session.active_model if session is not None else None,
+        "maxInputChars": config.max_input_chars,
+    }
+    text = _index().replace("__FACTS__", html.escape(json.dumps(facts), quote=True))
+    headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+
+
+@routes.get("/static/{path:.+}")
+async def static(request: web.Request) -> web.StreamResponse:
+    file = static_files().get(request.match_info["path"])
+    if file is None:
+        raise ApiError(404, f"No such file: {request.path}")
+    headers = {**SECURITY_HEADERS, "ETag": file.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if file.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = file.content_type
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=file.gzipped, headers=headers)
+    return web.Response(body=file.body, headers=headers)

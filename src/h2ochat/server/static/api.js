@@ -1,0 +1,170 @@
+// The chat protocol (PROTOCOL.md) and the server's JSON reads, as the page uses them.
+// Every failure becomes a ChatError whose message a person can read.
+
+export class ChatError extends Error {
+  constructor(message, { status = 0, partial = false } = {}) {
+    super(message);
+    this.status = status;
+    this.partial = partial;
+  }
+}
+
+const LOST = "The connection to the server was lost. Check that it is running, then try again.";
+
+async function request(method, path, { json, form, signal } = {}) {
+  const init = { method, signal, headers: { Accept: "application/json" } };
+  if (json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    init.body = new URLSearchParams(form); // form-encoded: the server checks its Referer
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ChatError(LOST);
+  }
+  if (!response.ok) throw await failure(response);
+  return response;
+}
+
+// What a refusal means, in words: the server's own message, plus when to try again for 429.
+async function failure(response) {
+  let message = "";
+  try {
+    const body = await response.json();
+    message = body.message || body.error || "";
+  } catch {
+    // not JSON: a proxy's page, say; the status says enough
+  }
+  if (response.status === 429) {
+    const wait = response.headers.get("Retry-After");
+    message = message || "Too many messages.";
+    if (wait && !/try again/i.test(message)) message += ` Try again in ${wait} s.`;
+  } else if (response.status >= 500) {
+    message = `The server failed (HTTP ${response.status})${message ? ": " + message : ""}.`;
+  } else if (!message) {
+    message = `The server refused the request (HTTP ${response.status}).`;
+  }
+  return new ChatError(message, { status: response.status });
+}
+
+export async function getJSON(path) {
+  return (await request("GET", path)).json();
+}
+
+export const models = () => getJSON("/api/models");
+export const conversation = (id) => getJSON(`/api/conversation/${encodeURIComponent(id)}`);
+
+export function conversations(query = "") {
+  return getJSON(query ? `/api/conversations?q=${encodeURIComponent(query)}` : "/api/conversations");
+}
+
+export function acceptSettings(model) {
+  return request("POST", "/settings", {
+    form: {
+      ethicsModalAccepted: "true",
+      shareConversationsWithModelAuthors: "false",
+      ethicsModalAcceptedAt: "",
+      activeModel: model,
+    },
+  });
+}
+
+export async function createConversation(model) {
+  const body = await (await request("POST", "/conversation", { json: { model } })).json();
+  return body.conversationId;
+}
+
+export const rename = (id, title) => request("PATCH", `/conversation/${id}`, { json: { title } });
+export const remove = (id) => request("DELETE", `/conversation/${id}`);
+export const stopGenerating = (id) => request("POST", `/conversation/${id}/stop-generating`);
+
+export async function summarize(id) {
+  return (await (await request("POST", `/conversation/${id}/summarize`)).json()).title;
+}
+
+// Send a message and call onToken(text) for each token as it arrives. Resolves with how the answer
+// ended: {finished: true} or, when stopping was asked for, {stopped: true}; anything else throws.
+export async function sendMessage(id, inputs, { messageId, answerId, isRetry = false, signal, onToken, stopping }) {
+  const body = {
+    inputs,
+    parameters: {},
+    stream: true,
+    options: { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" },
+  };
+  const response = await request("POST", `/conversation/${id}`, { json: body, signal });
+  const decoder = new EventDecoder();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
+      throw new ChatError(LOST, { partial: true });
+    }
+    if (chunk.done) break;
+    for (const data of decoder.push(chunk.value)) {
+      const event = JSON.parse(data);
+      if (event.error !== undefined) {
+        if (stopping?.()) return { stopped: true };
+        throw new ChatError(inStreamMessage(event), { partial: true });
+      }
+      if (!event.token.special) onToken(event.token.text);
+      if (event.generated_text !== null && event.generated_text !== undefined) return { finished: true };
+    }
+  }
+  if (stopping?.()) return { stopped: true };
+  throw new ChatError("The answer ended before it was complete; the server may have restarted.", { partial: true });
+}
+
+function inStreamMessage(event) {
+  switch (event.error_type) {
+    case "overloaded":
+      return `The model is busy: ${event.error}. Try again in a moment.`;
+    case "validation":
+      return `The message was refused: ${event.error}`;
+    case "incomplete_generation":
+      return `The answer was cut short: ${event.error}`;
+    default:
+      return `The model failed: ${event.error}`;
+  }
+}
+
+// An event-stream decoder (WHATWG rules): text in, the data of each complete event out.
+export class EventDecoder {
+  constructor() {
+    this.buffer = "";
+    this.data = [];
+  }
+
+  push(text) {
+    this.buffer += text;
+    const out = [];
+    // A CR at the very end may be the first half of a CRLF: keep it for the next chunk.
+    const lines = this.buffer.split(/\r\n|\r(?!$)|\n/);
+    this.buffer = lines.pop();
+    for (const line of lines) {
+      if (line === "") {
+        if (this.data.length) out.push(this.data.join("\n"));
+        this.data = [];
+      } else if (line.startsWith("data:")) {
+        this.data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+      }
+      // comments (":") and other fields are ignored
+    }
+    return out;
+  }
+}
+
+// A version 4 UUID; crypto.randomUUID exists only on https or loopback pages, this works on plain http too.
+export function uuid() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
