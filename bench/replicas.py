@@ -110,27 +110,33 @@ class _Protocol:
     """One client session per conversation (its own cookie), each request to the next replica."""
 
     def __init__(self, http: aiohttp.ClientSession, urls: list[str]) -> None:
-        self.http, self.urls, self.turn = http, urls, 0
+        self.http, self.urls, self.turn, self.cookie = http, urls, 0, ""
 
-    def _next(self) -> str:
+    def _next(self) -> tuple[str, dict[str, str]]:
+        """The next replica, and the headers a page of the service would send it: a same-origin
+        Referer (a body-less write, the delete, needs one) and the session's cookie."""
         self.turn += 1
-        return self.urls[self.turn % len(self.urls)]
+        url = self.urls[self.turn % len(self.urls)]
+        return url, {"Referer": url + "/", **({"Cookie": self.cookie} if self.cookie else {})}
 
     async def conversation(self, start: int) -> str:
-        self.turn = start
-        url = self._next()
+        self.turn, self.cookie = start, ""
+        url, headers = self._next()
         settings = {"ethicsModalAccepted": "true", "activeModel": FIXED_MODEL}
-        async with self.http.post(f"{url}/settings", data=settings, headers={"Referer": url + "/"}) as response:
+        async with self.http.post(f"{url}/settings", data=settings, headers=headers) as response:
             response.raise_for_status()
-            cookie = {"Cookie": response.headers["Set-Cookie"].split(";")[0]}
-        async with self.http.post(f"{self._next()}/conversation", json={"model": FIXED_MODEL}, headers=cookie) as r:
+            self.cookie = response.headers["Set-Cookie"].split(";")[0]
+        url, headers = self._next()
+        async with self.http.post(f"{url}/conversation", json={"model": FIXED_MODEL}, headers=headers) as r:
             r.raise_for_status()
             conversation = (await r.json())["conversationId"]
         body = {"inputs": "Hi", "parameters": {}, "options": {"id": _uuid(), "response_id": _uuid(), "is_retry": False}}
-        async with self.http.post(f"{self._next()}/conversation/{conversation}", json=body, headers=cookie) as r:
+        url, headers = self._next()
+        async with self.http.post(f"{url}/conversation/{conversation}", json=body, headers=headers) as r:
             r.raise_for_status()
             stream = await r.read()
-        async with self.http.delete(f"{self._next()}/conversation/{conversation}", headers=cookie) as r:
+        url, headers = self._next()
+        async with self.http.delete(f"{url}/conversation/{conversation}", headers=headers) as r:
             r.raise_for_status()
         return stream.decode()
 

@@ -206,7 +206,7 @@ class PostgresStore:
             await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
             used, oldest = await db.fetchrow("SELECT count(*), min(at) FROM rate_events WHERE bucket = $1", bucket)
             if used >= per_minute:
-                return max(0.001, float(oldest) + 60 - moment)
+                return min(60.0, max(0.001, float(oldest) + 60 - moment))  # replicas' clocks differ a little
             await db.execute("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)", bucket, moment)
             return 0.0
 

@@ -188,14 +188,14 @@ class SQLiteStore:
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         def count(db: sqlite3.Connection) -> float:
-            moment = time.time()
             with _transaction(db):
+                moment = time.time()  # taken under the write lock: no later entry can be older
                 db.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, moment - 60))
                 used, oldest = db.execute(
                     "SELECT count(*), min(at) FROM rate_events WHERE bucket = ?", (bucket,)
                 ).fetchone()
                 if used >= per_minute:
-                    return max(0.001, float(oldest) + 60 - moment)
+                    return min(60.0, max(0.001, float(oldest) + 60 - moment))
                 db.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, moment))
                 return 0.0
 
