@@ -39,12 +39,13 @@ async def test_a_session_id_the_client_chose_is_never_adopted(raw_client: Client
         assert status == 200 and listed == []
 
 
-async def test_the_settings_step_issues_a_fresh_id_and_the_old_one_stops_working(raw_client: Client) -> None:
-    async with start_server(fixed_config()) as server:
+async def test_accepting_the_welcome_gate_issues_a_fresh_id_and_the_old_one_stops_working(
+    raw_client: Client,
+) -> None:
+    async with start_server(replace(fixed_config(), welcome_gate=False)) as server:
         client = raw_client(server.url)
-        _, _, response = await client.request("POST", "/settings", data={"ethicsModalAccepted": "true"})
-        first = cookie_of(response)
-        conversation = await client.create()
+        _, body, response = await client.request("POST", "/conversation", json={"model": FIXED_MODEL})
+        first, conversation = cookie_of(response), body["conversationId"]
         _, _, response = await client.request("POST", "/settings", data={"ethicsModalAccepted": "true"})
         second = cookie_of(response)
         assert second != first
@@ -53,6 +54,9 @@ async def test_the_settings_step_issues_a_fresh_id_and_the_old_one_stops_working
         stale = {"Cookie": f"hf-chat={first}"}
         async with aiohttp.ClientSession() as other, other.get(f"{server.url}/api/conversations", headers=stale) as old:
             assert await old.json() == []
+        # Later settings (a page posts them on every change of model) keep the id.
+        _, _, response = await client.request("POST", "/settings", data={"ethicsModalAccepted": "true"})
+        assert cookie_of(response) == second
 
 
 async def test_two_cookies_of_different_sessions_are_trusted_for_neither(raw_client: Client) -> None:

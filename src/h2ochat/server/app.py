@@ -24,7 +24,7 @@ from h2ochat.server.http import (
     CONFIG,
     MODELS,
     SESSION,
-    SESSION_IS_NEW,
+    SESSION_FOUND,
     STORE,
     ApiError,
     describe_http_error,
@@ -115,6 +115,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     store, config = request.app[STORE], request.app[CONFIG]
     session = await _cookie_session(request, store)
     request[SESSION] = session.id if session is not None else ""
+    if session is not None:
+        request[SESSION_FOUND] = session
     writes = request.method not in SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
     gated = config.welcome_gate and writes and request.path.startswith("/conversation")
     if gated and (session is None or session.ethics_accepted_at is None):
@@ -124,7 +126,6 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
         await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
         request[SESSION] = await store.new_session()
-        request[SESSION_IS_NEW] = True
     return await handler(request)
 
 

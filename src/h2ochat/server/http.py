@@ -15,13 +15,13 @@ from aiohttp import web
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
-from h2ochat.server.storage import Store
+from h2ochat.server.storage import Session, Store
 
 __all__ = [
     "CONFIG",
     "MODELS",
     "SESSION",
-    "SESSION_IS_NEW",
+    "SESSION_FOUND",
     "STORE",
     "ApiError",
     "BadBody",
@@ -114,4 +114,4 @@ CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 MODELS = web.AppKey("models", Models)
 SESSION = web.RequestKey("session", str)
-SESSION_IS_NEW = web.RequestKey("session_is_new", bool)  # issued by this very request
+SESSION_FOUND = web.RequestKey("session_found", Session)  # the session as the request found it (unset: none)

@@ -23,7 +23,7 @@ from h2ochat.server.http import (
     CONFIG,
     MODELS,
     SESSION,
-    SESSION_IS_NEW,
+    SESSION_FOUND,
     STORE,
     ApiError,
     BadBody,
@@ -84,8 +84,11 @@ async def settings(request: web.Request) -> web.StreamResponse:
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
     store = request.app[STORE]
     await store.save_settings(request[SESSION], model, share, accepted)
-    if not request.get(SESSION_IS_NEW):
-        # The settings step moves the session to a fresh id: one planted in the browser before is worth nothing after.
+    found = request.get(SESSION_FOUND)
+    if accepted and found is not None and found.ethics_accepted_at is None:
+        # Accepting the welcome gate moves the session to a fresh id, so that one planted in the browser
+        # before is worth nothing after. Only then: a page posts the settings again on every change of
+        # model, and renewing each time would strand its requests already under way with the old id.
         request[SESSION] = await store.renew_session(request[SESSION])
     location = request.headers.get("Referer") or "/"
     if _prefers_html(request):
