@@ -33,6 +33,10 @@ BENCHMARKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "latency": ({"delay": 0.02, "repeats": 10}, {"delay": 0.02, "repeats": 3}),
     "concurrency": ({"conversations": 1000, "repeats": 3}, {"conversations": 1000, "repeats": 1}),
     "model": ({"max_new_tokens": 128, "repeats": 7}, {"max_new_tokens": 32, "repeats": 2}),
+    "replicas": (
+        {"conversations": 400, "streams": 1000, "repeats": 3},
+        {"conversations": 100, "streams": 1000, "repeats": 1},
+    ),
     "page": (
         {"tokens": 2000, "delay": 0.005, "loads": 10, "repeats": 3},
         {"tokens": 500, "delay": 0.005, "loads": 4, "repeats": 1},

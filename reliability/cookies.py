@@ -48,17 +48,23 @@ def attributes(cookie: str) -> set[str]:
     return {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
 
 
+_SETTINGS = {"ethicsModalAccepted": True}  # a write: a read issues no session, so no cookie
+
+
 async def cookie_attributes(directory: Path) -> dict[str, str]:
-    """The Set-Cookie header the server sends over HTTP and over HTTPS (to a first request)."""
+    """The Set-Cookie header the server sends over HTTP and over HTTPS (to a first settings step)."""
     found = {}
     async with (
         start_server(server_config()) as server,
         aiohttp.ClientSession() as http,
-        http.get(f"{server.url}/api/models") as response,
+        http.post(f"{server.url}/settings", json=_SETTINGS) as response,
     ):
         found["http"] = session_cookie(response)
     async with https_site(server_config(), directory) as (url, client_tls):
         connector = aiohttp.TCPConnector(ssl=client_tls)
-        async with aiohttp.ClientSession(connector=connector) as http, http.get(f"{url}/api/models") as response:
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.post(f"{url}/settings", json=_SETTINGS) as response,
+        ):
             found["https"] = session_cookie(response)
     return found

@@ -99,7 +99,8 @@ async def run_load(
 ) -> LoadResult:
     """Run the load against a fresh server process; ``delay`` is the time between tokens."""
     db = workdir / "load.db"
-    config = write_config(workdir / "load.toml", db, text=WORDS, delay=delay)
+    # Every worker is a user of its own, all from this one address: no cap on new sessions here.
+    config = write_config(workdir / "load.toml", db, server={"new_sessions_per_minute": 0}, text=WORDS, delay=delay)
     server = ServerProcess(config, workdir / "load-server.log")
     result = LoadResult(streams, seconds, warmup=seconds / 4 if warmup is None else warmup)
     server.start()

@@ -29,7 +29,7 @@ def server_config(db: str = ":memory:", **endpoint: Any) -> ServerConfig:
     return config
 
 
-def write_config(path: Path, db: Path, server: dict[str, Any] | None = None, **endpoint: Any) -> Path:
+def write_config(path: Path, db: Path | str, server: dict[str, Any] | None = None, **endpoint: Any) -> Path:
     """A configuration with one model on the deterministic ``fixed`` backend (``server``: more [server] keys)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["[server]", 'host = "127.0.0.1"', "port = 0", f"db = {json.dumps(str(db))}"]

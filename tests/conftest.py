@@ -13,6 +13,8 @@ from tests.browser import browser, page_server, visit  # noqa: F401 - fixtures o
 from tests.chatui import ChatUIDouble
 from tests.helpers import RawClient, fixed_config
 
+pytest_plugins = ["tests.pgfixtures"]  # pg_cluster, postgres_url
+
 
 @pytest.fixture
 async def chatui(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[tuple[ChatUIDouble, str]]:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bench import concurrency, decode, latency, model, page, throughput
+from bench import concurrency, decode, latency, model, page, replicas, throughput
 from bench.__main__ import parse
 from bench.common import Section
 from bench.report import machine, print_machine, print_section, print_summary, save
@@ -42,6 +42,14 @@ def test_latency_runs_through_the_delay_proxy() -> None:
 def test_concurrency_runs_against_the_h2ochat_server() -> None:
     section = check(concurrency.run(conversations=5, repeats=1))
     assert section.row("5 conversations", "completed").stats.median == 5
+
+
+def test_replicas_runs_on_sqlite_and_postgresql(pg_cluster: object) -> None:
+    if pg_cluster is None:
+        pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql); CI runs this")
+    section = check(replicas.run(conversations=4, concurrency=2, streams=10, repeats=1))
+    assert section.row("10 streams at once, 2 replicas", "completed").stats.median == 10
+    assert {row.name for row in section.rows} >= {"SQLite, 1 server", "PostgreSQL, 2 replicas"}
 
 
 def test_page_runs_in_chromium() -> None:

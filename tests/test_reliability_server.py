@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import ssl
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -200,10 +200,12 @@ async def test_guessed_ids_from_another_session_read_and_delete_nothing(fixed_se
 async def test_cookie_attributes_over_http(fixed_server: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
         for cookie in ("", "hf-chat=not-a-uuid", "hf-chat=" + "x" * 3000):
-            async with http.get(f"{fixed_server.url}/api/models", headers={"Cookie": cookie} if cookie else {}) as r:
+            headers = {"Cookie": cookie} if cookie else {}
+            settings = {"ethicsModalAccepted": True}  # a write: a read issues no session
+            async with http.post(f"{fixed_server.url}/settings", json=settings, headers=headers) as r:
                 issued = session_cookie(r)
             session = issued.split(";")[0].split("=", 1)[1]
-            assert str(uuid.UUID(session)) == session  # a fresh, well-formed id instead of the junk
+            assert re.fullmatch(r"[A-Za-z0-9_-]{43}", session)  # a fresh id the server issued, not the junk
             assert {"httponly", "path", "samesite"} <= attributes(issued) and "secure" not in attributes(issued)
             assert "SameSite=Lax" in issued and "Path=/" in issued
 

@@ -35,9 +35,11 @@ async def ready(raw_client: Client, server: RunningServer) -> tuple[RawClient, s
 
 async def test_cookie_issued_refreshed_and_attributes(fixed_server: RunningServer, raw_client: Client) -> None:
     client = raw_client(fixed_server.url)
-    _, _, first = await client.request("GET", "/api/conversations")
+    _, _, read = await client.request("GET", "/api/conversations")
+    assert "Set-Cookie" not in read.headers  # a read issues no session
+    _, _, first = await client.request("POST", "/settings", data={"ethicsModalAccepted": "true"})
     cookie = first.headers["Set-Cookie"]
-    assert re.fullmatch(r"hf-chat=[0-9a-f-]{36}; Path=/; Max-Age=\d+; HttpOnly; SameSite=Lax", cookie)
+    assert re.fullmatch(r"hf-chat=[A-Za-z0-9_-]{43}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax", cookie)
     _, _, second = await client.request("GET", "/api/conversations")
     assert second.headers["Set-Cookie"] == cookie  # the same session, refreshed
 

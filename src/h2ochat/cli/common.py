@@ -41,13 +41,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def run(main: Callable[[], Coroutine[Any, Any, T]], debug: bool) -> T:
     """Run a command's coroutine and turn h2ochat's errors into one line and an exit code."""
     from h2ochat.server.config import ConfigError
+    from h2ochat.server.storage import StoreError
 
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
         stderr.print("[dim]Interrupted.[/]")
         raise SystemExit(130) from None
-    except (H2oChatError, ConfigError, OSError, ValueError) as exc:
+    except (H2oChatError, ConfigError, StoreError, OSError, ValueError) as exc:
         if debug:
             raise
         code = 2 if isinstance(exc, ValueError) and not isinstance(exc, ConfigError) else 1

@@ -29,7 +29,26 @@ _LIST = _CommaList()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
 @click.option("--hf", metavar="REPO[:QUANT]", help="Serve a GGUF model from the Hugging Face Hub, pulled on first use.")
-@click.option("--db", help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing).")
+@click.option(
+    "--db",
+    envvar="H2OCHAT_DB",
+    help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing), or "
+    "postgresql://user:password@host:5432/dbname for several replicas on one database (env H2OCHAT_DB).",
+)
+@click.option("--db-pool-size", type=click.IntRange(1), help="PostgreSQL connections per replica (default 10).")
+@click.option(
+    "--max-conversations", type=click.IntRange(0), help="Conversations a session may keep (default 1000; 0: any)."
+)
+@click.option(
+    "--new-sessions-per-minute",
+    type=click.IntRange(0),
+    help="New sessions per client address per minute (default 60; 0: any).",
+)
+@click.option(
+    "--session-idle-days",
+    type=click.FloatRange(0, min_open=True),
+    help="Days after its last use a session expires, with its conversations (default 30).",
+)
 @click.option(
     "--welcome-gate/--no-welcome-gate", default=None, help="Require the settings step before chatting (default: on)."
 )
@@ -82,7 +101,7 @@ def serve(
     log_level: str,
     **options: Any,
 ) -> None:
-    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite,
+    """Serve the h2oGPT chat protocol (chat-ui era) with conversations in SQLite or PostgreSQL,
     plus an OpenAI-compatible API (/v1) and a TGI-compatible one (/generate).
 
     With no --config or --gguf it serves HuggingFaceTB/SmolLM2-135M-Instruct,
@@ -106,6 +125,7 @@ async def _serve(
 ) -> None:
     from h2ochat.server import load_config, serve
     from h2ochat.server.hub import local_gguf
+    from h2ochat.server.storage import redact
 
     if hf:  # pulled on first use, from the cache afterwards
         gguf = await asyncio.to_thread(local_gguf, f"hf:{hf}")
@@ -114,7 +134,9 @@ async def _serve(
 
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)
-        stderr.print(f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {config.db_path()})")
+        stderr.print(
+            f"[bold green]h2ochat[/] serving [bold]{url}[/] (models: {names}; database: {redact(config.db_path())})"
+        )
         stderr.print(f"Chat in a web browser: [bold]{url}/[/]")
         stderr.print(f'[dim]Try: h2ochat ask --url {url} "Hello"   Stop: Ctrl-C[/]')
         if open_page:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,14 +24,14 @@ from h2ochat.server.generation import Models
 from h2ochat.server.guard import guard_requests, listen
 from h2ochat.server.http import (
     CONFIG,
-    LIMITER,
     MODELS,
     SESSION,
+    SESSION_FOUND,
     STORE,
     ApiError,
-    RateLimiter,
     describe_http_error,
     json_response,
+    limit_rate,
 )
 from h2ochat.server.openai_api import routes as openai_routes
 from h2ochat.server.openai_api import v1_guard
@@ -47,7 +47,17 @@ from h2ochat.server.security import (
     public,
     security_headers,
 )
-from h2ochat.server.storage import open_store
+from h2ochat.server.storage import (
+    ConversationGone,
+    MessageIdTaken,
+    Session,
+    Store,
+    StoreError,
+    StoreOptions,
+    StoreUnavailable,
+    TooManyConversations,
+    open_store,
+)
 from h2ochat.server.tgi_api import routes as tgi_routes
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
@@ -56,6 +66,15 @@ log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
+# What the store's refusals mean in HTTP; the message is the error's own.
+_STORE_STATUS: dict[type[StoreError], int] = {
+    StoreUnavailable: 503,
+    ConversationGone: 404,
+    MessageIdTaken: 409,
+    TooManyConversations: 409,
+}
 
 
 @web.middleware
@@ -65,6 +84,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return json_response(exc.body, exc.status, exc.headers)
+    except StoreError as exc:
+        status = _STORE_STATUS.get(type(exc), 500)
+        return json_response({"message": str(exc)}, status, {"Retry-After": "5"} if status == 503 else None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -86,27 +108,57 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The hf-chat cookie and the welcome gate (docs/protocol.md, "Sessions")."""
-    request[SESSION] = _session_id(request.cookies.get(COOKIE))
-    if (
-        request.app[CONFIG].welcome_gate
-        and request.method not in SAFE_METHODS
-        and request.path.startswith("/conversation")
-    ):
-        session = await request.app[STORE].session(request[SESSION])
-        if session is None or session.ethics_accepted_at is None:
-            message = "You need to accept the welcome modal first"
-            raise ApiError(405, message, body={"error": message})
+    """The hf-chat session and the welcome gate (docs/protocol.md, "Sessions").
+
+    Sessions are the server's: a cookie counts only if it names a live session the server issued.
+    Without one, a request that writes to the chat protocol gets a new session (at most
+    ``new_sessions_per_minute`` per client address); a read gets none (and no cookie).
+    """
+    store, config = request.app[STORE], request.app[CONFIG]
+    session = await _cookie_session(request, store)
+    request[SESSION] = session.id if session is not None else ""
+    if session is not None:
+        request[SESSION_FOUND] = session
+    writes = request.method not in SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
+    gated = config.welcome_gate and writes and request.path.startswith("/conversation")
+    if gated and (session is None or session.ethics_accepted_at is None):
+        message = "You need to accept the welcome modal first"
+        raise ApiError(405, message, body={"error": message})
+    if session is None and writes:
+        what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
+        await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
+        request[SESSION] = await store.new_session()
     return await handler(request)
 
 
-def _session_id(cookie: str | None) -> str:
-    if cookie:
-        try:
-            return str(uuid.UUID(cookie))
-        except ValueError:
-            pass  # not one of ours: start a new session
-    return str(uuid.uuid4())
+async def _cookie_session(request: web.Request, store: Store) -> Session | None:
+    """The live session the request's hf-chat cookies name, if exactly one of them names one.
+
+    Two hf-chat cookies arrive when one was planted from a sibling host (``Domain=.example.com``) or
+    for a narrower path; browsers send the narrower path first, so "the first" would let a planted
+    cookie win. When several cookies name different live sessions, none is trusted: the request is
+    treated as having no session (a write gets a new one), so a planted session never receives the
+    victim's messages.
+    """
+    found: Session | None = None
+    for value in _cookie_values(request)[:4]:  # a bounded number of lookups, whatever is sent
+        session = await store.session(value) if _SESSION_ID.fullmatch(value) else None
+        if session is not None and found is not None and session.id != found.id:
+            log.warning("a request carried hf-chat cookies of two different sessions; neither is used")
+            return None
+        found = found or session
+    return found
+
+
+def _cookie_values(request: web.Request) -> list[str]:
+    """Every hf-chat value in the Cookie headers, in the order sent, without repeats."""
+    values: list[str] = []
+    for header in request.headers.getall("Cookie", []):
+        for pair in header.split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == COOKIE and value.strip('"') not in values:
+                values.append(value.strip('"'))
+    return values
 
 
 async def _set_cookie(request: web.Request, response: web.StreamResponse) -> None:
@@ -116,10 +168,11 @@ async def _set_cookie(request: web.Request, response: web.StreamResponse) -> Non
     already turned ``response.set_cookie`` values into headers.
     """
     session = request.get(SESSION)
-    if session is not None:
+    if session:  # a read without a session gets none
         secure = "; Secure" if public(request).scheme == "https" else ""
+        max_age = int(request.app[CONFIG].session_idle_days * 86400)
         response.headers.add(
-            "Set-Cookie", f"{COOKIE}={session}; Path=/; Max-Age={365 * 86400}; HttpOnly; SameSite=Lax{secure}"
+            "Set-Cookie", f"{COOKIE}={session}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
         )
 
 
@@ -151,9 +204,9 @@ def create_app(config: ServerConfig) -> web.Application:
             "names people use, so that a hostile name pointed at this address (DNS rebinding) is refused",
             config.host,
         )
-    app[LIMITER] = RateLimiter(config.rate_limit_per_minute)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_models)
+    app.cleanup_ctx.append(_upkeep)
     app.on_response_prepare.append(_set_cookie)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
@@ -165,7 +218,9 @@ def create_app(config: ServerConfig) -> web.Application:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = await open_store(app[CONFIG].db_path())
+    config = app[CONFIG]
+    options = StoreOptions(pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400)
+    app[STORE] = await open_store(config.db_path(), options)
     yield
     await app[STORE].close()
 
@@ -173,11 +228,31 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 async def _models(app: web.Application) -> AsyncIterator[None]:
     models = Models(app[CONFIG].models)
     app[MODELS] = models
+    app[STORE].on_stop(models.stop_conversation)  # stop requests from any replica reach this one's generations
     try:
         await models.start()
         yield
     finally:
         await models.close()
+
+
+async def _upkeep(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_upkeep_rounds(app[STORE]))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _upkeep_rounds(store: Store) -> None:
+    """The store's background work, every few seconds, for as long as the server runs."""
+    while True:
+        await asyncio.sleep(UPKEEP_INTERVAL)
+        try:
+            await store.upkeep()
+        except StoreUnavailable:
+            pass  # logged by the store; the next round tries again
+        except Exception:
+            log.exception("the database's background upkeep failed")
 
 
 async def _stop_generations(app: web.Application) -> None:

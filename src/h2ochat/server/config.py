@@ -188,7 +188,13 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
-    db: str = ""  # empty: the user's data directory; ":memory:" for a throw-away store
+    # A SQLite path (empty: the user's data directory; ":memory:" for a throw-away store, or
+    # sqlite:///path), or postgresql://user:password@host:5432/dbname for several replicas.
+    db: str = ""
+    db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10  # PostgreSQL connections per replica
+    session_idle_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # then a session expires with its conversations
+    max_conversations: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per session; 0: no limit
+    new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
     max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000

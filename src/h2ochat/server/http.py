@@ -7,8 +7,7 @@ never from each other. Each words a refusal in its own shape through
 
 from __future__ import annotations
 
-import time
-from collections import deque
+import math
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,17 +15,17 @@ from aiohttp import web
 
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
-from h2ochat.server.storage import Store
+from h2ochat.server.storage import Session, Store
 
 __all__ = [
     "CONFIG",
-    "LIMITER",
     "MODELS",
     "SESSION",
+    "SESSION_FOUND",
     "STORE",
     "ApiError",
     "BadBody",
-    "RateLimiter",
+    "limit_rate",
     "decode_body",
     "describe_http_error",
     "json_response",
@@ -94,33 +93,25 @@ def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:
     return exc.reason or exc.text or f"HTTP {exc.status}"
 
 
-class RateLimiter:
-    """At most ``per_minute`` messages per session in any 60 s window (0: unlimited)."""
+async def limit_rate(store: Store, bucket: str, per_minute: int, what: str) -> None:
+    """Count one ``what`` in ``bucket`` against ``per_minute`` (0: no limit), or refuse with a 429.
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._times: dict[str, deque[float]] = {}
-
-    def check(self, session: str) -> None:
-        if not self.per_minute:
-            return
-        now = time.monotonic()
-        times = self._times.setdefault(session, deque())
-        while times and now - times[0] >= 60:
-            times.popleft()
-        if len(times) >= self.per_minute:
-            wait = max(1, int(60 - (now - times[0])) + 1)
-            raise ApiError(
-                429,
-                f"Too many messages: this server accepts {self.per_minute} per minute per session; "
-                f"try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        times.append(now)
+    Counted in the database, so every replica shares the count and memory stays bounded.
+    """
+    if not per_minute:
+        return
+    wait = await store.admit(bucket, per_minute)
+    if wait:
+        seconds = math.ceil(wait)
+        raise ApiError(
+            429,
+            f"Too many {what}; try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
 
 
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 MODELS = web.AppKey("models", Models)
-LIMITER = web.AppKey("limiter", RateLimiter)
 SESSION = web.RequestKey("session", str)
+SESSION_FOUND = web.RequestKey("session_found", Session)  # the session as the request found it (unset: none)

@@ -21,14 +21,15 @@ from h2ochat.server.backends import BackendError, Overloaded
 from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
 from h2ochat.server.http import (
     CONFIG,
-    LIMITER,
     MODELS,
     SESSION,
+    SESSION_FOUND,
     STORE,
     ApiError,
     BadBody,
     decode_body,
     json_response,
+    limit_rate,
     parse_json,
 )
 from h2ochat.server.parameters import request_parameters
@@ -81,7 +82,14 @@ async def settings(request: web.Request) -> web.StreamResponse:
         raise unknown_model(model, models)
     accepted = _truthy(form.get("ethicsModalAccepted"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
-    await request.app[STORE].save_settings(request[SESSION], model, share, accepted)
+    store = request.app[STORE]
+    await store.save_settings(request[SESSION], model, share, accepted)
+    found = request.get(SESSION_FOUND)
+    if accepted and found is not None and found.ethics_accepted_at is None:
+        # Accepting the welcome gate moves the session to a fresh id, so that one planted in the browser
+        # before is worth nothing after. Only then: a page posts the settings again on every change of
+        # model, and renewing each time would strand its requests already under way with the old id.
+        request[SESSION] = await store.renew_session(request[SESSION])
     location = request.headers.get("Referer") or "/"
     if _prefers_html(request):
         return web.Response(status=303, headers={"Location": location})
@@ -97,7 +105,8 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, f'Send JSON {{"model": "<name>"}} ({exc}). Models: {", ".join(models.names)}') from None
     if body.model not in models.names:
         raise unknown_model(body.model, models)
-    conversation_id = await request.app[STORE].create_conversation(request[SESSION], body.model)
+    limit = request.app[CONFIG].max_conversations
+    conversation_id = await request.app[STORE].create_conversation(request[SESSION], body.model, limit)
     return json_response({"conversationId": conversation_id})
 
 
@@ -134,7 +143,14 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         history = history[:replace_from]
     if options.response_id == options.id or any(m.id == options.response_id for m in history):
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
-    app[LIMITER].check(request[SESSION])  # counted once the message is known to be acceptable
+    # Counted once the message is known to be acceptable.
+    per_minute = config.rate_limit_per_minute
+    await limit_rate(
+        store,
+        f"messages:{request[SESSION]}",
+        per_minute,
+        f"messages: this server accepts {per_minute} per minute per session",
+    )
     admit(runtime, TgiEvents())  # a full queue refuses before anything is stored
     messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
     await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
@@ -201,7 +217,7 @@ async def delete_conversation(request: web.Request) -> web.StreamResponse:
     conversation_id = request.match_info["id"]
     if not await request.app[STORE].delete_conversation(conversation_id, request[SESSION]):
         raise ApiError(404, "Conversation not found")
-    request.app[MODELS].stop_conversation(conversation_id, "the conversation was deleted")
+    await request.app[STORE].request_stop(conversation_id, "the conversation was deleted")
     return web.Response(status=200)
 
 
@@ -219,7 +235,8 @@ async def rename_conversation(request: web.Request) -> web.StreamResponse:
 @routes.post("/conversation/{id}/stop-generating")
 async def stop_generating(request: web.Request) -> web.StreamResponse:
     conversation = await owned(request)
-    request.app[MODELS].stop_conversation(conversation.id, "stop-generating was requested")
+    # Through the store: the generation may run on another replica.
+    await request.app[STORE].request_stop(conversation.id, "stop-generating was requested")
     return web.Response(status=200)
 
 

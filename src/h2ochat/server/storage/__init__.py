@@ -1,31 +1,111 @@
 """What the server keeps: sessions, conversations and their messages, behind one interface.
 
-:class:`Store` names what the server does with its data (create a conversation,
-begin an exchange, checkpoint an answer, finish it…), not the tables.
-``open_store(db)`` picks the implementation from the ``db`` setting: a file
-path, ``:memory:`` or ``sqlite:///path`` is SQLite (:mod:`.sqlite`).
+:class:`Store` names what the server does with its data (issue a session,
+create a conversation, begin an exchange, checkpoint an answer, finish it…),
+not the tables. ``open_store(db)`` picks the implementation from the ``db``
+setting: ``postgresql://…`` (or ``postgres://…``) is PostgreSQL
+(:mod:`.postgres`, for several replicas on one database); a file path,
+``:memory:`` or ``sqlite:///path`` is SQLite (:mod:`.sqlite`, one process).
 
 An exchange (the user's message and the answer) is written when generation
-starts, with the answer marked ``generating``; its text is saved every few
-seconds while it grows, and once more, complete, when it ends. A crash in
-between leaves it ``generating``; the next start marks such answers
-``interrupted``, with the text saved last, so nothing stays half-done.
+starts, with the answer marked ``generating`` and the replica generating it;
+its text is saved every few seconds while it grows, and once more, complete,
+when it ends. A crash in between leaves it ``generating``: on SQLite the next
+start marks such answers ``interrupted``, with the text saved last; on
+PostgreSQL every replica renews a lease on the database every few seconds and
+any replica marks the answers of a replica whose lease ran out.
 Every method that takes a ``session_id`` answers for that session's data
 only: another session's conversation is treated exactly like a missing one.
+
+Sessions are issued by the server (:meth:`Store.new_session`): an id the
+server did not issue, or one idle longer than ``session_idle``, is no session.
+Idle sessions are deleted with their conversations by :meth:`Store.upkeep`,
+which the server calls every few seconds.
+
+Errors (the routes turn each into a 4xx or a 503)::
+
+    StoreError
+     ├── StoreUnavailable        the database cannot be reached now
+     ├── SchemaTooNew            the database was migrated by a newer h2ochat
+     ├── ConversationGone        deleted while the request was under way
+     ├── MessageIdTaken          another request stored a message with this id first
+     └── TooManyConversations    the session holds the most conversations allowed
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-__all__ = ["Conversation", "MessageRow", "Session", "Store", "now", "open_store"]
+__all__ = [
+    "ConversationGone",
+    "Conversation",
+    "MessageIdTaken",
+    "MessageRow",
+    "SchemaTooNew",
+    "Session",
+    "StopListener",
+    "Store",
+    "StoreError",
+    "StoreOptions",
+    "StoreUnavailable",
+    "TooManyConversations",
+    "is_postgres",
+    "like_pattern",
+    "now",
+    "open_store",
+    "redact",
+]
 
 
-def now() -> str:
-    """The current time as stored: ISO 8601 in UTC with milliseconds, e.g. ``2026-11-29T21:03:04.123Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now(seconds_ago: float = 0.0) -> str:
+    """A time as stored: ISO 8601 in UTC with milliseconds, e.g. ``2026-11-29T21:03:04.123Z``.
+
+    Stored times compare correctly as strings, so ``now(60)`` is the cutoff for "the last minute".
+    """
+    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StoreError(Exception):
+    """Something the store could not do; the message says why."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (down, restarting, unreachable): try again later."""
+
+
+class SchemaTooNew(StoreError):
+    """The database holds migrations this version does not know: a newer h2ochat migrated it."""
+
+
+class ConversationGone(StoreError):
+    """The conversation was deleted while this request was under way."""
+
+
+class MessageIdTaken(StoreError):
+    """Another request stored a message with this id in this conversation first."""
+
+
+class TooManyConversations(StoreError):
+    """The session already holds the most conversations a session may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This session already has {limit} conversations, the most this server keeps per session; "
+            "delete some to start new ones"
+        )
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    pool_size: int = 10  # PostgreSQL connections per replica
+    session_idle: float = 30 * 86400.0  # seconds after its last use a session expires, with its conversations
+    lease: float = 15.0  # seconds without a heartbeat after which a replica's answers are marked interrupted
 
 
 @dataclass(frozen=True)
@@ -60,19 +140,50 @@ class MessageRow:
     updated_at: str
 
 
+StopListener = Callable[[str, str], object]
+"""Called with (conversation id, reason) when a stop is requested on any replica."""
+
+
 class Store(Protocol):
     """The server's database."""
 
     async def close(self) -> None: ...
 
+    async def upkeep(self) -> None:
+        """One round of background work: renew this replica's lease, mark the answers of replicas
+        whose lease ran out as interrupted, delete expired sessions and old rate-limit entries,
+        and retry final saves that failed while the database was away."""
+        ...
+
     # Sessions
-    async def session(self, session_id: str) -> Session | None: ...
+    async def new_session(self) -> str:
+        """Issue a session: a stored, unguessable id (256 random bits)."""
+        ...
+
+    async def session(self, session_id: str) -> Session | None:
+        """The session if the server issued it and it has not expired; a use keeps it alive."""
+        ...
+
+    async def renew_session(self, session_id: str) -> str:
+        """Move a session, with its conversations, to a fresh id (the settings step), and return that id."""
+        ...
 
     async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None: ...
 
+    async def admit(self, bucket: str, per_minute: int) -> float:
+        """Count one event in ``bucket`` if fewer than ``per_minute`` happened in the last 60 s.
+
+        Returns 0 when counted, else the seconds until one is allowed. Counted in the database,
+        so every replica shares the count; entries older than a minute are deleted.
+        """
+        ...
+
     # Conversations
-    async def create_conversation(self, session_id: str, model: str) -> str:
-        """A new conversation's id (24 hex characters, like chat-ui's ObjectIds)."""
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
+        """A new conversation's id (24 hex characters, like chat-ui's ObjectIds).
+
+        Raises :class:`TooManyConversations` if the session already has ``limit`` (0: no limit).
+        """
         ...
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None: ...
@@ -100,12 +211,16 @@ class Store(Protocol):
     ) -> None:
         """Store the user's message and an empty answer marked ``generating``, atomically.
 
-        ``replace_from`` (a retry) first removes the messages from that position on.
+        ``replace_from`` (a retry) first removes the messages from that position on. Raises
+        :class:`ConversationGone` or :class:`MessageIdTaken` when a concurrent request won.
         """
         ...
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
-        """A checkpoint: the text of an answer still being generated (it stays ``generating``)."""
+        """A checkpoint: the text of an answer still being generated (it stays ``generating``).
+
+        Best effort: a checkpoint the database cannot take now is skipped (the next carries the text).
+        """
         ...
 
     async def finish_answer(
@@ -118,13 +233,49 @@ class Store(Protocol):
         interruption: str | None,
         generated_tokens: int,
     ) -> None:
-        """Complete an answer: ``done`` with its finish reason, or ``interrupted`` with why."""
+        """Complete an answer: ``done`` with its finish reason, or ``interrupted`` with why.
+
+        If the database is away, the save is kept and retried by :meth:`upkeep`.
+        """
+        ...
+
+    # Stopping generations on every replica
+    def on_stop(self, listener: StopListener) -> None:
+        """Call ``listener`` whenever :meth:`request_stop` is called, on this replica or any other."""
+        ...
+
+    async def request_stop(self, conversation_id: str, reason: str) -> None:
+        """Stop the generations of a conversation wherever they run."""
         ...
 
 
-async def open_store(db: str) -> Store:
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*):[^@/]*@")
+
+
+def redact(db: str) -> str:
+    """The ``db`` setting fit for logs and errors: a URL's password replaced by ``***``."""
+    redacted = _URL_PASSWORD.sub(r"\1:***@", db)
+    # A password given as a query parameter (?password=…) is hidden the same way.
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", redacted)
+
+
+def like_pattern(query: str) -> str:
+    """A ``LIKE … ESCAPE '\\'`` pattern finding ``query`` anywhere, its own ``%`` and ``_`` matching themselves."""
+    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+async def open_store(db: str, options: StoreOptions | None = None) -> Store:
     """The store for the ``db`` setting, opened and migrated."""
+    options = options or StoreOptions()
+    if is_postgres(db):
+        from h2ochat.server.storage.postgres import PostgresStore
+
+        return await PostgresStore.open(db, options)
     from h2ochat.server.storage.sqlite import SQLiteStore
 
     path = db.removeprefix("sqlite:///") if db.startswith("sqlite:///") else db
-    return await SQLiteStore.open(path)
+    return await SQLiteStore.open(path, options)

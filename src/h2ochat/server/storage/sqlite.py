@@ -5,6 +5,10 @@ the event loop), so the loop never waits on the disk and the connection is
 only ever used by the thread that owns it. A method whose statements must
 hold together runs them as one function on that thread, inside
 ``BEGIN IMMEDIATE … COMMIT``, so no other statement can come in between.
+
+SQLite serves one process: a stop request reaches this process's listeners
+directly, and answers left ``generating`` by a previous run are marked
+``interrupted`` when the store opens.
 """
 
 from __future__ import annotations
@@ -12,66 +16,33 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from h2ochat.server.storage import Conversation, MessageRow, Session, now
+from h2ochat.server.storage import (
+    Conversation,
+    ConversationGone,
+    MessageIdTaken,
+    MessageRow,
+    SchemaTooNew,
+    Session,
+    StopListener,
+    StoreOptions,
+    TooManyConversations,
+    like_pattern,
+    now,
+)
+from h2ochat.server.storage.sqlite_schema import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "SQLiteStore"]
+__all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
-
-def _create_tables(db: sqlite3.Connection) -> None:
-    # One statement at a time: executescript() would commit the migration's transaction.
-    for statement in _SCHEMA_1.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-_SCHEMA_1 = """
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY,
-    active_model TEXT,
-    share_conversations INTEGER NOT NULL DEFAULT 0,
-    ethics_accepted_at TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    title TEXT NOT NULL DEFAULT 'New Chat',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX conversations_by_session ON conversations (session_id, updated_at);
-CREATE TABLE messages (
-    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-    content TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'done' CHECK (status IN ('generating', 'done', 'interrupted')),
-    finish_reason TEXT,
-    interruption TEXT,
-    generated_tokens INTEGER,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (conversation_id, id),
-    UNIQUE (conversation_id, position)
-)
-"""
-
-# Applied in order, each once; the names of applied ones are kept in _migrations.
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
-    ("001_create_tables", _create_tables),
-]
 
 _CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
 _MESSAGE = (
@@ -83,14 +54,16 @@ _MESSAGE = (
 class SQLiteStore:
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, options: StoreOptions) -> None:
         self.path = path
+        self.options = options
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ochat-db")
         self._db: sqlite3.Connection | None = None
+        self._stop_listeners: list[StopListener] = []
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteStore:
-        store = cls(path)
+    async def open(cls, path: str, options: StoreOptions | None = None) -> SQLiteStore:
+        store = cls(path, options or StoreOptions())
         try:
             await store._hop(store._open)
         except BaseException:
@@ -143,26 +116,67 @@ class SQLiteStore:
                 (now(),),
             )
 
+    async def upkeep(self) -> None:
+        cutoff = now(self.options.session_idle)
+
+        def expire(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
+                    "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < ?)",
+                    (cutoff,),
+                )
+                db.execute("DELETE FROM sessions WHERE seen_at < ?", (cutoff,))
+                db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 60,))
+
+        await self._call(expire)
+
     # Sessions -----------------------------------------------------------------------------
+
+    async def new_session(self) -> str:
+        session_id = secrets.token_urlsafe(32)
+        stamp = now()
+        await self._execute(
+            "INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES (?, ?, ?, ?)",
+            (session_id, stamp, stamp, stamp),
+        )
+        return session_id
 
     async def session(self, session_id: str) -> Session | None:
         row = await self._one(
-            "SELECT id, active_model, share_conversations, ethics_accepted_at FROM sessions WHERE id = ?",
-            (session_id,),
+            "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at FROM sessions "
+            "WHERE id = ? AND seen_at >= ?",
+            (session_id, now(self.options.session_idle)),
         )
-        return None if row is None else Session(row[0], row[1], bool(row[2]), row[3])
+        if row is None:
+            return None
+        if row[4] < now(min(60.0, self.options.session_idle / 4)):  # a read mostly stays a read
+            await self._execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now(), session_id))
+        return Session(row[0], row[1], bool(row[2]), row[3])
+
+    async def renew_session(self, session_id: str) -> str:
+        fresh = secrets.token_urlsafe(32)
+
+        def move(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute("UPDATE sessions SET id = ?, seen_at = ? WHERE id = ?", (fresh, now(), session_id))
+                db.execute("UPDATE conversations SET session_id = ? WHERE session_id = ?", (fresh, session_id))
+
+        await self._call(move)
+        return fresh
 
     async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
         stamp = now()
         await self._execute(
             """
-            INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at)
-            VALUES (:id, :model, :share, :accepted, :stamp, :stamp)
+            INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
+                                  seen_at)
+            VALUES (:id, :model, :share, :accepted, :stamp, :stamp, :stamp)
             ON CONFLICT (id) DO UPDATE SET
                 active_model = coalesce(:model, active_model),
                 share_conversations = :share,
                 ethics_accepted_at = coalesce(ethics_accepted_at, :accepted),
-                updated_at = :stamp
+                updated_at = :stamp,
+                seen_at = :stamp
             """,
             {
                 "id": session_id,
@@ -173,15 +187,41 @@ class SQLiteStore:
             },
         )
 
+    async def admit(self, bucket: str, per_minute: int) -> float:
+        def count(db: sqlite3.Connection) -> float:
+            with _transaction(db):
+                moment = time.time()  # taken under the write lock: no later entry can be older
+                db.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, moment - 60))
+                used, oldest = db.execute(
+                    "SELECT count(*), min(at) FROM rate_events WHERE bucket = ?", (bucket,)
+                ).fetchone()
+                if used >= per_minute:
+                    return min(60.0, max(0.001, float(oldest) + 60 - moment))
+                db.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (bucket, moment))
+                return 0.0
+
+        return await self._call(count)
+
     # Conversations ------------------------------------------------------------------------
 
-    async def create_conversation(self, session_id: str, model: str) -> str:
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
         conversation_id = secrets.token_hex(12)
         stamp = now()
-        await self._execute(
-            "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, session_id, model, stamp, stamp),
-        )
+
+        def create(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                if limit:
+                    (count,) = db.execute(
+                        "SELECT count(*) FROM conversations WHERE session_id = ?", (session_id,)
+                    ).fetchone()
+                    if count >= limit:
+                        raise TooManyConversations(limit)
+                db.execute(
+                    "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (conversation_id, session_id, model, stamp, stamp),
+                )
+
+        await self._call(create)
         return conversation_id
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
@@ -193,8 +233,7 @@ class SQLiteStore:
         return [Conversation(*row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
-        # LIKE with its wildcards escaped, so that "%" or "_" in a query match themselves.
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_pattern(query)  # LIKE folds ASCII letters only, as the interface says
         rows = await self._all(
             f"{_CONVERSATION} AS c WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS "
             "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content LIKE ? ESCAPE '\\')) "
@@ -224,6 +263,8 @@ class SQLiteStore:
 
         def begin(db: sqlite3.Connection) -> None:
             with _transaction(db):
+                if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
+                    raise ConversationGone("The conversation was deleted while the message was being sent")
                 if replace_from is not None:
                     db.execute(
                         "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
@@ -233,14 +274,19 @@ class SQLiteStore:
                     "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = ?",
                     (conversation_id,),
                 ).fetchone()
-                db.executemany(
-                    "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp),
-                        (conversation_id, answer_id, position + 1, "assistant", "", "generating", stamp, stamp),
-                    ],
-                )
+                try:
+                    db.executemany(
+                        "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
+                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp),
+                            (conversation_id, answer_id, position + 1, "assistant", "", "generating", stamp, stamp),
+                        ],
+                    )
+                except sqlite3.IntegrityError:
+                    raise MessageIdTaken(
+                        "Another request stored a message with this options.id or response_id first; send new ids"
+                    ) from None
                 db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
 
         await self._call(begin)
@@ -269,13 +315,31 @@ class SQLiteStore:
             (content, status, finish_reason, interruption, generated_tokens, now(), conversation_id, answer_id),
         )
 
+    # Stopping -----------------------------------------------------------------------------
+
+    def on_stop(self, listener: StopListener) -> None:
+        self._stop_listeners.append(listener)
+
+    async def request_stop(self, conversation_id: str, reason: str) -> None:
+        for listener in self._stop_listeners:
+            listener(conversation_id, reason)
+
 
 def _migrate(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    known = {name for name, _ in MIGRATIONS}
+    if applied - known:
+        raise SchemaTooNew(
+            f"the database was migrated by a newer h2ochat (migrations {', '.join(sorted(applied - known))} "
+            "are unknown to this version); upgrade h2ochat or use another database"
+        )
     for name, migrate in MIGRATIONS:
         if name not in applied:
             with _transaction(db):
+                # Checked again under the write lock: another process opening the file may have applied it.
+                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    continue
                 migrate(db)
                 db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
 

@@ -1,0 +1,333 @@
+"""The PostgreSQL store: several replicas of the server on one database, through an asyncpg pool.
+
+What SQLite gets from being one process, PostgreSQL gets from the database:
+
+- statements that must hold together lock what they count or extend (the
+  conversation row before positions are taken, the session row before its
+  conversations are counted, an advisory lock per rate-limit bucket), so two
+  replicas cannot both take the last place;
+- migrations run under an advisory lock, so replicas starting together apply
+  each one once;
+- a stop request is a ``NOTIFY`` that every replica ``LISTEN``\\s to on a
+  connection of its own, reconnected when the database comes back;
+- every replica renews a lease (``replicas.seen_at``) in :meth:`upkeep`; the
+  answers a replica generates carry its id, and any replica marks those of a
+  replica whose lease ran out ``interrupted``, keeping the text saved last.
+
+A database that cannot be reached raises :class:`StoreUnavailable` within
+seconds (connect, acquire and command timeouts); the pool replaces broken
+connections by itself. The password of the ``db`` URL never reaches a log
+or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from h2ochat.server.storage import (
+    Conversation,
+    ConversationGone,
+    MessageIdTaken,
+    MessageRow,
+    SchemaTooNew,
+    Session,
+    StopListener,
+    StoreOptions,
+    StoreUnavailable,
+    TooManyConversations,
+    like_pattern,
+    now,
+    redact,
+)
+from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
+from h2ochat.server.storage.postgres_notify import StopChannel
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("h2ochat.server")
+
+FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
+
+_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
+_INTERRUPT = (
+    "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = $1 "
+    "WHERE status = 'generating'"
+)
+_CHECKPOINT = (
+    "UPDATE messages SET content = $1, generated_tokens = $2, updated_at = $3 "
+    "WHERE conversation_id = $4 AND id = $5 AND status = 'generating'"
+)
+_FINISH = (
+    "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "
+    "generated_tokens = $5, updated_at = $6 WHERE conversation_id = $7 AND id = $8"
+)
+_MESSAGE = (
+    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
+    "created_at, updated_at FROM messages"
+)
+
+
+class PostgresStore:
+    """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
+
+    def __init__(self, dsn: str, options: StoreOptions) -> None:
+        self.options = options
+        self.replica = secrets.token_hex(8)  # this process: its answers and its lease carry this id
+        self._db = Connections(dsn, options.pool_size)
+        self._stops = StopChannel(dsn, self.replica, UNAVAILABLE)
+        self._unsaved: dict[tuple[str, str], Callable[[], Awaitable[int]]] = {}
+
+    @classmethod
+    async def open(cls, dsn: str, options: StoreOptions | None = None) -> PostgresStore:
+        store = cls(dsn, options or StoreOptions())
+        try:
+            await store._db.open()
+            async with store._db.own() as db:
+                await store._renew_lease(db)
+        except SchemaTooNew:
+            await store._db.close()
+            raise
+        except Exception as exc:
+            await store._db.close()
+            raise StoreUnavailable(
+                f"could not open the database {redact(dsn)}: {store._db.scrub(f'{type(exc).__name__}: {exc}')}"
+            ) from None
+        store._stops.start()
+        return store
+
+    async def close(self) -> None:
+        await self._stops.close()
+        if self._db.closed:
+            return
+        try:
+            # Whatever this replica leaves generating is interrupted now, not when its lease runs out.
+            async with self._db.pooled() as db:
+                await db.execute(f"{_INTERRUPT} AND replica = $2", now(), self.replica)
+                await db.execute("DELETE FROM replicas WHERE id = $1", self.replica)
+        except StoreUnavailable:
+            pass  # logged; the other replicas mark them when this one's lease runs out
+        finally:
+            await self._db.close()
+
+    # Replicas -----------------------------------------------------------------------------
+
+    async def _renew_lease(self, db: Any) -> None:
+        await db.execute(
+            "INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, $2, $2) "
+            "ON CONFLICT (id) DO UPDATE SET seen_at = $2",
+            self.replica,
+            now(),
+        )
+
+    async def upkeep(self) -> None:
+        async with self._db.own() as db:
+            await self._renew_lease(db)
+            alive = "SELECT id FROM replicas WHERE seen_at >= $2"
+            # An answer checkpointed within the lease is alive, whatever its replica's lease says.
+            sweep = f"{_INTERRUPT} AND updated_at < $2 AND (replica IS NULL OR replica NOT IN ({alive}))"
+            marked = rows(await db.execute(sweep, now(), now(self.options.lease)))
+            if marked:
+                log.warning("%d answer(s) of a replica that stopped renewing its lease marked interrupted", marked)
+            await self._clean(db)
+        for key, save in list(self._unsaved.items()):
+            await save()  # raises StoreUnavailable if the database went away again: the rest waits
+            del self._unsaved[key]
+
+    async def _clean(self, db: Any) -> None:
+        """Delete what has expired: replicas long gone, idle sessions with their conversations, old rate entries."""
+        async with db.transaction():
+            await db.execute("DELETE FROM replicas WHERE seen_at < $1", now(FORGET_REPLICAS))
+            cutoff = now(self.options.session_idle)
+            await db.execute(
+                "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < $1)", cutoff
+            )
+            await db.execute("DELETE FROM sessions WHERE seen_at < $1", cutoff)
+            await db.execute("DELETE FROM rate_events WHERE at < $1", time.time() - 60)
+
+    # Sessions -----------------------------------------------------------------------------
+
+    async def new_session(self) -> str:
+        session_id = secrets.token_urlsafe(32)
+        stamp = now()
+        await self._db.execute(
+            "INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, $2, $2, $2)", session_id, stamp
+        )
+        return session_id
+
+    async def session(self, session_id: str) -> Session | None:
+        row = await self._db.one(
+            "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at FROM sessions "
+            "WHERE id = $1 AND seen_at >= $2",
+            session_id,
+            now(self.options.session_idle),
+        )
+        if row is None:
+            return None
+        if row[4] < now(min(60.0, self.options.session_idle / 4)):  # a read mostly stays a read
+            await self._db.execute("UPDATE sessions SET seen_at = $1 WHERE id = $2", now(), session_id)
+        return Session(row[0], row[1], row[2], row[3])
+
+    async def renew_session(self, session_id: str) -> str:
+        fresh = secrets.token_urlsafe(32)
+        async with self._db.pooled() as db, db.transaction():
+            await db.execute("UPDATE sessions SET id = $1, seen_at = $2 WHERE id = $3", fresh, now(), session_id)
+            await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
+        return fresh
+
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+        stamp = now()
+        await self._db.execute(
+            """
+            INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
+                                  seen_at)
+            VALUES ($1, $2, $3, $4, $5, $5, $5)
+            ON CONFLICT (id) DO UPDATE SET
+                active_model = coalesce($2, sessions.active_model),
+                share_conversations = $3,
+                ethics_accepted_at = coalesce(sessions.ethics_accepted_at, $4),
+                updated_at = $5,
+                seen_at = $5
+            """,
+            *(session_id, active_model, share, stamp if accepted else None, stamp),
+        )
+
+    async def admit(self, bucket: str, per_minute: int) -> float:
+        async with self._db.pooled() as db, db.transaction():
+            # One bucket is counted by one replica at a time; other buckets go on in parallel.
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", bucket)
+            moment = time.time()
+            await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
+            used, oldest = await db.fetchrow("SELECT count(*), min(at) FROM rate_events WHERE bucket = $1", bucket)
+            if used >= per_minute:
+                return min(60.0, max(0.001, float(oldest) + 60 - moment))  # replicas' clocks differ a little
+            await db.execute("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)", bucket, moment)
+            return 0.0
+
+    # Conversations ------------------------------------------------------------------------
+
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
+        conversation_id = secrets.token_hex(12)
+        stamp = now()
+        async with self._db.pooled() as db, db.transaction():
+            if limit:
+                # The session's row is the lock: replicas creating for one session count in turn.
+                await db.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+                count = await db.fetchval("SELECT count(*) FROM conversations WHERE session_id = $1", session_id)
+                if count >= limit:
+                    raise TooManyConversations(limit)
+            await db.execute(
+                "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                conversation_id,
+                session_id,
+                model,
+                stamp,
+            )
+        return conversation_id
+
+    async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
+        row = await self._db.one(f"{_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id)
+        return None if row is None else Conversation(*row)
+
+    async def conversations(self, session_id: str) -> list[Conversation]:
+        rows = await self._db.all(f"{_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
+        return [Conversation(*row) for row in rows]
+
+    async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
+        # ILIKE folds case as the database's locale does: ASCII letters in the C locale, more in others.
+        rows = await self._db.all(
+            f"{_CONVERSATION} AS c WHERE session_id = $1 AND (title ILIKE $2 OR EXISTS "
+            "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content ILIKE $2)) ORDER BY updated_at DESC",
+            session_id,
+            like_pattern(query),
+        )
+        return [Conversation(*row) for row in rows]
+
+    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
+        sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
+        return await self._db.execute(sql, conversation_id, session_id) > 0
+
+    async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool:
+        sql = "UPDATE conversations SET title = $1, updated_at = $2 WHERE id = $3 AND session_id = $4"
+        return await self._db.execute(sql, title, now(), conversation_id, session_id) > 0
+
+    # Messages -----------------------------------------------------------------------------
+
+    async def messages(self, conversation_id: str) -> list[MessageRow]:
+        rows = await self._db.all(f"{_MESSAGE} WHERE conversation_id = $1 ORDER BY position", conversation_id)
+        return [MessageRow(*row) for row in rows]
+
+    async def begin_exchange(
+        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+    ) -> None:
+        stamp = now()
+        try:
+            async with self._db.pooled() as db, db.transaction():
+                # The conversation's row is the lock: exchanges of one conversation take positions in turn.
+                if await db.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conversation_id) is None:
+                    raise ConversationGone("The conversation was deleted while the message was being sent")
+                if replace_from is not None:
+                    await db.execute(
+                        "DELETE FROM messages WHERE conversation_id = $1 AND position >= $2",
+                        conversation_id,
+                        replace_from,
+                    )
+                position = await db.fetchval(
+                    "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = $1", conversation_id
+                )
+                await db.executemany(
+                    "INSERT INTO messages (conversation_id, id, position, role, content, status, replica, created_at, "
+                    "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                    [
+                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp),
+                        (conversation_id, answer_id, position + 1, "assistant", "", "generating", self.replica, stamp),
+                    ],
+                )
+                await db.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", stamp, conversation_id)
+        except asyncpg.UniqueViolationError:
+            raise MessageIdTaken(
+                "Another request stored a message with this options.id or response_id first; send new ids"
+            ) from None
+        except asyncpg.ForeignKeyViolationError:
+            raise ConversationGone("The conversation was deleted while the message was being sent") from None
+
+    async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
+        # A checkpoint is best effort: the next one, or the final save, carries the text.
+        with contextlib.suppress(StoreUnavailable):
+            await self._db.execute(_CHECKPOINT, content, generated_tokens, now(), conversation_id, answer_id)
+
+    async def finish_answer(
+        self,
+        conversation_id: str,
+        answer_id: str,
+        content: str,
+        *,
+        finish_reason: str | None,
+        interruption: str | None,
+        generated_tokens: int,
+    ) -> None:
+        status = "interrupted" if interruption else "done"
+        values = (content, status, finish_reason, interruption, generated_tokens, now(), conversation_id, answer_id)
+        save = functools.partial(self._db.execute, _FINISH, *values)
+        try:
+            await save()
+        except StoreUnavailable:
+            log.warning("answer %s could not be saved now; it is kept and saved when the database is back", answer_id)
+            self._unsaved[conversation_id, answer_id] = save
+
+    # Stopping -----------------------------------------------------------------------------
+
+    def on_stop(self, listener: StopListener) -> None:
+        self._stops.add(listener)
+
+    async def request_stop(self, conversation_id: str, reason: str) -> None:
+        self._stops.deliver(conversation_id, reason)  # here at once, even if the database is away
+        async with self._db.pooled() as db:
+            await self._stops.notify(db, conversation_id, reason)

@@ -1,0 +1,91 @@
+"""Stop requests between replicas: PostgreSQL ``NOTIFY`` on one channel, ``LISTEN`` on a connection of our own.
+
+A replica that asks for a stop delivers it to itself at once, then notifies
+the others; each replica ignores its own notifications. The listening
+connection is reopened whenever it is lost (a restarted database), so the
+channel heals by itself; a stop sent while it is away is not replayed (the
+stream it targets ends anyway with its time limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import asyncpg
+
+from h2ochat.server.storage import StopListener
+
+__all__ = ["CHANNEL", "StopChannel"]
+
+log = logging.getLogger("h2ochat.server")
+
+CHANNEL = "h2ochat_stop"
+
+
+class StopChannel:
+    def __init__(self, dsn: str, replica: str, unavailable: tuple[type[BaseException], ...]) -> None:
+        self._dsn = dsn
+        self._replica = replica
+        self._unavailable = unavailable
+        self._listeners: list[StopListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()  # set while listening (tests wait for it)
+
+    def add(self, listener: StopListener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def notify(self, db: Any, conversation_id: str, reason: str) -> None:
+        """Tell the other replicas, through ``db`` (a connection)."""
+        payload = json.dumps({"conversation": conversation_id, "reason": reason, "from": self._replica})
+        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+    def deliver(self, conversation_id: str, reason: str) -> None:
+        """Stop the conversation's generations on this replica."""
+        for listener in self._listeners:
+            listener(conversation_id, reason)
+
+    def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            if message["from"] != self._replica:
+                self.deliver(str(message["conversation"]), str(message["reason"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed stop notification: %r", payload[:200])
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                db = await asyncpg.connect(self._dsn, timeout=5.0)
+            except self._unavailable:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._hold(db)
+            finally:
+                self.connected.clear()
+                db.terminate()
+            log.warning("the stop-request listener lost the database; reconnecting")
+            await asyncio.sleep(0.5)
+
+    async def _hold(self, db: Any) -> None:
+        """Listen on ``db`` until the connection is lost."""
+        lost = asyncio.Event()
+        db.add_termination_listener(lambda _db: lost.set())
+        try:
+            await db.add_listener(CHANNEL, self._on_notification)
+        except self._unavailable:
+            return
+        self.connected.set()
+        await lost.wait()

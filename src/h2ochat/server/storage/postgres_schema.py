@@ -1,0 +1,62 @@
+"""The PostgreSQL schema, as numbered migrations applied in order, each once.
+
+The tables are SQLite's (:mod:`.sqlite`), plus what several replicas need:
+``replicas`` (one lease per running server) and ``messages.replica`` (who
+generates an answer). Times are stored as SQLite stores them, ISO 8601 text
+in UTC, so both stores return the same rows.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+_SCHEMA_1 = """
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    active_model TEXT,
+    share_conversations BOOLEAN NOT NULL DEFAULT false,
+    ethics_accepted_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL
+);
+CREATE INDEX sessions_by_use ON sessions (seen_at);
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT 'New Chat',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX conversations_by_session ON conversations (session_id, updated_at);
+CREATE TABLE messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'done' CHECK (status IN ('generating', 'done', 'interrupted')),
+    finish_reason TEXT,
+    interruption TEXT,
+    generated_tokens INTEGER,
+    replica TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, id),
+    UNIQUE (conversation_id, position)
+);
+CREATE INDEX messages_generating ON messages (replica) WHERE status = 'generating';
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL
+);
+CREATE TABLE rate_events (bucket TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+CREATE INDEX rate_events_by_bucket ON rate_events (bucket, at);
+CREATE INDEX rate_events_by_age ON rate_events (at);
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_create_tables", _SCHEMA_1),
+]

@@ -1,0 +1,304 @@
+"""The storage interface, proven on each implementation: every test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is a real throwaway cluster (tests/pgcluster.py, one fresh database per test); where two
+stores open the same database they stand for two replicas of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+
+from h2ochat.server.storage import (
+    ConversationGone,
+    MessageIdTaken,
+    SchemaTooNew,
+    Store,
+    StoreOptions,
+    TooManyConversations,
+    is_postgres,
+    open_store,
+)
+from h2ochat.server.storage.postgres import PostgresStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@asynccontextmanager
+async def opened(db: str, **options: Any) -> AsyncIterator[Store]:
+    store = await open_store(db, StoreOptions(**options))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def store(db: str) -> AsyncIterator[Store]:
+    async with opened(db) as store:
+        yield store
+
+
+async def raw(db: str, sql: str) -> None:
+    """A statement straight to the database, past the store."""
+    if is_postgres(db):
+        connection = await asyncpg.connect(db)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+    else:
+        with sqlite3.connect(db) as connection:
+            connection.execute(sql)
+        connection.close()
+
+
+async def exchange(store: Store, conversation: str, n: int, *, answer: str = "fine") -> str:
+    """One finished exchange; the answer's id."""
+    answer_id = f"a{n}"
+    await store.begin_exchange(conversation, f"u{n}", f"question {n}", answer_id, None)
+    await store.finish_answer(
+        conversation, answer_id, answer, finish_reason="eos_token", interruption=None, generated_tokens=2
+    )
+    return answer_id
+
+
+# Sessions ---------------------------------------------------------------------------------------
+
+
+async def test_sessions_are_issued_unguessable_and_only_issued_ones_count(store: Store) -> None:
+    ids = {await store.new_session() for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(session_id) >= 43 for session_id in ids)  # 256 random bits, URL-safe base64
+    for session_id in ids:
+        session = await store.session(session_id)
+        assert session is not None and session.id == session_id
+    assert await store.session("0f0e7c36-8c1a-4f5e-9a3b-2d8b6f1c9e00") is None  # well-formed, never issued
+
+
+async def test_settings_are_kept_and_the_settings_step_moves_the_session_to_a_fresh_id(store: Store) -> None:
+    old = await store.new_session()
+    conversation = await store.create_conversation(old, "m")
+    await store.save_settings(old, "m", True, True)
+    fresh = await store.renew_session(old)
+    assert fresh != old
+    assert await store.session(old) is None
+    session = await store.session(fresh)
+    assert session is not None
+    assert (session.active_model, session.share_conversations) == ("m", True)
+    assert session.ethics_accepted_at is not None
+    assert [c.id for c in await store.conversations(fresh)] == [conversation]
+    assert await store.conversations(old) == []
+
+
+async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:
+    async with opened(db, session_idle=3.0) as store:
+        idle = await store.new_session()
+        conversation = await store.create_conversation(idle, "m")
+        await exchange(store, conversation, 0)
+        await asyncio.sleep(3.1)
+        busy = await store.new_session()
+        assert await store.session(idle) is None  # expired before the cleanup runs
+        await store.upkeep()
+        assert await store.messages(conversation) == []
+        assert await store.conversation(conversation, idle) is None
+        assert await store.session(busy) is not None
+
+
+# Conversations ----------------------------------------------------------------------------------
+
+
+async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
+    mine, theirs = await store.new_session(), await store.new_session()
+    first = await store.create_conversation(mine, "m")
+    second = await store.create_conversation(mine, "m")
+    assert len(first) == 24 and int(first, 16) >= 0
+    assert await store.conversation(first, theirs) is None
+    assert not await store.rename_conversation(first, theirs, "stolen")
+    assert not await store.delete_conversation(first, theirs)
+    assert await store.conversations(theirs) == []
+    await asyncio.sleep(0.005)  # times are kept to the millisecond
+    await store.rename_conversation(first, mine, "Renamed")
+    listed = await store.conversations(mine)
+    assert [c.id for c in listed] == [first, second]  # the rename made the first the most recent
+    assert listed[0].title == "Renamed"
+    assert await store.delete_conversation(first, mine)
+    assert await store.conversation(first, mine) is None
+
+
+async def test_search_finds_titles_and_messages_of_the_session_only(store: Store) -> None:
+    mine, theirs = await store.new_session(), await store.new_session()
+    titled = await store.create_conversation(mine, "m")
+    await store.rename_conversation(titled, mine, "Trip to PARIS")
+    talked = await store.create_conversation(mine, "m")
+    await exchange(store, talked, 0, answer="Paris has 100% of the charm")
+    foreign = await store.create_conversation(theirs, "m")
+    await store.rename_conversation(foreign, theirs, "paris too")
+    assert {c.id for c in await store.search_conversations(mine, "paris")} == {titled, talked}
+    assert [c.id for c in await store.search_conversations(mine, "100%")] == [talked]
+    assert await store.search_conversations(mine, "1_0") == []  # "_" is itself, not any character
+    assert await store.search_conversations(theirs, "charm") == []
+
+
+async def test_the_conversation_cap_is_exact_under_concurrent_creates(db: str) -> None:
+    async with opened(db) as one, opened(db) as other:
+        session = await one.new_session()
+        tries = [(one if i % 2 else other).create_conversation(session, "m", limit=5) for i in range(12)]
+        results = await asyncio.gather(*tries, return_exceptions=True)
+    created = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, TooManyConversations)]
+    assert (len(created), len(refused)) == (5, 7)
+    assert "delete some" in str(refused[0])
+
+
+# Messages ---------------------------------------------------------------------------------------
+
+
+async def test_positions_follow_the_exchanges_and_a_retry_replaces_from_its_message(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m")
+    for n in range(3):
+        await exchange(store, conversation, n)
+    rows = await store.messages(conversation)
+    assert [(m.position, m.id, m.role) for m in rows][:3] == [
+        (0, "u0", "user"),
+        (1, "a0", "assistant"),
+        (2, "u1", "user"),
+    ]
+    assert [m.position for m in rows] == list(range(6))
+    await store.begin_exchange(conversation, "u1", "question 1, again", "a1-retry", 2)
+    rows = await store.messages(conversation)
+    assert [(m.position, m.id) for m in rows] == [(0, "u0"), (1, "a0"), (2, "u1"), (3, "a1-retry")]
+    assert rows[2].content == "question 1, again"
+
+
+async def test_checkpoints_are_read_while_generating_and_stop_once_finished(db: str) -> None:
+    async with opened(db) as writer, opened(db) as reader:
+        session = await writer.new_session()
+        conversation = await writer.create_conversation(session, "m")
+        await writer.begin_exchange(conversation, "u", "hello", "a", None)
+        await writer.save_partial(conversation, "a", "Hel", 1)
+        answer = (await reader.messages(conversation))[1]
+        assert (answer.status, answer.content, answer.generated_tokens) == ("generating", "Hel", 1)
+        await writer.finish_answer(
+            conversation, "a", "Hello!", finish_reason="eos_token", interruption=None, generated_tokens=3
+        )
+        await writer.save_partial(conversation, "a", "Hel", 1)  # a late checkpoint changes nothing
+        answer = (await reader.messages(conversation))[1]
+        assert (answer.status, answer.content, answer.finish_reason) == ("done", "Hello!", "eos_token")
+
+
+async def test_an_interrupted_answer_keeps_its_text_and_reason(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m")
+    await store.begin_exchange(conversation, "u", "hello", "a", None)
+    await store.finish_answer(
+        conversation, "a", "Hel", finish_reason=None, interruption="stop-generating was requested", generated_tokens=1
+    )
+    answer = (await store.messages(conversation))[1]
+    assert (answer.status, answer.content, answer.interruption) == (
+        "interrupted",
+        "Hel",
+        "stop-generating was requested",
+    )
+
+
+async def test_an_answer_left_generating_by_a_dead_server_is_marked_interrupted(db: str) -> None:
+    dead = await open_store(db, StoreOptions(lease=0.5))
+    session = await dead.new_session()
+    conversation = await dead.create_conversation(session, "m")
+    await dead.begin_exchange(conversation, "u", "hello", "a", None)
+    await dead.save_partial(conversation, "a", "saved last", 2)
+    if is_postgres(db):
+        # Another replica, while the first one is still connected but renews no lease.
+        async with opened(db, lease=0.5) as survivor:
+            await asyncio.sleep(0.7)
+            await survivor.upkeep()
+            answer = (await survivor.messages(conversation))[1]
+        assert isinstance(dead, PostgresStore)
+        await dead.close()
+    else:
+        await dead.close()  # SQLite serves one process: its next start does the marking
+        async with opened(db) as restarted:
+            answer = (await restarted.messages(conversation))[1]
+    assert (answer.status, answer.content, answer.interruption) == ("interrupted", "saved last", "server stopped")
+
+
+async def test_a_reused_message_id_or_a_deleted_conversation_is_a_typed_error(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m")
+    for attempt in range(5):
+        tries = [store.begin_exchange(conversation, f"u{attempt}", "hi", f"a{attempt}-{i}", None) for i in range(2)]
+        results = await asyncio.gather(*tries, return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["MessageIdTaken", "NoneType"]
+    await store.delete_conversation(conversation, session)
+    with pytest.raises(ConversationGone):
+        await store.begin_exchange(conversation, "u-late", "hi", "a-late", None)
+    assert issubclass(MessageIdTaken, Exception)
+
+
+# Rate limits ------------------------------------------------------------------------------------
+
+
+async def test_admit_counts_per_bucket_across_stores_and_says_when_to_retry(db: str) -> None:
+    async with opened(db) as one, opened(db) as other:
+        waits = await asyncio.gather(*[(one if i % 2 else other).admit("messages:s1", 5) for i in range(12)])
+        assert sum(1 for wait in waits if wait == 0) == 5
+        assert all(0 < wait <= 60 for wait in waits if wait)
+        assert await one.admit("messages:s2", 5) == 0  # another bucket is counted apart
+        await one.upkeep()  # entries younger than a minute survive the cleanup
+        assert await other.admit("messages:s1", 5) > 0
+
+
+# Migrations -------------------------------------------------------------------------------------
+
+
+async def test_stores_opening_together_migrate_once(db: str) -> None:
+    stores = await asyncio.gather(*[open_store(db) for _ in range(4)])
+    try:
+        session = await stores[0].new_session()
+        assert await stores[3].session(session) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_database_migrated_by_a_newer_version_is_refused(db: str) -> None:
+    async with opened(db):
+        pass
+    await raw(db, "INSERT INTO _migrations (name, applied_at) VALUES ('999_from_the_future', 'x')")
+    with pytest.raises(SchemaTooNew, match=r"999_from_the_future.*upgrade h2ochat"):
+        await open_store(db)
+
+
+async def test_sqlite_databases_of_the_first_schema_are_migrated_with_their_sessions(tmp_path: Any) -> None:
+    from h2ochat.server.storage.sqlite_schema import MIGRATIONS
+
+    path = str(tmp_path / "old.db")
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    MIGRATIONS[0][1](connection)
+    connection.execute("INSERT INTO _migrations VALUES ('001_create_tables', 'then')")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    connection.execute(
+        "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES ('c1', 'legacy', 'm', ?, ?)",
+        (stamp, stamp),
+    )
+    connection.commit()
+    connection.close()
+    async with opened(path) as store:
+        assert await store.session("legacy") is not None  # its conversations stay reachable, and can expire
+        assert [c.id for c in await store.conversations("legacy")] == ["c1"]
