@@ -41,7 +41,7 @@ class AttackFigures:
     missing_security_headers: int = 0
     forged_log_lines: int = 0
     former_500_tries: int = 0
-    statuses_5xx: int = 0
+    statuses_500: int = 0  # internal errors; a 503 "try again later" from a failing model is an answer
     former_500_statuses: dict[str, int] = field(default_factory=dict)
     queue_requests: int = 0
     queue_refused_at_once: int = 0
@@ -160,7 +160,7 @@ async def _former_500s(url: str, figures: AttackFigures) -> None:
             body = {"inputs": "hi", "parameters": {parameter: value}}
             statuses[await _status(http, "POST", url + "/generate", json=body)] += 1
     figures.former_500_tries = sum(statuses.values())
-    figures.statuses_5xx = sum(count for status, count in statuses.items() if status >= 500)
+    figures.statuses_500 = statuses[500]
     figures.former_500_statuses = {str(status): count for status, count in sorted(statuses.items())}
 
 

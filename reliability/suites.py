@@ -249,9 +249,9 @@ async def attacks_suite(report: Report, count: int, workdir: Path) -> None:
     add("attacks", "forged log lines", figures.forged_log_lines, figures.forged_log_lines == 0)
     add(
         "attacks",
-        "former 500s: 5xx answers",
-        f"{figures.statuses_5xx}/{figures.former_500_tries}",
-        figures.statuses_5xx == 0,
+        "former 500s: 500 answers",
+        f"{figures.statuses_500}/{figures.former_500_tries}",
+        figures.statuses_500 == 0,
     )
     add("attacks", "former 500s: statuses", ", ".join(f"{k}: {v}" for k, v in figures.former_500_statuses.items()))
     refused = f"{figures.queue_refused_at_once}/{figures.queue_requests}, slowest {figures.queue_slowest_refusal_s} s"
