@@ -17,6 +17,7 @@ __all__ = ["serve"]
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
+@click.option("--parallel", type=click.IntRange(1, 64), help="Answers each llama model computes at once (default 4).")
 @click.option("--db", help="SQLite file (default: h2ochat.db in the user data directory; ':memory:' keeps nothing).")
 @click.option("--no-welcome-gate", is_flag=True, help="Do not require the settings step before chatting.")
 @click.option("--rate-limit", type=click.IntRange(0), help="Messages per minute per session (0: no limit).")
@@ -50,6 +51,7 @@ def serve(config_path: str | None, gguf: str | None, debug: bool, log_level: str
 
 async def _serve(config_path: str | None, gguf: str | None, options: dict[str, Any]) -> None:
     from h2ochat.server import ServerConfig, default_models, load_config, serve
+    from h2ochat.server.config import LlamaEndpoint
 
     config = load_config(config_path) if config_path else ServerConfig()
     if gguf:
@@ -69,6 +71,9 @@ async def _serve(config_path: str | None, gguf: str | None, options: dict[str, A
     for key, value in settings.items():
         if value is not None:
             setattr(config, key, value)
+    if options["parallel"] is not None:  # every llama endpoint; the other backends have their own limits
+        for endpoint in (e for model in config.models for e in model.endpoints if isinstance(e, LlamaEndpoint)):
+            endpoint.parallel = options["parallel"]
 
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)

@@ -96,6 +96,7 @@ class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     # machine, the same as n_threads keeps prompt times steady.
     n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
     n_gpu_layers: int = 0
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # answers batched at once; each gets n_ctx / parallel
     # llama.cpp's extra CPU buffer types (AMX/repacked weights) crash on some
     # machines (seen: a Xeon with AMX under a hypervisor), so they are opt-in.
     extra_buffers: bool = False

@@ -82,6 +82,7 @@ class ModelRuntime:
         total = None if any(limit is None for limit in limits) else sum(limit for limit in limits if limit)
         # asyncio.Semaphore wakes waiters in arrival order: the queue is fair.
         self._slots = asyncio.Semaphore(total) if total else None
+        self.queued = 0  # requests waiting for a turn (GET /api/status)
 
     def pick(self, tried: set[int]) -> int:
         """A backend not tried yet, by weight, preferring those not cooling down."""
@@ -131,8 +132,17 @@ class ModelRuntime:
         if self._slots is None:
             yield
             return
-        async with self._slots:
+        self.queued += 1
+        if self._slots.locked():
+            log.info("model %s: every place is taken; %d request(s) queued", self.config.name, self.queued)
+        try:
+            await self._slots.acquire()
+        finally:
+            self.queued -= 1
+        try:
             yield
+        finally:
+            self._slots.release()
 
 
 @dataclass(eq=False)

@@ -364,6 +364,17 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     )
 
 
+@routes.get("/api/status")
+async def status(request: web.Request) -> web.StreamResponse:
+    """Per model: answers running and queued, and, for batching backends, places and recent tokens/s."""
+    models = {}
+    for name, runtime in request.app[MODELS].runtimes.items():
+        backends = [backend.stats() for backend in runtime.backends if hasattr(backend, "stats")]
+        running = sum(stats["running"] for stats in backends)
+        models[name] = {"running": running, "queued": runtime.queued, "endpoints": backends}
+    return json_response({"models": models})
+
+
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.StreamResponse:
     conversations = await request.app[STORE].conversations(request[SESSION])
