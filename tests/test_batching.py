@@ -138,6 +138,7 @@ async def test_a_too_long_prompt_is_refused_alone(sdk: openai.AsyncOpenAI) -> No
 
 async def test_a_new_answer_joins_the_running_batch(sdk: openai.AsyncOpenAI) -> None:
     arrivals: dict[str, list[float]] = {"long": [], "late": []}
+    under_way = asyncio.Event()
 
     async def stream(name: str, text: str, max_tokens: int) -> None:
         response = await sdk.chat.completions.create(
@@ -146,10 +147,11 @@ async def test_a_new_answer_joins_the_running_batch(sdk: openai.AsyncOpenAI) -> 
         async for chunk in response:
             if chunk.choices and chunk.choices[0].delta.content:
                 arrivals[name].append(time.monotonic())
+                if len(arrivals["long"]) == 20:
+                    under_way.set()
 
     long = asyncio.ensure_future(stream("long", "Write a long story about a lighthouse keeper.", 160))
-    while len(arrivals["long"]) < 20:
-        await asyncio.sleep(0.01)
+    await under_way.wait()
     await stream("late", "What is the capital of France?", 12)
     await long
     # The late answer was computed beside the long one, not after it.
@@ -165,17 +167,20 @@ async def test_a_client_that_leaves_frees_its_place(server: RunningServer, sdk: 
             return body["models"][SMOL]
 
     received = [0] * PARALLEL
+    all_started = asyncio.Event()
 
     async def story(index: int) -> None:
         messages = [{"role": "user", "content": f"Write a very long story about train number {index}."}]
-        options = {"stream": True, "temperature": 0, "max_tokens": 400}
-        async with await sdk.chat.completions.create(model=SMOL, messages=messages, **options) as stream:  # type: ignore[call-overload]
+        async with await sdk.chat.completions.create(
+            model=SMOL, messages=messages, stream=True, temperature=0, max_tokens=400
+        ) as stream:
             async for chunk in stream:
                 received[index] += bool(chunk.choices and chunk.choices[0].delta.content)
+                if all(received):
+                    all_started.set()
 
     stories = [asyncio.ensure_future(story(index)) for index in range(PARALLEL)]
-    while not all(received):
-        await asyncio.sleep(0.01)
+    await all_started.wait()
     waiting = asyncio.ensure_future(chat(sdk, "What is the capital of France?", max_tokens=12))
     await asyncio.sleep(0.5)
     full = await status()
