@@ -2,7 +2,8 @@
 
 Run as ``python -m bench.server --fixed TEXT`` (the deterministic fixed
 backend, one word per token) or ``python -m bench.server --llama`` (the
-default configuration: embedded SmolLM2).  It prints ``{"url": ..., "model": ...}``
+default configuration: embedded SmolLM2; ``--parallel N`` sets how many
+answers it batches).  It prints ``{"url": ..., "model": ...}``
 once ready and stops on SIGTERM.  The store is in memory and the welcome
 gate on, as by default.
 """
@@ -17,22 +18,25 @@ import signal
 
 from bench.common import announce, raise_fd_limit
 from h2ochat.server import ModelConfig, ServerConfig, start_server
-from h2ochat.server.config import FixedEndpoint
+from h2ochat.server.config import FixedEndpoint, LlamaEndpoint
 
 __all__ = ["FIXED_MODEL", "main"]
 
 FIXED_MODEL = "bench/fixed"
 
 
-def config(fixed: str | None) -> ServerConfig:
+def config(fixed: str | None, parallel: int | None = None) -> ServerConfig:
     settings = ServerConfig(host="127.0.0.1", port=0, db=":memory:")
     if fixed is not None:
         settings.models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed)])]
+    for endpoint in settings.models[0].endpoints:
+        if parallel is not None and isinstance(endpoint, LlamaEndpoint):
+            endpoint.parallel = parallel
     return settings
 
 
-async def _serve(fixed: str | None) -> None:
-    settings = config(fixed)
+async def _serve(fixed: str | None, parallel: int | None) -> None:
+    settings = config(fixed, parallel)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with start_server(settings) as server:
@@ -45,11 +49,12 @@ def main() -> None:
     backend = parser.add_mutually_exclusive_group(required=True)
     backend.add_argument("--fixed", metavar="TEXT", help="serve the fixed backend answering TEXT")
     backend.add_argument("--llama", action="store_true", help="serve the default model (embedded SmolLM2)")
+    parser.add_argument("--parallel", type=int, help="answers the llama model computes at once")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     raise_fd_limit(65536)  # a thousand simultaneous connections need more than the usual 1024 descriptors
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.fixed))
+        asyncio.run(_serve(args.fixed, args.parallel))
 
 
 if __name__ == "__main__":
