@@ -254,7 +254,9 @@ def _gguf() -> str:
 def _llama_cpp_python() -> Iterator[str]:
     port = _free_port()
     argv = [sys.executable, "-m", "tests.llama_server", "--model", _gguf(), "--host", "127.0.0.1"]
-    with _process([*argv, "--port", str(port), "--n_ctx", str(N_CTX)], port) as url:
+    # --interrupt_requests False: queue a new request instead of cutting the running answer short.
+    argv += ["--port", str(port), "--n_ctx", str(N_CTX), "--interrupt_requests", "False"]
+    with _process(argv, port) as url:
         yield url
 
 
