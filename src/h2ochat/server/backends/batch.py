@@ -3,10 +3,10 @@
 A :class:`Scheduler` owns a llama.cpp context whose memory holds ``parallel``
 sequences, each with its own share of the context (``n_ctx / parallel``
 cells, llama.cpp's split streams: one answer never reads another's cells).
-A worker thread runs the steps; each step is one ``llama_decode`` of one
-batch holding the last sampled token of every answer that is generating,
-then the next chunks of the prompts still being read, up to the step's token
-budget, so a long prompt delays the others' next token by one chunk at most.
+A worker thread runs the steps. A step decodes one batch holding the last
+sampled token of every answer that is generating, then the next chunks of the
+prompts still being read (a decode each), up to the step's token budget, so a
+long prompt delays the others' next token by one chunk at most.
 
 Every answer has its own sampler chain (penalties, then greedy or top-k,
 typical, top-p, temperature and a seeded draw), so its parameters and seed
@@ -122,6 +122,7 @@ class Scheduler:
         self._batch = llama_cpp.llama_batch_init(_BATCH, 0, 1)
         self._vocab = llama._model.vocab
         self._n_vocab = llama.n_vocab()
+        self._pieces: dict[int, tuple[bytes, bool]] = {}
         #: Tokens each answer may hold (prompt and answer), its share of the context.
         self.share = llama_cpp.llama_n_ctx_seq(self._ctx)
         self._free = list(range(parallel - 1, -1, -1))
@@ -261,16 +262,16 @@ class Scheduler:
 
     def _accept(self, slot: Slot, token: int) -> None:
         """Hand a sampled token to the answer's consumer; end the answer on EOS or its budget."""
-        llama, prompt_tokens = self._llama, len(slot.prompt)
+        prompt_tokens = len(slot.prompt)
         slot.generated += 1
         if slot.cancelled:
             return
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
-            text = llama.detokenize([token], special=True).decode("utf-8", "replace")
-            slot.emit(GeneratedToken(token, text, None, True, "eos_token", prompt_tokens))
+        piece, end = self._piece(token)
+        if end:
+            slot.emit(GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens))
             self._finish(slot)
             return
-        text = slot.decoder.decode(llama.detokenize([token]))
+        text = slot.decoder.decode(piece)
         if slot.generated >= slot.budget:
             text += slot.decoder.decode(b"", final=True)
             slot.emit(GeneratedToken(token, text, None, False, "length", prompt_tokens))
@@ -278,6 +279,19 @@ class Scheduler:
             return
         slot.last = token
         slot.emit(GeneratedToken(token, text, prompt_tokens=prompt_tokens))
+
+    def _piece(self, token: int) -> tuple[bytes, bool]:
+        """A token's bytes and whether it ends generation, looked up in llama.cpp once per token id.
+
+        Every call into llama.cpp gives up Python's lock and must win it back; with
+        the event loop busy writing the streams, that wait came to a few ms per call,
+        so the worker makes as few calls per step as it can.
+        """
+        known = self._pieces.get(token)
+        if known is None:
+            end = bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+            known = self._pieces[token] = (self._llama.detokenize([token], special=end), end)
+        return known
 
     def _finish(self, slot: Slot) -> None:
         """The answer is over: its sequence leaves the memory and its place is free for the next."""
