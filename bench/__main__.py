@@ -41,6 +41,10 @@ BENCHMARKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"tokens": 2000, "delay": 0.005, "loads": 10, "repeats": 3},
         {"tokens": 500, "delay": 0.005, "loads": 4, "repeats": 1},
     ),
+    "batching": (
+        {"concurrency": (1, 2, 4, 8, 16), "max_new_tokens": 128, "repeats": 2},
+        {"concurrency": (1, 4), "max_new_tokens": 32, "repeats": 1},
+    ),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"[dim]written: {path} (and {path.parent / ('latest-quick.json' if args.quick else 'latest.json')})[/dim]"
         )
+        suffix = "-quick" if args.quick else ""
+        for section in sections:  # a benchmark with a plot writes it beside the JSON
+            draw = getattr(importlib.import_module(f"bench.{section.key}"), "plot", None)
+            if draw is not None:
+                console.print(f"[dim]plot: {draw(section, path.parent / f'{section.key}{suffix}.png')}[/dim]")
     return 0 if all(target.met for section in sections for target in section.targets) else 1
 
 

@@ -2,7 +2,8 @@
 
 Run as ``python -m bench.server --fixed TEXT`` (the deterministic fixed
 backend, one word per token) or ``python -m bench.server --llama`` (the
-default configuration: embedded SmolLM2).  It prints ``{"url": ..., "model": ...}``
+default configuration: embedded SmolLM2; ``--parallel N`` sets how many
+answers it batches).  It prints ``{"url": ..., "model": ...}``
 once ready and stops on SIGTERM.  The store is in memory and the welcome
 gate on, as by default.
 """
@@ -16,7 +17,7 @@ import logging
 import signal
 
 from bench.common import announce, raise_fd_limit
-from h2ochat.server import ModelConfig, ServerConfig, start_server
+from h2ochat.server import ModelConfig, ServerConfig, load_config, start_server
 from h2ochat.server.config import FixedEndpoint
 
 __all__ = ["FIXED_MODEL", "main"]
@@ -24,15 +25,15 @@ __all__ = ["FIXED_MODEL", "main"]
 FIXED_MODEL = "bench/fixed"
 
 
-def config(fixed: str | None, delay: float = 0.0) -> ServerConfig:
+def config(fixed: str | None, delay: float = 0.0, parallel: int | None = None) -> ServerConfig:
     if fixed is None:
-        return ServerConfig(host="127.0.0.1", port=0, db=":memory:")
+        return load_config(host="127.0.0.1", port=0, db=":memory:", parallel=parallel)
     models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed, delay=delay)])]
     return ServerConfig(host="127.0.0.1", port=0, db=":memory:", models=models)
 
 
-async def _serve(fixed: str | None, delay: float) -> None:
-    settings = config(fixed, delay)
+async def _serve(fixed: str | None, delay: float, parallel: int | None) -> None:
+    settings = config(fixed, delay, parallel)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with start_server(settings) as server:
@@ -46,11 +47,12 @@ def main() -> None:
     backend.add_argument("--fixed", metavar="TEXT", help="serve the fixed backend answering TEXT")
     backend.add_argument("--llama", action="store_true", help="serve the default model (embedded SmolLM2)")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between the fixed backend's tokens")
+    parser.add_argument("--parallel", type=int, help="answers the llama model computes at once")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     raise_fd_limit(65536)  # a thousand simultaneous connections need more than the usual 1024 descriptors
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.fixed, args.delay))
+        asyncio.run(_serve(args.fixed, args.delay, args.parallel))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bench import concurrency, decode, latency, model, page, replicas, throughput
+from bench import batching, concurrency, decode, latency, model, page, replicas, throughput
 from bench.__main__ import parse
 from bench.common import Section
 from bench.report import machine, print_machine, print_section, print_summary, save
@@ -83,3 +83,13 @@ def test_command_line_options() -> None:
     assert parse(["--quick", "--only", "decode,latency"]).names == ["decode", "latency"]
     with pytest.raises(SystemExit):
         parse(["--only", "nonsense"])
+
+
+@pytest.mark.model
+def test_batching_runs_every_server_and_plots(tmp_path: Path) -> None:
+    section = check(batching.run(concurrency=(1, 2), max_new_tokens=4, repeats=1))
+    servers = {row.name for row in section.rows}
+    assert {batching.BATCHED, batching.ONE_AT_A_TIME, batching.LLAMA_CPP_PYTHON} <= servers
+    assert (batching.LLAMA_SERVER in servers) == (batching.llama_server() is not None)
+    image = batching.plot(section, tmp_path / "batching.png")
+    assert image.read_bytes().startswith(b"\x89PNG")

@@ -96,6 +96,7 @@ class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     # machine, the same as n_threads keeps prompt times steady.
     n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
     n_gpu_layers: int = 0
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # answers batched at once; each gets n_ctx / parallel
     # llama.cpp's extra CPU buffer types (AMX/repacked weights) crash on some
     # machines (seen: a Xeon with AMX under a hypervisor), so they are opt-in.
     extra_buffers: bool = False
@@ -277,9 +278,12 @@ def default_models(gguf: str | None = None) -> list[ModelConfig]:
     ]
 
 
-def load_config(path: str | Path | None = None, *, gguf: str | None = None, **overrides: Any) -> ServerConfig:
+def load_config(
+    path: str | Path | None = None, *, gguf: str | None = None, parallel: int | None = None, **overrides: Any
+) -> ServerConfig:
     """The settings: the TOML file at ``path`` (if any), then ``overrides`` (the command line's,
-    None meaning "not given"), then ``gguf`` in place of the file's models. Errors name the key at fault."""
+    None meaning "not given"), then ``gguf`` in place of the file's models and ``parallel`` on
+    every llama endpoint. Errors name the key at fault."""
     source = str(path) if path is not None else "the command line"
     file = _read_file(path) if path is not None else _File()
     settings = {**file.server, **{key: value for key, value in overrides.items() if value is not None}}
@@ -293,7 +297,18 @@ def load_config(path: str | Path | None = None, *, gguf: str | None = None, **ov
         config = msgspec.convert(settings, ServerConfig, from_attributes=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_where(str(exc))}") from None
+    if parallel is not None:
+        config = msgspec.structs.replace(config, models=[_with_parallel(model, parallel) for model in config.models])
     return config
+
+
+def _with_parallel(model: ModelConfig, parallel: int) -> ModelConfig:
+    """The model with ``parallel`` on its llama endpoints; the other backends have limits of their own."""
+    endpoints = [
+        msgspec.structs.replace(endpoint, parallel=parallel) if isinstance(endpoint, LlamaEndpoint) else endpoint
+        for endpoint in model.endpoints
+    ]
+    return msgspec.structs.replace(model, endpoints=endpoints)
 
 
 def _read_file(path: str | Path) -> _File:

@@ -151,11 +151,17 @@ class ModelRuntime:
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
-        if self._slots is None:
-            yield
+        if self._slots is None:  # no limit here (the engine queues): counted for /api/status only
+            self.running += 1
+            try:
+                yield
+            finally:
+                self.running -= 1
             return
         self.admit()  # again where the wait begins: others may have come since the request was admitted
         self.waiting += 1
+        if self.running >= self.places:
+            log.info("model %s: every place is taken; %d request(s) waiting", self.config.name, self.waiting)
         try:
             await asyncio.wait_for(self._slots.acquire(), self.config.max_wait)
         except asyncio.TimeoutError:

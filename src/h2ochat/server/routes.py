@@ -282,6 +282,16 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     )
 
 
+@routes.get("/api/status")
+async def status(request: web.Request) -> web.StreamResponse:
+    """Per model: answers running and queued, and, for batching backends, places and recent tokens/s."""
+    models = {}
+    for name, runtime in request.app[MODELS].runtimes.items():
+        backends = [backend.stats() for backend in runtime.backends if hasattr(backend, "stats")]
+        models[name] = {"running": runtime.running, "queued": runtime.waiting, "endpoints": backends}
+    return json_response({"models": models})
+
+
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.StreamResponse:
     store, session, query = request.app[STORE], request[SESSION], request.query.get("q", "").strip()

@@ -1,26 +1,24 @@
 """GGUF models run in-process by llama-cpp-python; the default is the embedded SmolLM2.
 
-llama.cpp blocks while it computes a token, so generation runs in a worker
-thread that hands each token to the event loop as soon as it exists, and
-checks a stop flag between tokens: closing the stream stops the model within
-a token. One model instance computes one answer at a time; the server queues
-the rest (``max_concurrency = 1``).
+Up to ``parallel`` answers are computed at once, batched in one llama.cpp
+context by :class:`~h2ochat.server.backends.batch.Scheduler` in a worker
+thread that hands each token to the event loop as soon as it exists; closing
+the stream frees the answer's place before the next step. The server queues
+the requests beyond ``parallel`` (``max_concurrency``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import importlib.util
-import random
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
+from h2ochat.server.backends.batch import Scheduler, Slot
 from h2ochat.server.config import ConfigError, LlamaEndpoint
 from h2ochat.server.hub import local_gguf
 from h2ochat.server.parameters import Parameters
@@ -28,7 +26,8 @@ from h2ochat.server.parameters import Parameters
 __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llama", "sampling_arguments"]
 
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_END = object()
+# The loaded Llama's own context is only for its tokenizer; llama.cpp's smallest useful size.
+_TOKENIZER_CONTEXT = 256
 _load_lock = threading.Lock()
 
 
@@ -123,37 +122,55 @@ def sampling_arguments(parameters: Parameters) -> dict[str, Any]:
 
 
 class LlamaBackend:
-    max_concurrency: int | None = 1
+    """A GGUF model answering up to ``endpoint.parallel`` requests at once (see :mod:`.batch`)."""
 
     def __init__(self, endpoint: LlamaEndpoint) -> None:
         self.endpoint = endpoint
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ochat-llama")
+        # The server's fair queue lets this many answers in at once; the scheduler batches them.
+        self.max_concurrency: int | None = endpoint.parallel
         self._llama: Any = None
+        self._scheduler: Scheduler | None = None
         self._template: Any = None
         self._bos = ""
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         # gguf = "hf:REPO:QUANT": from the Hub's cache, pulled on first use (blocking, hence the thread).
-        path = await loop.run_in_executor(self._executor, local_gguf, self.endpoint.gguf or embedded_gguf())
-        self._llama = await loop.run_in_executor(
-            self._executor,
-            lambda: load_llama(
-                path,
-                n_ctx=self.endpoint.n_ctx,
-                n_threads=self.endpoint.n_threads,
-                n_threads_batch=self.endpoint.n_threads_batch,
-                n_gpu_layers=self.endpoint.n_gpu_layers,
-                extra_buffers=self.endpoint.extra_buffers,
-            ),
-        )
+        path = await asyncio.to_thread(local_gguf, self.endpoint.gguf or embedded_gguf())
+        self._llama, self._scheduler = await asyncio.to_thread(self._load, path)
         self._template = self._chat_template(path)
 
+    def _load(self, path: str) -> tuple[Any, Scheduler]:
+        endpoint = self.endpoint
+        # This Llama is the model, vocabulary and thread settings; its own context is left
+        # small because the scheduler's context (n_ctx for every sequence) does the work.
+        llama = load_llama(
+            path,
+            n_ctx=_TOKENIZER_CONTEXT,
+            n_threads=endpoint.n_threads,
+            n_threads_batch=endpoint.n_threads_batch,
+            n_gpu_layers=endpoint.n_gpu_layers,
+            extra_buffers=endpoint.extra_buffers,
+        )
+        try:
+            scheduler = Scheduler(llama, n_ctx=endpoint.n_ctx, parallel=endpoint.parallel, sampling=sampling_arguments)
+        except BaseException:
+            llama.close()
+            raise
+        return llama, scheduler
+
     async def close(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
         llama, self._llama = self._llama, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.close)
         if llama is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, llama.close)
-        self._executor.shutdown(wait=True)
+            llama.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Running and waiting answers, free places and recent tokens/s (``GET /api/status``)."""
+        if self._scheduler is None:
+            return {"parallel": self.endpoint.parallel, "running": 0, "waiting": 0, "free": 0}
+        return self._scheduler.stats()
 
     def _chat_template(self, path: str) -> Any:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -171,7 +188,8 @@ class LlamaBackend:
         return self._template is not None
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        """The prompt as token ids: rendered, tokenized, truncated from the left."""
+        """The prompt as token ids: rendered, tokenized, truncated from the left; it must leave
+        room for an answer in one answer's share of the context."""
         if request.prompt is not None:
             prompt = request.prompt
         elif self._template is not None:
@@ -183,64 +201,42 @@ class LlamaBackend:
         truncate = request.parameters.truncate
         if truncate is not None and len(tokens) > truncate:
             tokens = tokens[-truncate:]
-        context = self._llama.n_ctx()
-        if len(tokens) >= context:
+        share = self._share
+        if len(tokens) >= share:
             raise InputTooLong(
-                f"the prompt is {len(tokens)} tokens but the model's context holds {context}; "
+                f"the prompt is {len(tokens)} tokens but each answer's share of the model's context holds {share} "
+                f"(n_ctx {self.endpoint.n_ctx} for {self.endpoint.parallel} at once); "
                 "send fewer or shorter messages, or set parameters.truncate"
             )
         return tokens
 
+    @property
+    def _share(self) -> int:
+        return self._scheduler.share if self._scheduler is not None else self.endpoint.n_ctx
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
-        if self._llama is None:
+        scheduler = self._scheduler
+        if scheduler is None:
             raise BackendError("the model is not loaded")
+        # Rendering and tokenizing a long chat takes a while: not on the event loop.
+        prompt = await asyncio.to_thread(self.prompt_tokens, request)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        stop = threading.Event()
+        queue: asyncio.Queue[GeneratedToken | BaseException] = asyncio.Queue()
 
-        def produce() -> None:
-            put = queue.put_nowait
-            try:
-                for token in self._tokens(request, stop):
-                    loop.call_soon_threadsafe(put, token)
-            except BaseException as exc:  # handed to the consumer, raised there
-                loop.call_soon_threadsafe(put, exc)
-            finally:
-                loop.call_soon_threadsafe(put, _END)
+        def emit(item: GeneratedToken | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = loop.run_in_executor(self._executor, produce)
+        budget = min(request.parameters.max_new_tokens or 1024, self._share - len(prompt))
+        slot = Slot(prompt, request.parameters, budget, emit)
+        scheduler.submit(slot)
         try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, BackendError):
-                    raise item
+            while True:
+                item = await queue.get()
                 if isinstance(item, BaseException):
-                    raise BackendError(f"llama.cpp failed: {item}") from item
+                    raise item if isinstance(item, BackendError) else BackendError(f"llama.cpp failed: {item}")
                 yield item
+                if item.finish_reason is not None:
+                    return
         finally:
-            stop.set()
-            await asyncio.shield(worker)
-
-    def _tokens(self, request: GenerationRequest, stop: threading.Event) -> Iterator[GeneratedToken]:
-        """Runs in the worker thread: the blocking llama.cpp loop."""
-        import llama_cpp
-
-        llama = self._llama
-        parameters = request.parameters
-        prompt = self.prompt_tokens(request)
-        budget = min(parameters.max_new_tokens or 1024, llama.n_ctx() - len(prompt))
-        if parameters.do_sample:
-            llama.set_seed(parameters.seed if parameters.seed is not None else random.getrandbits(31))
-        vocab = llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        for count, token in enumerate(llama.generate(prompt, **sampling_arguments(parameters)), start=1):
-            if stop.is_set():
-                return
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                text = llama.detokenize([token], special=True).decode("utf-8", "replace")
-                yield GeneratedToken(token, text, None, True, "eos_token", len(prompt))
-                return
-            text = decoder.decode(llama.detokenize([token]))
-            if count >= budget:
-                yield GeneratedToken(token, text + decoder.decode(b"", final=True), None, False, "length", len(prompt))
-                return
-            yield GeneratedToken(token, text, prompt_tokens=len(prompt))
+            scheduler.cancel(slot)

@@ -1,0 +1,326 @@
+"""Continuous batching for llama.cpp: one context, one sequence per answer, one batch per step.
+
+A :class:`Scheduler` owns a llama.cpp context whose memory holds ``parallel``
+sequences, each with its own share of the context (``n_ctx / parallel``
+cells, llama.cpp's split streams: one answer never reads another's cells).
+A worker thread runs the steps. A step decodes one batch holding the last
+sampled token of every answer that is generating, then the next chunks of the
+prompts still being read (a decode each), up to the step's token budget, so a
+long prompt delays the others' next token by one chunk at most.
+
+Every answer has its own sampler chain (penalties, then greedy or top-k,
+typical, top-p, temperature and a seeded draw), so its parameters and seed
+hold whatever else shares the batch. A new answer joins at the next step; an
+answer that ends, or whose consumer cancels it, has its sequence removed from
+the memory at once and its place given to the next one waiting.
+
+The event loop never waits on llama.cpp: :meth:`Scheduler.submit` and
+:meth:`Scheduler.cancel` only take a lock for a moment, and tokens come back
+through the slot's ``emit`` callback (``call_soon_threadsafe`` in the backend).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from h2ochat.server.backends import BackendError, GeneratedToken
+from h2ochat.server.parameters import Parameters
+
+__all__ = ["Scheduler", "Slot", "sampler_chain"]
+
+log = logging.getLogger("h2ochat.server")
+
+# llama-cpp-python's Llama penalizes repeats among the last 64 tokens; the same here,
+# so that an answer is the one the non-batched backend gave.
+_PENALTY_LAST_N = 64
+# Tokens per step while others are generating: a prompt chunk costs them this much delay.
+_CHUNK = 128
+# Tokens per step at most (alone, a prompt is read in chunks this large).
+_BATCH = 512
+# Recent tokens/s is counted over this many seconds.
+_WINDOW = 10.0
+
+
+@dataclass(eq=False)
+class Slot:
+    """One answer in the scheduler: its prompt, sampling, budget and where it stands."""
+
+    prompt: list[int]
+    parameters: Parameters
+    budget: int  # new tokens at most (max_new_tokens, or what is left of its share of the context)
+    emit: Callable[[GeneratedToken | BaseException], None]  # called from the worker thread
+    seq_id: int = -1
+    read: int = 0  # prompt tokens decoded so far
+    last: int | None = None  # the sampled token to decode next
+    generated: int = 0
+    cancelled: bool = False
+    sampler: Any = None
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def position(self) -> int:
+        return self.read + self.generated - 1 if self.last is not None else self.read
+
+
+def sampler_chain(llama_cpp: Any, arguments: dict[str, Any], n_vocab: int, seed: int | None) -> Any:
+    """A llama.cpp sampler chain built as llama-cpp-python's ``Llama.generate`` builds it.
+
+    ``arguments`` is :func:`h2ochat.server.backends.llama.sampling_arguments`'s
+    output: temperature 0 means greedy. The seed is cut to 32 bits, as ``Llama``
+    passes it to llama.cpp, so a seeded answer matches the non-batched one.
+    """
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, arguments["repeat_penalty"], 0.0, 0.0))
+    if arguments["temp"] == 0.0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    add(chain, llama_cpp.llama_sampler_init_top_k(arguments["top_k"]))
+    add(chain, llama_cpp.llama_sampler_init_typical(arguments["typical_p"], 1))
+    add(chain, llama_cpp.llama_sampler_init_top_p(arguments["top_p"], 1))
+    add(chain, llama_cpp.llama_sampler_init_min_p(arguments["min_p"], 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(arguments["temp"]))
+    draw = seed if seed is not None else random.getrandbits(32)
+    add(chain, llama_cpp.llama_sampler_init_dist(draw & 0xFFFFFFFF))
+    return chain
+
+
+class Scheduler:
+    """Runs every answer of one model in one llama.cpp context, batched step by step.
+
+    ``llama`` is a loaded ``llama_cpp.Llama``: its model, vocabulary and thread
+    settings are used; the context here is a second one, sized ``n_ctx`` for
+    ``parallel`` sequences.
+    """
+
+    def __init__(self, llama: Any, *, n_ctx: int, parallel: int, sampling: Callable[[Parameters], dict[str, Any]]):
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._llama = llama
+        self._sampling = sampling
+        self.parallel = parallel
+        params = type(llama.context_params).from_buffer_copy(llama.context_params)
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = _BATCH
+        params.n_seq_max = parallel
+        params.kv_unified = False  # a fixed share per answer: one answer cannot starve another of memory
+        params.no_perf = True
+        self._threads = (params.n_threads, params.n_threads_batch)
+        self._threads_now = params.n_threads_batch
+        self._ctx = llama_cpp.llama_init_from_model(llama.model, params)
+        if not self._ctx:
+            raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {parallel} sequences")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(_BATCH, 0, 1)
+        self._vocab = llama._model.vocab
+        self._n_vocab = llama.n_vocab()
+        self._pieces: dict[int, tuple[bytes, bool]] = {}
+        #: Tokens each answer may hold (prompt and answer), its share of the context.
+        self.share = llama_cpp.llama_n_ctx_seq(self._ctx)
+        self._free = list(range(parallel - 1, -1, -1))
+        self._waiting: deque[Slot] = deque()
+        self._running: list[Slot] = []
+        self._recent: deque[tuple[float, int]] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="h2ochat-llama-batch", daemon=True)
+        self._thread.start()
+
+    # Called from the event loop --------------------------------------------------------------
+
+    def submit(self, slot: Slot) -> None:
+        with self._wake:
+            if self._closing:
+                raise BackendError("the model is shutting down")
+            self._waiting.append(slot)
+            self._wake.notify()
+
+    def cancel(self, slot: Slot) -> None:
+        """End ``slot`` (its consumer left or stopped it): its place is freed before the next step."""
+        with self._wake:
+            slot.cancelled = True
+            self._wake.notify()
+
+    def stats(self) -> dict[str, Any]:
+        """Running and waiting answers, free places, and tokens/s over the last few seconds."""
+        with self._wake:
+            now = time.monotonic()
+            recent = sum(count for when, count in self._recent if when >= now - _WINDOW)
+            return {
+                "parallel": self.parallel,
+                "running": len(self._running),
+                "waiting": len(self._waiting),
+                "free": len(self._free),
+                "context_per_answer": self.share,
+                "tokens_per_second": round(recent / _WINDOW, 1),
+            }
+
+    def close(self) -> None:
+        """Stop the worker (every answer still open gets an error), then free llama.cpp's memory."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        for slot in [*self._waiting, *self._running]:
+            slot.emit(BackendError("the model is shutting down"))
+            self._release(slot)
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+
+    # The worker thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closing and not self._waiting and not self._running:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                self._admit()
+            if self._running:
+                try:
+                    self._step()
+                except Exception as exc:  # a llama.cpp failure ends the answers in that step, not the worker
+                    log.exception("a batched llama.cpp step failed")
+                    for slot in list(self._running):
+                        slot.emit(BackendError(f"llama.cpp failed: {exc}"))
+                        self._finish(slot)
+
+    def _admit(self) -> None:
+        """Drop cancelled answers; give free places to those waiting, first come first served."""
+        for slot in [slot for slot in self._running if slot.cancelled]:
+            self._release(slot)
+            self._running.remove(slot)
+            self._free.append(slot.seq_id)
+        self._waiting = deque(slot for slot in self._waiting if not slot.cancelled)
+        while self._waiting and self._free:
+            slot = self._waiting.popleft()
+            slot.seq_id = self._free.pop()
+            slot.sampler = sampler_chain(
+                self._lib, self._sampling(slot.parameters), self._n_vocab, slot.parameters.seed
+            )
+            self._running.append(slot)
+            log.debug("answer joined the batch: %d running, %d waiting", len(self._running), len(self._waiting))
+
+    def _step(self) -> None:
+        """One step: a batch of every generating answer's next token, then prompt chunks up to the budget.
+
+        Each prompt chunk is a ``llama_decode`` of its own: llama.cpp splits a batch
+        that mixes sequences into equal parts per sequence, so prompts of several
+        answers in one batch took about twice as long as the same tokens read one
+        prompt at a time (measured on this machine). A first token is handed over as
+        soon as its prompt is read.
+        """
+        generating = [slot for slot in self._running if slot.last is not None]
+        for index, slot in enumerate(generating):
+            assert slot.last is not None
+            self._put(index, slot.last, slot.position, slot.seq_id, True)
+        if generating:
+            self._use_threads(self._threads[0])
+            self._decode(len(generating), list(enumerate(generating)))
+        budget = _CHUNK if generating else _BATCH
+        for slot in [slot for slot in self._running if slot.read < len(slot.prompt)]:
+            if budget <= 0:
+                break
+            take = min(len(slot.prompt) - slot.read, budget)
+            for offset in range(take):
+                position = slot.read + offset
+                self._put(offset, slot.prompt[position], position, slot.seq_id, position == len(slot.prompt) - 1)
+            slot.read += take
+            budget -= take
+            self._use_threads(self._threads[1])
+            self._decode(take, [(take - 1, slot)] if slot.read == len(slot.prompt) else [])
+
+    def _use_threads(self, threads: int) -> None:
+        """Generated tokens get ``n_threads``, prompts ``n_threads_batch``, as for one answer alone.
+
+        llama.cpp would take ``n_threads_batch`` for any batch of more than one token, so
+        eight answers' next tokens would get the prompt-reading threads. Those threads
+        wait for each other at every layer: on the shared 2-core machine this was built
+        on, two of them gave from 18 to 79 tokens/s for 8 answers (one thread: 103 to 126,
+        steady); see bench/README.md.
+        """
+        if threads != self._threads_now:
+            self._lib.llama_set_n_threads(self._ctx, self._threads[0], threads)
+            self._threads_now = threads
+
+    def _decode(self, count: int, outputs: list[tuple[int, Slot]]) -> None:
+        """Decode the batch's first ``count`` tokens, then sample each answer at its output index."""
+        self._batch.n_tokens = count
+        status = self._lib.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise BackendError(f"llama_decode returned {status}")
+        for index, slot in outputs:
+            self._accept(slot, self._lib.llama_sampler_sample(slot.sampler, self._ctx, index))
+        if outputs:
+            with self._wake:
+                now = time.monotonic()
+                self._recent.append((now, len(outputs)))
+                while self._recent and self._recent[0][0] < now - _WINDOW:
+                    self._recent.popleft()
+
+    def _put(self, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq_id
+        batch.logits[index] = logits
+
+    def _accept(self, slot: Slot, token: int) -> None:
+        """Hand a sampled token to the answer's consumer; end the answer on EOS or its budget."""
+        prompt_tokens = len(slot.prompt)
+        slot.generated += 1
+        if slot.cancelled:
+            return
+        piece, end = self._piece(token)
+        if end:
+            slot.emit(GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens))
+            self._finish(slot)
+            return
+        text = slot.decoder.decode(piece)
+        if slot.generated >= slot.budget:
+            text += slot.decoder.decode(b"", final=True)
+            slot.emit(GeneratedToken(token, text, None, False, "length", prompt_tokens))
+            self._finish(slot)
+            return
+        slot.last = token
+        slot.emit(GeneratedToken(token, text, prompt_tokens=prompt_tokens))
+
+    def _piece(self, token: int) -> tuple[bytes, bool]:
+        """A token's bytes and whether it ends generation, looked up in llama.cpp once per token id.
+
+        Every call into llama.cpp gives up Python's lock and must win it back; with
+        the event loop busy writing the streams, that wait came to a few ms per call,
+        so the worker makes as few calls per step as it can.
+        """
+        known = self._pieces.get(token)
+        if known is None:
+            end = bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+            known = self._pieces[token] = (self._llama.detokenize([token], special=end), end)
+        return known
+
+    def _finish(self, slot: Slot) -> None:
+        """The answer is over: its sequence leaves the memory and its place is free for the next."""
+        with self._wake:
+            self._release(slot)
+            with contextlib.suppress(ValueError):
+                self._running.remove(slot)
+                self._free.append(slot.seq_id)
+
+    def _release(self, slot: Slot) -> None:
+        if slot.seq_id >= 0:
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        if slot.sampler is not None:
+            self._lib.llama_sampler_free(slot.sampler)
+            slot.sampler = None

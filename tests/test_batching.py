@@ -1,0 +1,209 @@
+"""Continuous batching with the real SmolLM2 model, over real loopback HTTP.
+
+Each answer in a batch must be what the same request gives alone, with its own
+parameters and seed; answers join and leave between steps; a prompt too long
+for its share of the context is refused for that request only. The clients
+are the openai SDK (``/v1``) and plain HTTP on TGI's ``/generate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from h2ochat.server import RunningServer, ServerConfig, start_server
+from h2ochat.server.config import LlamaEndpoint, default_models
+from tests.conftest import SMOL
+
+pytestmark = pytest.mark.model
+
+PARALLEL = 4
+N_CTX = 2048  # 512 tokens per answer: a long prompt is easy to build
+PROMPTS = [
+    "Write a short story about a robot named Unit {i} who learns to paint.",
+    "List three facts about the number {i}.",
+    "Explain in two sentences why the sky is blue, for a {i}-year-old.",
+    "Describe a city called Port {i} in a few sentences.",
+    "Give {i} tips for learning to cook.",
+    "What happens in chapter {i} of a mystery novel about a lost key?",
+]
+
+
+def config(parallel: int = PARALLEL) -> ServerConfig:
+    settings = ServerConfig(port=0, db=":memory:")
+    settings.models = default_models()
+    endpoint = settings.models[0].endpoints[0]
+    assert isinstance(endpoint, LlamaEndpoint)
+    endpoint.parallel, endpoint.n_ctx = parallel, N_CTX
+    return settings
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    async with start_server(config()) as running:
+        yield running
+
+
+@pytest.fixture
+async def sdk(server: RunningServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+async def chat(sdk: openai.AsyncOpenAI, text: str, **options: Any) -> tuple[str, str | None]:
+    """A streamed greedy /v1 answer: (text, finish reason)."""
+    stream = await sdk.chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": text}], stream=True, temperature=0, **options
+    )
+    parts: list[str] = []
+    finish = None
+    async for chunk in stream:
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    return "".join(parts), finish
+
+
+async def generate(server: RunningServer, inputs: str, **parameters: Any) -> tuple[int, dict[str, Any]]:
+    """TGI's /generate, whole answer with details: (status, body)."""
+    async with aiohttp.ClientSession() as http:
+        body = {"inputs": inputs, "parameters": {"details": True, **parameters}}
+        async with http.post(server.url + "/generate", json=body) as response:
+            return response.status, await response.json()
+
+
+async def test_greedy_answers_in_a_batch_are_the_answers_alone(sdk: openai.AsyncOpenAI) -> None:
+    prompts = [template.format(i=index + 3) for index, template in enumerate(PROMPTS)]
+    alone = [await chat(sdk, prompt, max_tokens=48) for prompt in prompts]
+    together = await asyncio.gather(*(chat(sdk, prompt, max_tokens=48) for prompt in prompts))
+    assert together == alone  # six answers on four places: two also waited and joined mid-batch
+    assert len({text for text, _ in alone}) == len(prompts)
+
+
+async def test_every_parameter_holds_per_answer(server: RunningServer) -> None:
+    sampled = {
+        "do_sample": True,
+        "temperature": 0.9,
+        "top_k": 40,
+        "top_p": 0.9,
+        "typical_p": 0.95,
+        "repetition_penalty": 1.3,
+        "seed": 12345,
+        "max_new_tokens": 40,
+    }
+    filler = "Ignore this filler sentence. " * 120 + "What is the capital of France?"
+    requests = {
+        "sampled": ("Write a poem about the sea.", sampled),
+        "other seed": ("Write a poem about the sea.", {**sampled, "seed": 54321}),
+        "stop": ("Count from 1 to 20.", {"stop": ["5."], "max_new_tokens": 60}),
+        "short": ("Write a long story about a dragon.", {"max_new_tokens": 5}),
+        "truncated": (filler, {"truncate": 40, "max_new_tokens": 20}),
+    }
+    alone = {name: await generate(server, text, **parameters) for name, (text, parameters) in requests.items()}
+    together = dict(
+        zip(
+            requests,
+            await asyncio.gather(*(generate(server, text, **parameters) for text, parameters in requests.values())),
+            strict=True,
+        )
+    )
+    assert {name: status for name, (status, _) in together.items()} == dict.fromkeys(requests, 200)
+    assert together == alone
+    answers = {name: body for name, (_, body) in together.items()}
+    assert answers["sampled"]["details"]["seed"] == 12345
+    assert answers["sampled"]["generated_text"] != answers["other seed"]["generated_text"]
+    assert answers["stop"]["details"]["finish_reason"] == "stop_sequence"
+    assert answers["stop"]["generated_text"].endswith("4\n5.")
+    assert answers["short"]["details"]["finish_reason"] == "length"
+    assert answers["short"]["details"]["generated_tokens"] == 5
+    # Without truncate the filler is longer than one answer's share of the context (512 tokens).
+    status, refused = await generate(server, filler, max_new_tokens=20)
+    assert status == 422 and "share" in refused["error"]
+
+
+async def test_a_too_long_prompt_is_refused_alone(sdk: openai.AsyncOpenAI) -> None:
+    long = "word " * 700  # over 512 tokens: one answer's share of 2048 for 4
+    normal = asyncio.ensure_future(chat(sdk, "What is the capital of France?", max_tokens=24))
+    with pytest.raises(openai.BadRequestError, match="share of the model's context"):
+        await sdk.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": long}], max_tokens=8)
+    text, finish = await normal
+    assert "Paris" in text and finish == "stop"
+
+
+async def test_a_new_answer_joins_the_running_batch(sdk: openai.AsyncOpenAI) -> None:
+    arrivals: dict[str, list[float]] = {"long": [], "late": []}
+    under_way = asyncio.Event()
+
+    async def stream(name: str, text: str, max_tokens: int) -> None:
+        response = await sdk.chat.completions.create(
+            model=SMOL, messages=[{"role": "user", "content": text}], stream=True, temperature=0, max_tokens=max_tokens
+        )
+        async for chunk in response:
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals[name].append(time.monotonic())
+                if len(arrivals["long"]) == 20:
+                    under_way.set()
+
+    long = asyncio.ensure_future(stream("long", "Write a long story about a lighthouse keeper.", 160))
+    await under_way.wait()
+    await stream("late", "What is the capital of France?", 12)
+    await long
+    # The late answer was computed beside the long one, not after it.
+    assert arrivals["late"][-1] < arrivals["long"][-1]
+    assert any(arrivals["late"][0] < when for when in arrivals["long"])
+
+
+async def test_a_client_that_leaves_frees_its_place(server: RunningServer, sdk: openai.AsyncOpenAI) -> None:
+    async def status() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/api/status") as response:
+            assert response.status == 200
+            body: dict[str, Any] = await response.json()
+            return body["models"][SMOL]
+
+    received = [0] * PARALLEL
+    all_started = asyncio.Event()
+
+    async def story(index: int) -> None:
+        messages = [{"role": "user", "content": f"Write a very long story about train number {index}."}]
+        async with await sdk.chat.completions.create(
+            model=SMOL, messages=messages, stream=True, temperature=0, max_tokens=400
+        ) as stream:
+            async for chunk in stream:
+                received[index] += bool(chunk.choices and chunk.choices[0].delta.content)
+                if all(received):
+                    all_started.set()
+
+    stories = [asyncio.ensure_future(story(index)) for index in range(PARALLEL)]
+    await all_started.wait()
+    waiting = asyncio.ensure_future(chat(sdk, "What is the capital of France?", max_tokens=12))
+    await asyncio.sleep(0.5)
+    full = await status()
+    assert (full["running"], full["queued"]) == (PARALLEL, 1)
+    assert full["endpoints"][0]["free"] == 0 and full["endpoints"][0]["tokens_per_second"] > 0
+    assert not any(task.done() for task in stories)
+    stories[0].cancel()  # the client leaves: the waiting request takes its place
+    text, _ = await asyncio.wait_for(waiting, 60)
+    assert "Paris" in text
+    after = await status()
+    assert after["queued"] == 0 and after["running"] == PARALLEL - 1
+    for task in stories:
+        task.cancel()
+    await asyncio.gather(*stories, return_exceptions=True)
+    for _ in range(100):
+        if (await status())["endpoints"][0]["free"] == PARALLEL:
+            break
+        await asyncio.sleep(0.05)
+    assert (await status())["endpoints"][0] | {"tokens_per_second": 0} == {
+        "parallel": PARALLEL,
+        "running": 0,
+        "waiting": 0,
+        "free": PARALLEL,
+        "context_per_answer": N_CTX // PARALLEL,
+        "tokens_per_second": 0,
+    }
