@@ -190,14 +190,13 @@ class LlamaBackend:
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The prompt as token ids: rendered, tokenized, truncated from the left; it must leave
         room for an answer in one answer's share of the context."""
-        if request.prompt is not None:
-            prompt = request.prompt
+        if request.prompt is not None:  # chat-ui tokens: the prompt is markup and text in one string
+            add_bos = not (self._bos and request.prompt.startswith(self._bos))
+            tokens: list[int] = self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True)
         elif self._template is not None:
-            prompt = self._template(messages=request.messages).prompt
+            tokens = self._template_tokens(request.messages)
         else:
             raise BackendError("this GGUF file has no chat template; configure user_message_token and friends")
-        add_bos = not (self._bos and prompt.startswith(self._bos))
-        tokens: list[int] = self._llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
         truncate = request.parameters.truncate
         if truncate is not None and len(tokens) > truncate:
             tokens = tokens[-truncate:]
@@ -209,6 +208,28 @@ class LlamaBackend:
                 "send fewer or shorter messages, or set parameters.truncate"
             )
         return tokens
+
+    def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template's markup as special tokens, the messages' text as plain text.
+
+        Tokenized as one string, a message holding ``<|im_start|>system`` would become the
+        template's own control tokens and forge a turn. So the template is rendered around
+        placeholders, and each message's text is tokenized apart with special tokens off.
+        """
+        marks = [f"\x00h2ochat-{index}\x00" for index in range(len(messages))]
+        placeholders = [{**message, "content": mark} for message, mark in zip(messages, marks, strict=True)]
+        rendered: str = self._template(messages=placeholders).prompt
+        llama, rest = self._llama, rendered
+        tokens: list[int] = []
+        add_bos = not (self._bos and rendered.startswith(self._bos))
+        for message, mark in zip(messages, marks, strict=True):
+            markup, found, rest = rest.partition(mark)
+            if not found:  # a template that does not show the content as given: render it plainly
+                prompt = self._template(messages=messages).prompt
+                return list(llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+            tokens += llama.tokenize(markup.encode("utf-8"), add_bos=add_bos and not tokens, special=True)
+            tokens += llama.tokenize(message["content"].encode("utf-8"), add_bos=False, special=False)
+        return tokens + list(llama.tokenize(rest.encode("utf-8"), add_bos=False, special=True))
 
     @property
     def _share(self) -> int:
