@@ -36,12 +36,11 @@ PROMPTS = [
 
 
 def config(parallel: int = PARALLEL) -> ServerConfig:
-    settings = ServerConfig(port=0, db=":memory:")
-    settings.models = default_models()
-    endpoint = settings.models[0].endpoints[0]
+    model = default_models()[0]
+    endpoint = model.endpoints[0]
     assert isinstance(endpoint, LlamaEndpoint)
     endpoint.parallel, endpoint.n_ctx = parallel, N_CTX
-    return settings
+    return ServerConfig(port=0, db=":memory:", models=[model])
 
 
 @pytest.fixture
