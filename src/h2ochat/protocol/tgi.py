@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from h2ochat.protocol.errors import H2oChatError, MalformedEvent, error_for_event
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, NESTING_CHECK_SIZE, too_deep
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE, EventStreamDecoder
 
 __all__ = [
@@ -146,10 +147,11 @@ class TGIStreamDecoder:
         data = self._sse.lone_data(chunk)
         if data is None:
             return self._decode_blocks(chunk)
+        # A short event cannot nest too deeply (nesting.py): the check costs one comparison here.
         try:
-            event = _event_decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            event = None  # invalid JSON, UTF-8 or absurd nesting: parse_event says which
+            event = None if len(data) > NESTING_CHECK_SIZE and too_deep(data) else _event_decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            event = None  # invalid JSON or UTF-8, or nested too deeply: parse_event says which
         if event is None or event.error is not None:
             try:
                 event = parse_event(data.decode("utf-8", "replace"))
@@ -171,9 +173,10 @@ class TGIStreamDecoder:
             if len(block) > limit:
                 return _raising(events, sse.too_large(len(block)))
             if block[:5] == b"data:" and 10 not in block:
+                data = block[6:] if block[5:6] == b" " else block[5:]
                 try:
-                    event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
-                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                    event = None if len(data) > NESTING_CHECK_SIZE and too_deep(data) else _event_decoder.decode(data)
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     event = None
                 if event is not None and event.error is None:
                     append(event)
@@ -207,11 +210,12 @@ def _raising(events: list[StreamEvent], error: H2oChatError) -> Iterator[StreamE
 
 def parse_event(data: str) -> StreamEvent:
     """Decode one event's data; an error event becomes its typed exception."""
+    if too_deep(data):
+        raise MalformedEvent(f"the server sent an event nested more than {MAX_JSON_DEPTH} levels deep: {data[:120]!r}")
     try:
         event = _event_decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
-        detail = exc if isinstance(exc, msgspec.DecodeError) else "nested too deeply"
-        raise MalformedEvent(f"the server sent an event that is not a TGI event ({detail}): {data[:120]!r}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedEvent(f"the server sent an event that is not a TGI event ({exc}): {data[:120]!r}") from None
     if event.error is not None:
         raise error_for_event(event.error, event.error_type)
     return event
