@@ -21,12 +21,18 @@ import gc
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from h2ochat.server import ConfigError, ModelConfig, ServerConfig, start_server
+from h2ochat.server import ConfigError, ModelConfig, ServerConfig, start_server, storage
 from h2ochat.server.config import TgiEndpoint
-from h2ochat.server.storage import Store
+
+
+async def _open_store(path: str) -> Any:
+    # Store.open here; open_store(db) once storage is an interface (the lead's rewrite): drop this then.
+    opener = getattr(storage, "open_store", None)
+    return await (opener(path) if opener is not None else storage.Store.open(path))
 
 
 def _unclosed_databases(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -40,9 +46,9 @@ def _unclosed_databases(caught: list[warnings.WarningMessage]) -> list[str]:
 def _failing_config(db: str) -> ServerConfig:
     # A tgi endpoint needs chat-ui tokens: the models' start refuses the
     # configuration, after the database has been opened.
-    config = ServerConfig(port=0, db=db)
-    config.models = [ModelConfig(name="down", endpoints=[TgiEndpoint(url="http://127.0.0.1:9")])]
-    return config
+    return ServerConfig(
+        port=0, db=db, models=[ModelConfig(name="down", endpoints=[TgiEndpoint(url="http://127.0.0.1:9")])]
+    )
 
 
 async def _start_and_fail(config: ServerConfig) -> None:
@@ -87,7 +93,7 @@ async def test_a_database_that_cannot_be_opened_leaves_nothing_open(tmp_path: Pa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(Exception, match="not a database"):
-            await Store.open(str(path))
+            await _open_store(str(path))
         await _collect()
     assert _unclosed_databases(caught) == []
     assert await _threads_settle(before) == set()
@@ -98,7 +104,7 @@ async def test_every_store_call_of_the_server_runs_without_a_warning(tmp_path: P
     # the 3.12.0-3.12.3 DeprecationWarning for "?1" placeholders fails this test there.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        store = await Store.open(str(tmp_path / "chat.db"))
+        store = await _open_store(str(tmp_path / "chat.db"))
         try:
             await _exercise(store)
         finally:
@@ -106,7 +112,7 @@ async def test_every_store_call_of_the_server_runs_without_a_warning(tmp_path: P
         await _collect()
 
 
-async def _exercise(store: Store) -> None:
+async def _exercise(store: Any) -> None:
     await store.save_settings("s1", "model-a", share=True, accepted=True)
     first = await store.session("s1")
     assert first is not None and first.active_model == "model-a" and first.share_conversations
