@@ -169,13 +169,18 @@ class TGIStreamDecoder:
         events: list[StreamEvent] = []
         append = events.append
         limit = sse.max_event_size
+        nesting_check = NESTING_CHECK_SIZE
         for block in blocks:
-            if len(block) > limit:
-                return _raising(events, sse.too_large(len(block)))
+            size = len(block)
+            if size > limit:
+                return _raising(events, sse.too_large(size))
             if block[:5] == b"data:" and 10 not in block:
-                data = block[6:] if block[5:6] == b" " else block[5:]
+                # The block's "data:" holds no bracket or quote: too_deep reads it like the data alone.
                 try:
-                    event = None if len(data) > NESTING_CHECK_SIZE and too_deep(data) else _event_decoder.decode(data)
+                    if size > nesting_check and too_deep(block):
+                        event = None
+                    else:
+                        event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
                 except (msgspec.DecodeError, UnicodeDecodeError):
                     event = None
                 if event is not None and event.error is None:
