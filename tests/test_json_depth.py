@@ -9,10 +9,11 @@ the version running it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,11 @@ from h2ochat.protocol.errors import MalformedEvent, body_excerpt
 from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.protocol.tgi import TGIStreamDecoder, encode_stream_event
 from h2ochat.protocol.tgi import Token as TGIToken
-from h2ochat.server import RunningServer
+from h2ochat.server import RunningServer, start_server
+from h2ochat.server.config import OpenAIEndpoint
 from h2ochat.server.routes import BadBody, parse_json
 from tests.conftest import RawClient
+from tests.test_upstream import Peer, chunk, config_with, stream_events
 
 
 def nested(depth: int, inner: bytes = b"1") -> bytes:
@@ -139,3 +142,18 @@ async def test_a_request_nested_past_the_limit_is_refused_saying_so(
         assert f"nested more than {MAX_JSON_DEPTH} levels" in json.dumps(answer[1])
     finally:
         await client.close()
+
+
+# The server's upstream engines ----------------------------------------------------------------
+
+
+async def test_an_upstream_chunk_nested_past_the_limit_ends_the_answer_with_an_error_event(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    deep = {**chunk("lo"), "extra": json.loads(nested(MAX_JSON_DEPTH))}  # one level more with the chunk
+    url = await Peer(chunks=[chunk("Hel"), deep]).serve(aiohttp_server)
+    async with start_server(config_with("down", OpenAIEndpoint(url=url))) as down:
+        parsed = await stream_events(down)
+    assert [event["token"]["text"] for event in parsed[:-1]] == ["Hel"]
+    assert parsed[-1]["error_type"] == "generation"
+    assert f"nested more than {MAX_JSON_DEPTH} levels" in parsed[-1]["error"]
