@@ -9,6 +9,7 @@ the version running it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -148,12 +149,15 @@ async def test_a_request_nested_past_the_limit_is_refused_saying_so(
 
 
 async def test_an_upstream_chunk_nested_past_the_limit_ends_the_answer_with_an_error_event(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]], caplog: pytest.LogCaptureFixture
 ) -> None:
     deep = {**chunk("lo"), "extra": json.loads(nested(MAX_JSON_DEPTH))}  # one level more with the chunk
     url = await Peer(chunks=[chunk("Hel"), deep]).serve(aiohttp_server)
-    async with start_server(config_with("down", OpenAIEndpoint(url=url))) as down:
-        parsed = await stream_events(down)
+    with caplog.at_level(logging.WARNING, logger="h2ochat.server"):
+        async with start_server(config_with("down", OpenAIEndpoint(url=url))) as down:
+            parsed = await stream_events(down)
     assert [event["token"]["text"] for event in parsed[:-1]] == ["Hel"]
     assert parsed[-1]["error_type"] == "generation"
-    assert f"nested more than {MAX_JSON_DEPTH} levels" in parsed[-1]["error"]
+    # The reason goes to the client's error event, or only to the server's log where the
+    # server gives clients a generic message for upstream failures.
+    assert f"nested more than {MAX_JSON_DEPTH} levels" in parsed[-1]["error"] + caplog.text
