@@ -47,7 +47,7 @@ ERROR_BODIES = {
         "text/html",
         "Bad Gateway Page",
     ),
-    # Deeper than Python's recursion limit: json.loads raises RecursionError on it.
+    # Past the protocol's nesting limit (protocol/nesting.py) and, before Python 3.13, past json's recursion limit.
     "nested-json": (b"[" * 5000 + b"]" * 5000, "application/json", r"HTTP \d+"),
     "empty": (b"", "application/json", r"\(empty body\)"),
 }

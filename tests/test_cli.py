@@ -61,6 +61,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process.stderr.close()
 
 
+@pytest.mark.model
 def test_ask_uses_the_embedded_model_when_no_server_is_configured() -> None:
     result = h2ochat("ask", "What is the capital of France?")
     assert result.returncode == 0, result.stderr
@@ -69,12 +70,14 @@ def test_ask_uses_the_embedded_model_when_no_server_is_configured() -> None:
     assert "--url" in result.stderr
 
 
+@pytest.mark.model
 def test_ask_reads_stdin_and_the_command_name_is_optional() -> None:
     result = h2ochat(stdin="What is the capital of France?\n")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
 
 
+@pytest.mark.model
 def test_ask_json() -> None:
     result = h2ochat("ask", "--json", "-p", "max_new_tokens=4", "Write a story.")
     assert result.returncode == 0, result.stderr
@@ -84,6 +87,7 @@ def test_ask_json() -> None:
     assert "embedded" not in result.stderr  # --json keeps stderr quiet too
 
 
+@pytest.mark.model
 def test_ask_against_a_running_serve(served: tuple[str, subprocess.Popen[str]]) -> None:
     url, _ = served
     result = h2ochat("ask", "--url", url, "--no-stream", "What is the capital of France?")
@@ -95,6 +99,7 @@ def test_ask_against_a_running_serve(served: tuple[str, subprocess.Popen[str]]) 
     assert "SmolLM2" in table.stdout
 
 
+@pytest.mark.model
 def test_serve_sigterm_ends_open_streams_with_an_error_event(served: tuple[str, subprocess.Popen[str]]) -> None:
     import asyncio
 
@@ -143,6 +148,7 @@ def test_errors_are_one_line_with_exit_codes() -> None:
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+@pytest.mark.model
 def test_refused_parameters_are_explained() -> None:
     result = h2ochat("ask", "-p", "temperature=0", "Hi")
     assert result.returncode == 1
@@ -156,6 +162,7 @@ def test_help_and_version(command: list[str]) -> None:
     assert h2ochat("--version").stdout.startswith("h2ochat, version ")
 
 
+@pytest.mark.model
 def test_chat_in_a_terminal(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"}
     env.pop("H2OCHAT_URL", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from h2ochat.protocol.errors import *  # noqa: F403
 from h2ochat.protocol.errors import __all__ as _errors
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.protocol.prompt import Message, Messages, check_messages, format_prompt
 from h2ochat.protocol.sse import EventStreamDecoder, ServerSentEvent, encode_comment, encode_event
 from h2ochat.protocol.tgi import (
@@ -19,6 +20,7 @@ from h2ochat.protocol.tgi import (
 __all__ = [
     *_errors,
     "DEFAULT_PARAMETERS",
+    "MAX_JSON_DEPTH",
     "Details",
     "EventStreamDecoder",
     "Message",
@@ -33,4 +35,5 @@ __all__ = [
     "encode_event",
     "encode_stream_event",
     "format_prompt",
+    "too_deep",
 ]

@@ -37,6 +37,8 @@ import json
 import re
 import time
 
+from h2ochat.protocol.nesting import too_deep
+
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
@@ -210,10 +212,10 @@ def body_excerpt(body: bytes, content_type: str = "") -> str:
     """A short, single-line summary of an error body, whatever its format."""
     if not body.strip():
         return "(empty body)"
-    if "json" in content_type or body.lstrip()[:1] in (b"{", b"["):
+    if ("json" in content_type or body.lstrip()[:1] in (b"{", b"[")) and not too_deep(body):
         try:
             payload = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
+        except ValueError:
             pass
         else:
             if isinstance(payload, dict):

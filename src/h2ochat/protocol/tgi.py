@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from h2ochat.protocol.errors import H2oChatError, MalformedEvent, error_for_event
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, NESTING_CHECK_SIZE, too_deep
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE, EventStreamDecoder
 
 __all__ = [
@@ -143,10 +144,11 @@ class TGIStreamDecoder:
         data = self._sse.lone_data(chunk)
         if data is None:
             return self._decode_blocks(chunk)
+        # A short event cannot nest too deeply (nesting.py): the check costs one comparison here.
         try:
-            event = _event_decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            event = None  # invalid JSON, UTF-8 or absurd nesting: parse_event says which
+            event = None if len(data) > NESTING_CHECK_SIZE and too_deep(data) else _event_decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            event = None  # invalid JSON or UTF-8, or nested too deeply: parse_event says which
         if event is None or event.error is not None:
             try:
                 event = parse_event(data.decode("utf-8", "replace"))
@@ -164,13 +166,19 @@ class TGIStreamDecoder:
         events: list[StreamEvent] = []
         append = events.append
         limit = sse.max_event_size
+        nesting_check = NESTING_CHECK_SIZE
         for block in blocks:
-            if len(block) > limit:
-                return _raising(events, sse.too_large(len(block)))
+            size = len(block)
+            if size > limit:
+                return _raising(events, sse.too_large(size))
             if block[:5] == b"data:" and 10 not in block:
+                # The block's "data:" holds no bracket or quote: too_deep reads it like the data alone.
                 try:
-                    event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
-                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                    if size > nesting_check and too_deep(block):
+                        event = None
+                    else:
+                        event = _event_decoder.decode(block[6:] if block[5:6] == b" " else block[5:])
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     event = None
                 if event is not None and event.error is None:
                     append(event)
@@ -204,11 +212,12 @@ def _raising(events: list[StreamEvent], error: H2oChatError) -> Iterator[StreamE
 
 def parse_event(data: str) -> StreamEvent:
     """Decode one event's data; an error event becomes its typed exception."""
+    if too_deep(data):
+        raise MalformedEvent(f"the server sent an event nested more than {MAX_JSON_DEPTH} levels deep: {data[:120]!r}")
     try:
         event = _event_decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
-        detail = exc if isinstance(exc, msgspec.DecodeError) else "nested too deeply"
-        raise MalformedEvent(f"the server sent an event that is not a TGI event ({detail}): {data[:120]!r}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedEvent(f"the server sent an event that is not a TGI event ({exc}): {data[:120]!r}") from None
     if event.error is not None:
         raise error_for_event(event.error, event.error_type)
     return event

@@ -28,6 +28,7 @@ from h2ochat.protocol.errors import (
     IncompleteStream,
     ProtocolError,
 )
+from h2ochat.protocol.nesting import too_deep
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import (
@@ -297,14 +298,15 @@ class H2oSession:
 
 
 def _decode_json(body: bytes) -> Any:
-    """A JSON answer, or None when it is not JSON at all.
+    """A JSON answer, or None when it is not JSON at all, or nested past our limit.
 
-    msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string, and
-    RecursionError for absurdly nested JSON: both are just a bad answer here.
+    msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string: just a bad answer here.
     """
+    if too_deep(body):
+        return None
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 

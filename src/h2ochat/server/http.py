@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.generation import Models
 from h2ochat.server.storage import Session, Store
@@ -61,6 +62,8 @@ class BadBody(ValueError):
 
 def parse_json(raw: bytes, kind: type[T]) -> T:
     """Decode a request body for every API alike; each API words a :class:`BadBody` in its own shape."""
+    if too_deep(raw):  # the same limit on every Python, rather than whichever recursion limit it has
+        raise BadBody(f"The request body is JSON nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
@@ -69,8 +72,6 @@ def parse_json(raw: bytes, kind: type[T]) -> T:
         raise BadBody(f"The request body must be JSON: {exc}") from None
     except UnicodeDecodeError:  # msgspec's answer to invalid UTF-8 inside a string
         raise BadBody("The request body must be UTF-8: it holds bytes that are not") from None
-    except RecursionError:
-        raise BadBody("The request body is JSON nested too deeply") from None
 
 
 def decode_body(raw: bytes, kind: type[T]) -> T:

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from h2ochat.protocol.errors import ProtocolError
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.protocol.openai import ChunkChoice
 from h2ochat.protocol.sse import EventStreamDecoder
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
@@ -125,6 +126,8 @@ class _Decoder:
                 yield token
 
     def _token(self, data: str) -> GeneratedToken | None:
+        if too_deep(data):
+            raise BackendError(f"{self._url} sent an event nested more than {MAX_JSON_DEPTH} levels deep")
         try:
             chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError as exc:
