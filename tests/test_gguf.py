@@ -24,6 +24,7 @@ def test_the_header_says_what_llama_cpp_reads() -> None:
     assert info.template_family == "ChatML"
 
 
+@pytest.mark.model  # cuts the embedded model's GGUF file
 def test_not_a_gguf_and_a_cut_header(tmp_path: Path) -> None:
     page = tmp_path / "page.gguf"
     page.write_bytes(b"<html>Moved</html>")

@@ -69,6 +69,7 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@pytest.mark.model  # the stand-in Hub serves the embedded model's GGUF file
 def test_pull_shows_progress_then_reuses_the_cache_offline_and_rm_removes_it(
     hub: HubStandIn, hf_env: dict[str, str]
 ) -> None:
@@ -96,6 +97,7 @@ def test_pull_shows_progress_then_reuses_the_cache_offline_and_rm_removes_it(
     assert again.returncode == 1 and "not in the cache" in again.stderr
 
 
+@pytest.mark.model  # the stand-in Hub serves the embedded model's GGUF file
 def test_a_cut_download_fails_clearly_and_resumes_next_time(hub: HubStandIn, hf_env: dict[str, str]) -> None:
     hub.cut_once.add(FILE)
     cut = h2ochat(hf_env, "models", "pull", f"{REPO}:Q4_1")
@@ -112,6 +114,7 @@ def test_a_cut_download_fails_clearly_and_resumes_next_time(hub: HubStandIn, hf_
     assert sha256(resumed.stdout.strip()) == sha256(embedded_gguf())
 
 
+@pytest.mark.model  # the stand-in Hub serves the embedded model's GGUF file
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -135,6 +138,7 @@ def test_pull_errors_say_what_to_do(hub: HubStandIn, hf_env: dict[str, str], spe
         assert hub.gets("huge-Q4_K_M.gguf") == []  # refused before downloading a byte
 
 
+@pytest.mark.model  # the stand-in Hub serves the embedded model's GGUF file
 def test_hf_token_opens_a_gated_repository(hf_env: dict[str, str]) -> None:
     wrong = h2ochat({**hf_env, "HF_TOKEN": "hf_not_it"}, "models", "pull", "test/gated")
     assert wrong.returncode == 1 and "is gated" in wrong.stderr
@@ -143,6 +147,7 @@ def test_hf_token_opens_a_gated_repository(hf_env: dict[str, str]) -> None:
     assert Path(pulled.stdout.strip()).read_bytes() == TINY_GGUF
 
 
+@pytest.mark.model  # the stand-in Hub serves the embedded model's GGUF file
 def test_no_network_and_offline_without_the_model(hf_env: dict[str, str]) -> None:
     unreachable = h2ochat({**hf_env, "HF_ENDPOINT": "http://127.0.0.1:9"}, "models", "pull", f"{REPO}:Q4_1")
     assert unreachable.returncode == 1
