@@ -7,6 +7,7 @@ covers reading, control, trouble, safety and the embedded model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -174,7 +175,8 @@ def test_conversations_are_grouped_by_age(page_server: Served, visit: Any) -> No
     ids = [c["id"] for c in api(page, "/api/conversations")]
     database = page_server.args[page_server.args.index("--db") + 1]
     now = datetime.now(timezone.utc)
-    with sqlite3.connect(database) as db:
+    # closing(): sqlite3's own context manager ends the transaction but leaves the connection open.
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
         for conversation, days in zip(ids[1:], (3, 30), strict=True):
             stamp = (now - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation))
