@@ -284,8 +284,8 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         shutdown_timeout=config.shutdown_timeout,
         keepalive_timeout=config.keepalive_timeout,
     )
-    await runner.setup()
     try:
+        await runner.setup()  # inside: a failed startup still closes what started (the store) below
         assert runner.server is not None
         async with listen(runner.server, config) as listeners:
             host, port = _bound_address(listeners, config)
