@@ -41,6 +41,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 __all__ = [
+    "SELECT_CONVERSATION",
+    "SELECT_MESSAGE",
     "ConversationGone",
     "Conversation",
     "MessageIdTaken",
@@ -142,6 +144,14 @@ class MessageRow:
 
 StopListener = Callable[[str, str], object]
 """Called with (conversation id, reason) when a stop is requested on any replica."""
+
+
+# The columns of the row types, in their order: the same SQL reads them on either database.
+SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
+SELECT_MESSAGE = (
+    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
+    "created_at, updated_at FROM messages"
+)
 
 
 class Store(Protocol):

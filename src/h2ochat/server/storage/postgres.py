@@ -33,6 +33,8 @@ from typing import Any
 import asyncpg
 
 from h2ochat.server.storage import (
+    SELECT_CONVERSATION,
+    SELECT_MESSAGE,
     Conversation,
     ConversationGone,
     MessageIdTaken,
@@ -56,7 +58,6 @@ log = logging.getLogger("h2ochat.server")
 
 FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 
-_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
 _INTERRUPT = (
     "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = $1 "
     "WHERE status = 'generating'"
@@ -68,10 +69,6 @@ _CHECKPOINT = (
 _FINISH = (
     "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "
     "generated_tokens = $5, updated_at = $6 WHERE conversation_id = $7 AND id = $8"
-)
-_MESSAGE = (
-    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
-    "created_at, updated_at FROM messages"
 )
 
 
@@ -233,17 +230,19 @@ class PostgresStore:
         return conversation_id
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
-        row = await self._db.one(f"{_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id)
+        row = await self._db.one(
+            f"{SELECT_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id
+        )
         return None if row is None else Conversation(*row)
 
     async def conversations(self, session_id: str) -> list[Conversation]:
-        rows = await self._db.all(f"{_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
+        rows = await self._db.all(f"{SELECT_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
         return [Conversation(*row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
         # ILIKE folds case as the database's locale does: ASCII letters in the C locale, more in others.
         rows = await self._db.all(
-            f"{_CONVERSATION} AS c WHERE session_id = $1 AND (title ILIKE $2 OR EXISTS "
+            f"{SELECT_CONVERSATION} AS c WHERE session_id = $1 AND (title ILIKE $2 OR EXISTS "
             "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content ILIKE $2)) ORDER BY updated_at DESC",
             session_id,
             like_pattern(query),
@@ -261,7 +260,7 @@ class PostgresStore:
     # Messages -----------------------------------------------------------------------------
 
     async def messages(self, conversation_id: str) -> list[MessageRow]:
-        rows = await self._db.all(f"{_MESSAGE} WHERE conversation_id = $1 ORDER BY position", conversation_id)
+        rows = await self._db.all(f"{SELECT_MESSAGE} WHERE conversation_id = $1 ORDER BY position", conversation_id)
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(

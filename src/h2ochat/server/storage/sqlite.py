@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from h2ochat.server.storage import (
+    SELECT_CONVERSATION,
+    SELECT_MESSAGE,
     Conversation,
     ConversationGone,
     MessageIdTaken,
@@ -42,13 +44,6 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
-
-
-_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
-_MESSAGE = (
-    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
-    "created_at, updated_at FROM messages"
-)
 
 
 class SQLiteStore:
@@ -225,17 +220,17 @@ class SQLiteStore:
         return conversation_id
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
-        row = await self._one(f"{_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
+        row = await self._one(f"{SELECT_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
         return None if row is None else Conversation(*row)
 
     async def conversations(self, session_id: str) -> list[Conversation]:
-        rows = await self._all(f"{_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
+        rows = await self._all(f"{SELECT_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
         return [Conversation(*row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
         pattern = like_pattern(query)  # LIKE folds ASCII letters only, as the interface says
         rows = await self._all(
-            f"{_CONVERSATION} AS c WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS "
+            f"{SELECT_CONVERSATION} AS c WHERE session_id = ? AND (title LIKE ? ESCAPE '\\' OR EXISTS "
             "(SELECT 1 FROM messages WHERE conversation_id = c.id AND content LIKE ? ESCAPE '\\')) "
             "ORDER BY updated_at DESC",
             (session_id, pattern, pattern),
@@ -253,7 +248,7 @@ class SQLiteStore:
     # Messages -----------------------------------------------------------------------------
 
     async def messages(self, conversation_id: str) -> list[MessageRow]:
-        rows = await self._all(f"{_MESSAGE} WHERE conversation_id = ? ORDER BY position", (conversation_id,))
+        rows = await self._all(f"{SELECT_MESSAGE} WHERE conversation_id = ? ORDER BY position", (conversation_id,))
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(
