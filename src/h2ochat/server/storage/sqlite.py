@@ -97,7 +97,7 @@ class SQLiteStore:
     def _open(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
-        db.execute("PRAGMA journal_mode = WAL")
+        _use_wal(db)
         # NORMAL in WAL mode survives a killed process (only a power cut may lose
         # the last commits), at a fraction of the cost of FULL.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -318,6 +318,23 @@ class SQLiteStore:
     async def request_stop(self, conversation_id: str, reason: str) -> None:
         for listener in self._stop_listeners:
             listener(conversation_id, reason)
+
+
+def _use_wal(db: sqlite3.Connection, tries: int = 50) -> None:
+    """Switch a database to WAL, waiting for others doing the same.
+
+    The switch needs the database to itself and SQLite answers "locked" at once,
+    without its busy handler, when another connection is switching it too (seen
+    when several stores open a new file together): wait and try again.
+    """
+    for attempt in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
