@@ -20,9 +20,10 @@ from typing import Any
 from bench.common import Section, Target, start_child
 from bench.server import FIXED_MODEL
 
-__all__ = ["CHROMIUM", "answer_text", "run"]
+__all__ = ["ARGS", "CHROMIUM", "answer_text", "run"]
 
 CHROMIUM = "/usr/bin/chromium"
+# As root in a container Chromium needs --no-sandbox; the rest keep it from calling home or updating.
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",

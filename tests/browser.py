@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from bench.page import ARGS, CHROMIUM  # the same Chromium, launched the same way
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Dialog, Locator, Page
@@ -39,17 +40,7 @@ __all__ = [
     "wait_until",
 ]
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# As root in a container Chromium needs --no-sandbox; the rest keep it from calling home or updating.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 MARKDOWN_ANSWER = (
     "Here is **Markdown**:\n\n```python\ndef answer():\n    return 42\n```\n\n"
