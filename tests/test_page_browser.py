@@ -165,6 +165,49 @@ def test_rename_delete_and_search(page_server: Served, visit: Any) -> None:
     assert v.watcher.errors == []
 
 
+def test_a_list_read_before_a_rename_does_not_undo_it(page_server: Served, visit: Any) -> None:
+    """The sidebar re-reads the list after each answer; a read answered before a rename lands must
+    not draw the old title back (seen once in CI, in the test above)."""
+    v = visit(page_server.url)
+    page = v.page
+    choose(page, "test/echo")
+    send(page, "a conversation to rename")
+    wait_answer(page)
+    nav = page.get_by_role("navigation", name="Conversations")
+    expect(nav.get_by_role("link")).to_have_count(1)
+    expect(nav.get_by_role("link")).not_to_have_text("New Chat")  # the title is made
+
+    held: list[Any] = []
+
+    def hold_the_first_read(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:  # read now, answered only after the rename
+            held.append((route, route.fetch()))
+
+    page.route("**/api/conversations*", hold_the_first_read)
+    search = page.get_by_role("searchbox", name="Search conversations")
+    search.fill("a")
+    search.fill("")  # one list read, with the query empty again
+    for _ in range(50):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the sidebar did not read the list"
+
+    nav.get_by_role("button", name="Rename").click()
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        nav.get_by_role("textbox", name="Title").fill("New title")
+        nav.get_by_role("textbox", name="Title").press("Enter")
+    assert patched.value.ok
+    route, old_list = held[0]
+    with page.expect_response(lambda r: r.request == route.request):
+        route.fulfill(response=old_list)
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 50)))")
+    expect(nav.get_by_role("link")).to_have_text("New title")
+    assert v.watcher.errors == []
+
+
 def test_conversations_are_grouped_by_age(page_server: Served, visit: Any) -> None:
     v = visit(page_server.url)
     page = v.page

@@ -19,6 +19,8 @@ export class Sidebar {
     this.current = null;
     this.query = "";
     this.searchTimer = 0;
+    this.asked = 0; // counts list requests and local edits: an answer older than either is stale
+
     search.addEventListener("input", () => {
       clearTimeout(this.searchTimer);
       this.searchTimer = setTimeout(() => this.refresh(), 150);
@@ -28,12 +30,17 @@ export class Sidebar {
 
   async refresh() {
     this.query = this.search.value.trim();
+    const asked = ++this.asked;
+    let items;
     try {
-      this.items = await api.conversations(this.query);
+      items = await api.conversations(this.query);
     } catch (error) {
       this.onError(error);
       return;
     }
+    // A list read before a rename or a delete finished would put the old row back.
+    if (asked !== this.asked) return;
+    this.items = items;
     this.draw();
   }
 
@@ -46,6 +53,7 @@ export class Sidebar {
   }
 
   setTitle(id, title) {
+    this.asked++;
     const item = this.items.find((c) => c.id === id);
     if (item) item.title = title;
     const link = this.list.querySelector(`a[data-id="${CSS.escape(id)}"]`);
@@ -124,6 +132,7 @@ export class Sidebar {
       try {
         await api.rename(li.dataset.id, title);
         this.setTitle(li.dataset.id, title);
+        this.refresh();
       } catch (error) {
         this.onError(error);
       }
@@ -154,9 +163,11 @@ export class Sidebar {
         this.onError(error);
         return;
       }
+      this.asked++;
       this.items = this.items.filter((c) => c.id !== li.dataset.id);
       this.draw();
       this.onDeleted(li.dataset.id);
+      this.refresh();
     };
     form.addEventListener("submit", submit);
     cancel.addEventListener("click", close);
