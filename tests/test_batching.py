@@ -198,14 +198,54 @@ async def test_a_client_that_leaves_frees_its_place(server: RunningServer, sdk: 
         if (await status())["endpoints"][0]["free"] == PARALLEL:
             break
         await asyncio.sleep(0.05)
-    assert (await status())["endpoints"][0] | {"tokens_per_second": 0} == {
+    counted = {"tokens_per_second": 0, "prompt_tokens_read": 0, "prompt_tokens_reused": 0}
+    assert (await status())["endpoints"][0] | counted == {
         "parallel": PARALLEL,
         "running": 0,
         "waiting": 0,
         "free": PARALLEL,
         "context_per_answer": N_CTX // PARALLEL,
-        "tokens_per_second": 0,
+        **counted,
     }
+
+
+async def test_a_chats_next_turn_reads_only_what_is_new(server: RunningServer, sdk: openai.AsyncOpenAI) -> None:
+    """The prompt cache: a place keeps its memory, and a conversation's next turn takes it back even
+    after other prompts came between; the answer is the one a server without the cache gives."""
+
+    async def counters(url: str) -> tuple[int, int]:
+        async with aiohttp.ClientSession() as http, http.get(url + "/api/status") as response:
+            endpoint = (await response.json())["models"][SMOL]["endpoints"][0]
+            return endpoint["prompt_tokens_read"], endpoint["prompt_tokens_reused"]
+
+    async def turn(client: openai.AsyncOpenAI, messages: list[Any]) -> str:
+        answer = await client.chat.completions.create(model=SMOL, messages=messages, temperature=0, max_tokens=16)
+        return answer.choices[0].message.content or ""
+
+    first = [{"role": "user", "content": "Name a colour of the rainbow."}]
+    first_answer = await turn(sdk, first)
+    read, reused = await counters(server.url)
+    first_prompt = read + reused
+    for other in ("What is 2 + 2?", "Say hello in French."):  # they take other places
+        await turn(sdk, [{"role": "user", "content": other}])
+    before = await counters(server.url)
+    second = [*first, {"role": "assistant", "content": first_answer}, {"role": "user", "content": "Name another."}]
+    cached_answer = await turn(sdk, second)
+    after = await counters(server.url)
+    assert after[1] - before[1] >= first_prompt  # the whole first turn was in memory
+    assert after[0] - before[0] < after[1] - before[1]  # and more was reused than read
+
+    without = config()
+    endpoint = without.models[0].endpoints[0]
+    assert isinstance(endpoint, LlamaEndpoint)
+    endpoint.prompt_cache = False
+    async with (
+        start_server(without) as plain,
+        openai.AsyncOpenAI(base_url=plain.url + "/v1", api_key="unused", max_retries=0) as client,
+    ):
+        await turn(client, first)
+        assert await turn(client, second) == cached_answer
+        assert (await counters(plain.url))[1] == 0  # nothing reused: no timing tells of others' prompts
 
 
 async def test_a_message_cannot_forge_the_templates_control_tokens() -> None:

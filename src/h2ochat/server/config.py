@@ -97,6 +97,10 @@ class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
     n_gpu_layers: int = 0
     parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # answers batched at once; each gets n_ctx / parallel
+    # A new answer reuses what a free place's memory holds of its prompt's start (a chat's
+    # earlier turns). Off: every prompt is read whole, and the first token's delay cannot
+    # tell anyone whether another user's prompt started the same way.
+    prompt_cache: bool = True
     # llama.cpp's extra CPU buffer types (AMX/repacked weights) crash on some
     # machines (seen: a Xeon with AMX under a hypervisor), so they are opt-in.
     extra_buffers: bool = False

@@ -4,19 +4,23 @@ A :class:`Scheduler` owns a llama.cpp context whose memory holds ``parallel``
 sequences, each with its own share of the context (``n_ctx / parallel``
 cells, llama.cpp's split streams: one answer never reads another's cells).
 A worker thread runs the steps. A step decodes one batch holding the last
-sampled token of every answer that is generating, then the next chunks of the
-prompts still being read (a decode each), up to the step's token budget, so a
-long prompt delays the others' next token by one chunk at most.
+sampled token of every answer that is generating and the next chunks of the
+prompts still being read, up to the step's token budget, so a long prompt
+delays the others' next token by one chunk at most.
 
 Every answer has its own sampler chain (penalties, then greedy or top-k,
 typical, top-p, temperature and a seeded draw), so its parameters and seed
 hold whatever else shares the batch. A new answer joins at the next step; an
-answer that ends, or whose consumer cancels it, has its sequence removed from
-the memory at once and its place given to the next one waiting.
+answer that ends, or whose consumer cancels it, gives its place to the next
+one waiting at once. With ``prompt_cache`` the place keeps what its memory
+holds, and a new answer takes the free place whose memory shares the longest
+start with its prompt: a chat's next message, resent with the whole chat
+before it, reads only what is new (llama.cpp's server does the same).
 
 The event loop never waits on llama.cpp: :meth:`Scheduler.submit` and
-:meth:`Scheduler.cancel` only take a lock for a moment, and tokens come back
-through the slot's ``emit`` callback (``call_soon_threadsafe`` in the backend).
+:meth:`Scheduler.cancel` only take a lock for a moment. A step's tokens go
+back in one ``hand_over`` call, which the backend makes wait until the event
+loop has passed them on: see :meth:`Scheduler._hand_over`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 from h2ochat.server.backends import BackendError, GeneratedToken
 from h2ochat.server.parameters import Parameters
 
-__all__ = ["Scheduler", "Slot", "sampler_chain"]
+__all__ = ["Outcome", "Scheduler", "Slot", "sampler_chain"]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -46,8 +50,13 @@ _PENALTY_LAST_N = 64
 _CHUNK = 128
 # Tokens per step at most (alone, a prompt is read in chunks this large).
 _BATCH = 512
+# Seconds an idle worker waits for more requests before its first step.
+_GATHER = 0.003
 # Recent tokens/s is counted over this many seconds.
 _WINDOW = 10.0
+
+
+Outcome = tuple["Slot", GeneratedToken | BaseException]
 
 
 @dataclass(eq=False)
@@ -57,11 +66,12 @@ class Slot:
     prompt: list[int]
     parameters: Parameters
     budget: int  # new tokens at most (max_new_tokens, or what is left of its share of the context)
-    emit: Callable[[GeneratedToken | BaseException], None]  # called from the worker thread
+    emit: Callable[[GeneratedToken | BaseException], None]  # called by the hand-over, on the consumer's side
     seq_id: int = -1
-    read: int = 0  # prompt tokens decoded so far
+    read: int = 0  # prompt tokens in the memory so far (reused or decoded)
     last: int | None = None  # the sampled token to decode next
     generated: int = 0
+    sampled: list[int] = field(default_factory=list)
     cancelled: bool = False
     sampler: Any = None
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
@@ -102,21 +112,31 @@ class Scheduler:
     ``parallel`` sequences.
     """
 
-    def __init__(self, llama: Any, *, n_ctx: int, parallel: int, sampling: Callable[[Parameters], dict[str, Any]]):
+    def __init__(
+        self,
+        llama: Any,
+        *,
+        n_ctx: int,
+        parallel: int,
+        sampling: Callable[[Parameters], dict[str, Any]],
+        hand_over: Callable[[list[Outcome]], None],
+        prompt_cache: bool = True,
+    ):
         import llama_cpp
 
         self._lib = llama_cpp
         self._llama = llama
         self._sampling = sampling
+        self._deliver = hand_over
+        self._outbox: list[Outcome] = []
         self.parallel = parallel
+        self.prompt_cache = prompt_cache
         params = type(llama.context_params).from_buffer_copy(llama.context_params)
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = _BATCH
         params.n_seq_max = parallel
         params.kv_unified = False  # a fixed share per answer: one answer cannot starve another of memory
         params.no_perf = True
-        self._threads = (params.n_threads, params.n_threads_batch)
-        self._threads_now = params.n_threads_batch
         self._ctx = llama_cpp.llama_init_from_model(llama.model, params)
         if not self._ctx:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {parallel} sequences")
@@ -127,7 +147,10 @@ class Scheduler:
         self._pieces: dict[int, tuple[bytes, bool]] = {}
         #: Tokens each answer may hold (prompt and answer), its share of the context.
         self.share = llama_cpp.llama_n_ctx_seq(self._ctx)
-        self._free = list(range(parallel - 1, -1, -1))
+        self._free = list(range(parallel))  # least recently used first
+        #: The tokens each place's memory holds: what a free place offers the next prompt.
+        self._cached: list[list[int]] = [[] for _ in range(parallel)]
+        self._prompt_tokens = {"read": 0, "reused": 0}
         self._waiting: deque[Slot] = deque()
         self._running: list[Slot] = []
         self._recent: deque[tuple[float, int]] = deque()
@@ -163,6 +186,8 @@ class Scheduler:
                 "free": len(self._free),
                 "context_per_answer": self.share,
                 "tokens_per_second": round(recent / _WINDOW, 1),
+                "prompt_tokens_read": self._prompt_tokens["read"],
+                "prompt_tokens_reused": self._prompt_tokens["reused"],
             }
 
     def close(self) -> None:
@@ -172,8 +197,9 @@ class Scheduler:
             self._wake.notify()
         self._thread.join()
         for slot in [*self._waiting, *self._running]:
-            slot.emit(BackendError("the model is shutting down"))
+            self._outbox.append((slot, BackendError("the model is shutting down")))
             self._release(slot)
+        self._hand_over()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
 
@@ -184,6 +210,8 @@ class Scheduler:
             with self._wake:
                 while not self._closing and not self._waiting and not self._running:
                     self._wake.wait()
+                if not self._running:  # idle until now: requests sent together arrive within a ms or so,
+                    self._wake.wait_for(lambda: self._closing, _GATHER)  # and read together, one decode
                 if self._closing:
                     return
                 self._admit()
@@ -193,8 +221,22 @@ class Scheduler:
                 except Exception as exc:  # a llama.cpp failure ends the answers in that step, not the worker
                     log.exception("a batched llama.cpp step failed")
                     for slot in list(self._running):
-                        slot.emit(BackendError(f"llama.cpp failed: {exc}"))
+                        self._outbox.append((slot, BackendError(f"llama.cpp failed: {exc}")))
+                        slot.read, slot.sampled = 0, []  # what its memory holds is unknown: clear it
                         self._finish(slot)
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the step's tokens to their consumers in one call, which returns once they are written.
+
+        One call per step instead of one per token, and the next decode waits for it:
+        with no core to spare, the event loop writing streams while llama.cpp's threads
+        compute stalls those threads at every layer's barrier (see bench/README.md).
+        The backend bounds the wait, so a busy event loop only overlaps.
+        """
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            self._deliver(outbox)
 
     def _admit(self) -> None:
         """Drop cancelled answers; give free places to those waiting, first come first served."""
@@ -205,54 +247,64 @@ class Scheduler:
         self._waiting = deque(slot for slot in self._waiting if not slot.cancelled)
         while self._waiting and self._free:
             slot = self._waiting.popleft()
-            slot.seq_id = self._free.pop()
+            self._place(slot)
             slot.sampler = sampler_chain(
                 self._lib, self._sampling(slot.parameters), self._n_vocab, slot.parameters.seed
             )
             self._running.append(slot)
             log.debug("answer joined the batch: %d running, %d waiting", len(self._running), len(self._waiting))
 
+    def _place(self, slot: Slot) -> None:
+        """Give ``slot`` a free place, keeping what its memory shares with the prompt's start.
+
+        A place is chosen for its memory only if the prompt keeps at least half of it
+        (the one that keeps the most): every prompt starts with the chat template's
+        system turn, and taking a place for that alone would throw away a whole
+        conversation held there. Otherwise the least recently used place is taken.
+        """
+        prompt, free = slot.prompt, self._free
+        shared = {place: _common_start(self._cached[place], prompt) if self.prompt_cache else 0 for place in free}
+        worth = [place for place in free if 2 * shared[place] >= len(self._cached[place])]
+        place = max(worth, key=shared.__getitem__) if worth else free[0]  # max: the first of equals
+        free.remove(place)
+        # The last prompt token is always decoded: its logits give the first answer token.
+        reuse = min(shared[place], len(prompt) - 1)
+        self._lib.llama_memory_seq_rm(self._memory, place, reuse, -1)
+        self._cached[place] = []
+        slot.seq_id, slot.read = place, reuse
+        self._prompt_tokens["reused"] += reuse
+        self._prompt_tokens["read"] += len(prompt) - reuse
+
     def _step(self) -> None:
-        """One step: a batch of every generating answer's next token, then prompt chunks up to the budget.
+        """One step, one decode: every generating answer's next token and prompt chunks up to the budget.
 
-        Each prompt chunk is a ``llama_decode`` of its own: llama.cpp splits a batch
-        that mixes sequences into equal parts per sequence, so prompts of several
-        answers in one batch took about twice as long as the same tokens read one
-        prompt at a time (measured on this machine). A first token is handed over as
-        soon as its prompt is read.
+        In sequence order: llama.cpp splits a batch whose sequences come in another
+        order into several, which took 53 ms a step for 8 answers instead of 30. One
+        decode for everything also beat a decode per prompt (8 prompts' last 4
+        tokens: 80 ms against 118; bench/README.md).
         """
-        generating = [slot for slot in self._running if slot.last is not None]
-        for index, slot in enumerate(generating):
-            assert slot.last is not None
-            self._put(index, slot.last, slot.position, slot.seq_id, True)
-        if generating:
-            self._use_threads(self._threads[0])
-            self._decode(len(generating), list(enumerate(generating)))
-        budget = _CHUNK if generating else _BATCH
-        for slot in [slot for slot in self._running if slot.read < len(slot.prompt)]:
-            if budget <= 0:
-                break
-            take = min(len(slot.prompt) - slot.read, budget)
-            for offset in range(take):
-                position = slot.read + offset
-                self._put(offset, slot.prompt[position], position, slot.seq_id, position == len(slot.prompt) - 1)
+        work = [(slot, 1) for slot in self._running if slot.last is not None]
+        budget = _CHUNK if work else _BATCH
+        for slot in self._running:
+            unread = len(slot.prompt) - slot.read
+            if unread > 0 and budget > 0:
+                work.append((slot, min(unread, budget)))
+                budget -= work[-1][1]
+        index, outputs = 0, []
+        for slot, take in sorted(work, key=lambda item: item[0].seq_id):
+            if slot.last is not None:
+                self._put(index, slot.last, slot.position, slot.seq_id, True)
+                outputs.append((index, slot))
+                index += 1
+                continue
+            for position in range(slot.read, slot.read + take):
+                last = position == len(slot.prompt) - 1
+                self._put(index, slot.prompt[position], position, slot.seq_id, last)
+                if last:  # its logits give the answer's first token
+                    outputs.append((index, slot))
+                index += 1
             slot.read += take
-            budget -= take
-            self._use_threads(self._threads[1])
-            self._decode(take, [(take - 1, slot)] if slot.read == len(slot.prompt) else [])
-
-    def _use_threads(self, threads: int) -> None:
-        """Generated tokens get ``n_threads``, prompts ``n_threads_batch``, as for one answer alone.
-
-        llama.cpp would take ``n_threads_batch`` for any batch of more than one token, so
-        eight answers' next tokens would get the prompt-reading threads. Those threads
-        wait for each other at every layer: on the shared 2-core machine this was built
-        on, two of them gave from 18 to 79 tokens/s for 8 answers (one thread: 103 to 126,
-        steady); see bench/README.md.
-        """
-        if threads != self._threads_now:
-            self._lib.llama_set_n_threads(self._ctx, self._threads[0], threads)
-            self._threads_now = threads
+        self._decode(index, outputs)
 
     def _decode(self, count: int, outputs: list[tuple[int, Slot]]) -> None:
         """Decode the batch's first ``count`` tokens, then sample each answer at its output index."""
@@ -281,21 +333,23 @@ class Scheduler:
         """Hand a sampled token to the answer's consumer; end the answer on EOS or its budget."""
         prompt_tokens = len(slot.prompt)
         slot.generated += 1
+        slot.sampled.append(token)
         if slot.cancelled:
             return
         piece, end = self._piece(token)
         if end:
-            slot.emit(GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens))
+            ended = GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens)
+            self._outbox.append((slot, ended))
             self._finish(slot)
             return
         text = slot.decoder.decode(piece)
         if slot.generated >= slot.budget:
             text += slot.decoder.decode(b"", final=True)
-            slot.emit(GeneratedToken(token, text, None, False, "length", prompt_tokens))
+            self._outbox.append((slot, GeneratedToken(token, text, None, False, "length", prompt_tokens)))
             self._finish(slot)
             return
         slot.last = token
-        slot.emit(GeneratedToken(token, text, prompt_tokens=prompt_tokens))
+        self._outbox.append((slot, GeneratedToken(token, text, prompt_tokens=prompt_tokens)))
 
     def _piece(self, token: int) -> tuple[bytes, bool]:
         """A token's bytes and whether it ends generation, looked up in llama.cpp once per token id.
@@ -319,8 +373,22 @@ class Scheduler:
                 self._free.append(slot.seq_id)
 
     def _release(self, slot: Slot) -> None:
+        """Free the slot's sampler; its place keeps what the memory holds for the next prompt
+        (every token but the last sampled, which was never decoded), or forgets it."""
         if slot.seq_id >= 0:
-            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            kept = slot.prompt[: slot.read] + slot.sampled[:-1] if self.prompt_cache else []
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, len(kept), -1)
+            self._cached[slot.seq_id] = kept
         if slot.sampler is not None:
             self._lib.llama_sampler_free(slot.sampler)
             slot.sampler = None
+
+
+def _common_start(a: list[int], b: list[int]) -> int:
+    """How many tokens ``a`` and ``b`` share from the start."""
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count

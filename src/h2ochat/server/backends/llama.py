@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
-from h2ochat.server.backends.batch import Scheduler, Slot
+from h2ochat.server.backends.batch import Outcome, Scheduler, Slot
 from h2ochat.server.config import ConfigError, LlamaEndpoint
 from h2ochat.server.hub import local_gguf
 from h2ochat.server.parameters import Parameters
@@ -28,6 +28,8 @@ __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llam
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The loaded Llama's own context is only for its tokenizer; llama.cpp's smallest useful size.
 _TOKENIZER_CONTEXT = 256
+# The batch worker waits this long at most for the event loop to take a step's tokens.
+_HAND_OVER_WAIT = 0.05
 _load_lock = threading.Lock()
 
 
@@ -132,8 +134,10 @@ class LlamaBackend:
         self._scheduler: Scheduler | None = None
         self._template: Any = None
         self._bos = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         # gguf = "hf:REPO:QUANT": from the Hub's cache, pulled on first use (blocking, hence the thread).
         path = await asyncio.to_thread(local_gguf, self.endpoint.gguf or embedded_gguf())
         self._llama, self._scheduler = await asyncio.to_thread(self._load, path)
@@ -152,11 +156,41 @@ class LlamaBackend:
             extra_buffers=endpoint.extra_buffers,
         )
         try:
-            scheduler = Scheduler(llama, n_ctx=endpoint.n_ctx, parallel=endpoint.parallel, sampling=sampling_arguments)
+            scheduler = Scheduler(
+                llama,
+                n_ctx=endpoint.n_ctx,
+                parallel=endpoint.parallel,
+                sampling=sampling_arguments,
+                hand_over=self._hand_over,
+                prompt_cache=endpoint.prompt_cache,
+            )
         except BaseException:
             llama.close()
             raise
         return llama, scheduler
+
+    def _hand_over(self, outcomes: list[Outcome]) -> None:
+        """Called by the batch worker: give each answer its tokens on the event loop, and return once
+        the consumers they woke have run (they were scheduled before ``done.set``).
+
+        A lone answer's worker does not wait: llama.cpp decodes one token on ``n_threads``
+        (one by default), which leaves a core to the event loop, and the wait (about 1 ms)
+        would cost that answer 10% of its speed.
+        """
+        loop, done = self._loop, threading.Event()
+        assert loop is not None
+
+        def deliver() -> None:
+            for slot, outcome in outcomes:
+                slot.emit(outcome)
+            loop.call_soon(done.set)
+
+        try:
+            loop.call_soon_threadsafe(deliver)
+        except RuntimeError:  # the loop is closed: nobody is listening
+            return
+        if len(outcomes) > 1:
+            done.wait(_HAND_OVER_WAIT)
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
@@ -241,15 +275,9 @@ class LlamaBackend:
             raise BackendError("the model is not loaded")
         # Rendering and tokenizing a long chat takes a while: not on the event loop.
         prompt = await asyncio.to_thread(self.prompt_tokens, request)
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GeneratedToken | BaseException] = asyncio.Queue()
-
-        def emit(item: GeneratedToken | BaseException) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
         budget = min(request.parameters.max_new_tokens or 1024, self._share - len(prompt))
-        slot = Slot(prompt, request.parameters, budget, emit)
+        slot = Slot(prompt, request.parameters, budget, queue.put_nowait)
         scheduler.submit(slot)
         try:
             while True:
