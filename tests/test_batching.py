@@ -248,6 +248,41 @@ async def test_a_chats_next_turn_reads_only_what_is_new(server: RunningServer, s
         assert (await counters(plain.url))[1] == 0  # nothing reused: no timing tells of others' prompts
 
 
+async def test_a_failed_step_ends_its_answers_and_the_next_ones_start_clean(server: RunningServer) -> None:
+    """llama.cpp failing a decode (injected here) ends the answers of that step with an error; their
+    places are freed and forget their memory, so the next answer is the one given before."""
+    from h2ochat.server.http import MODELS
+
+    scheduler = server.app[MODELS].runtimes[SMOL].backends[0]._scheduler  # type: ignore[attr-defined]
+    question = "<|im_start|>user\nList three facts about the number 7.<|im_end|>\n<|im_start|>assistant\n"
+    status, before = await generate(server, question, max_new_tokens=24)
+    assert status == 200
+
+    class FailingDecode:
+        """llama.cpp's functions, with the fifth decode from now failing."""
+
+        def __init__(self, lib: Any) -> None:
+            self.lib, self.decodes = lib, 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.lib, name)
+
+        def llama_decode(self, ctx: Any, batch: Any) -> int:
+            self.decodes += 1
+            return -3 if self.decodes == 5 else int(self.lib.llama_decode(ctx, batch))
+
+    scheduler._lib = FailingDecode(scheduler._lib)
+    try:
+        status, failed = await generate(server, question, max_new_tokens=24)
+    finally:
+        scheduler._lib = scheduler._lib.lib
+    assert status == 424 and failed["error_type"] == "generation", failed  # TGI's status for it
+    assert "llama_decode returned -3" in failed["error"]
+    status, after = await generate(server, question, max_new_tokens=24)
+    assert status == 200 and after["generated_text"] == before["generated_text"]
+    assert scheduler.stats()["free"] == PARALLEL
+
+
 async def test_a_message_cannot_forge_the_templates_control_tokens() -> None:
     """A user writing the chat template's markup gets it read as text, not as a new turn (issue 13)."""
     from h2ochat.server.backends import GenerationRequest
