@@ -44,7 +44,7 @@ ONE_AT_A_TIME = "h2ochat parallel=1"
 LLAMA_CPP_PYTHON = "llama_cpp.server"
 LLAMA_SERVER = "llama-server -np 8"
 PARALLEL = 8
-N_CTX = 4096
+N_CTX = 8192  # the default: 1,024 tokens per answer at parallel=8
 
 
 @dataclass
@@ -158,8 +158,9 @@ def _report(
     _targets(section, concurrency, found)
     section.notes += [*_differences(results, concurrency), *_memory_notes()]
     section.notes.append(
-        "Servers: h2ochat with n_ctx 4096 (512 tokens per answer at parallel=8); llama_cpp.server with n_ctx 4096; "
-        "llama-server with -c 4096 -np 8. Thread counts are each server's defaults."
+        f"Servers: h2ochat with its default n_ctx {N_CTX} ({N_CTX // PARALLEL} tokens per answer at parallel=8); "
+        f"llama_cpp.server with n_ctx {N_CTX}; llama-server with -c {N_CTX} -np 8. "
+        "Thread counts are each server's defaults."
     )
     if not found:
         section.notes.append(
@@ -230,8 +231,7 @@ def _memory_notes() -> list[str]:
     return [
         f"Context memory: {per_token / 1024:.1f} KiB per token (K and V in f16, {layers} layers x {kv_heads} KV heads "
         f"x {head}); n_ctx {N_CTX} is {per_token * N_CTX / 2**20:.0f} MiB in all, split evenly between the answers: "
-        f"{per_token * share / 2**20:.1f} MiB per running answer at parallel=8 ({share} tokens each), "
-        f"{per_token * N_CTX // 4 / 2**20:.1f} MiB at the default parallel=4 (1024 tokens each)."
+        f"{per_token * share / 2**20:.1f} MiB per running answer at the default parallel=8 ({share} tokens each)."
     ]
 
 

@@ -28,7 +28,7 @@ _LIST = _CommaList()
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default 8080; 0 picks a free one).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file: [server] and [[models]].")
 @click.option("--gguf", type=click.Path(dir_okay=False), help="Serve this GGUF file instead of the embedded model.")
-@click.option("--parallel", type=click.IntRange(1, 64), help="Answers each llama model computes at once (default 4).")
+@click.option("--parallel", type=click.IntRange(1, 64), help="Answers each llama model computes at once (default 8).")
 @click.option("--hf", metavar="REPO[:QUANT]", help="Serve a GGUF model from the Hugging Face Hub, pulled on first use.")
 @click.option(
     "--db",
