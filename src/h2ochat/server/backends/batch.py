@@ -18,9 +18,8 @@ start with its prompt: a chat's next message, resent with the whole chat
 before it, reads only what is new (llama.cpp's server does the same).
 
 The event loop never waits on llama.cpp: :meth:`Scheduler.submit` and
-:meth:`Scheduler.cancel` only take a lock for a moment. A step's tokens go
-back in one ``hand_over`` call, which the backend makes wait until the event
-loop has passed them on: see :meth:`Scheduler._hand_over`.
+:meth:`Scheduler.cancel` only take a lock for a moment, and a step's tokens
+go back in one ``hand_over`` call (``call_soon_threadsafe`` in the backend).
 """
 
 from __future__ import annotations
@@ -230,13 +229,8 @@ class Scheduler:
                 self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give the step's tokens to their consumers in one call, which returns once they are written.
-
-        One call per step instead of one per token, and the next decode waits for it:
-        with no core to spare, the event loop writing streams while llama.cpp's threads
-        compute stalls those threads at every layer's barrier (see bench/README.md).
-        The backend bounds the wait, so a busy event loop only overlaps.
-        """
+        """Give the step's tokens to their consumers in one call: one wake-up of the event loop a
+        step, not one a token."""
         if self._outbox:
             outbox, self._outbox = self._outbox, []
             self._deliver(outbox)

@@ -28,8 +28,6 @@ __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llam
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The loaded Llama's own context is only for its tokenizer; llama.cpp's smallest useful size.
 _TOKENIZER_CONTEXT = 256
-# The batch worker waits this long at most for the event loop to take a step's tokens.
-_HAND_OVER_WAIT = 0.05
 _load_lock = threading.Lock()
 
 
@@ -170,27 +168,11 @@ class LlamaBackend:
         return llama, scheduler
 
     def _hand_over(self, outcomes: list[Outcome]) -> None:
-        """Called by the batch worker: give each answer its tokens on the event loop, and return once
-        the consumers they woke have run (they were scheduled before ``done.set``).
-
-        A lone answer's worker does not wait: llama.cpp decodes one token on ``n_threads``
-        (one by default), which leaves a core to the event loop, and the wait (about 1 ms)
-        would cost that answer 10% of its speed.
-        """
-        loop, done = self._loop, threading.Event()
+        """Called by the batch worker once per step: each answer gets its tokens on the event loop."""
+        loop = self._loop
         assert loop is not None
-
-        def deliver() -> None:
-            for slot, outcome in outcomes:
-                slot.emit(outcome)
-            loop.call_soon(done.set)
-
-        try:
-            loop.call_soon_threadsafe(deliver)
-        except RuntimeError:  # the loop is closed: nobody is listening
-            return
-        if len(outcomes) > 1:
-            done.wait(_HAND_OVER_WAIT)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            loop.call_soon_threadsafe(_deliver, outcomes)
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
@@ -289,3 +271,8 @@ class LlamaBackend:
                     return
         finally:
             scheduler.cancel(slot)
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    for slot, outcome in outcomes:
+        slot.emit(outcome)
