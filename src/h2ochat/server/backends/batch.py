@@ -14,8 +14,9 @@ hold whatever else shares the batch. A new answer joins at the next step; an
 answer that ends, or whose consumer cancels it, gives its place to the next
 one waiting at once. With ``prompt_cache`` the place keeps what its memory
 holds, and a new answer takes the free place whose memory shares the longest
-start with its prompt: a chat's next message, resent with the whole chat
-before it, reads only what is new (llama.cpp's server does the same).
+start with its prompt (:meth:`Scheduler._place` says when): a chat's next
+message, resent with the whole chat before it, reads only what is new
+(llama.cpp's server does the same).
 
 The event loop never waits on llama.cpp: :meth:`Scheduler.submit` and
 :meth:`Scheduler.cancel` only take a lock for a moment, and a step's tokens
