@@ -142,6 +142,8 @@ def test_errors_are_one_line_with_exit_codes() -> None:
     assert "Traceback" not in refused.stderr
     usage = h2ochat("ask", "-p", "oops", "Hi")
     assert usage.returncode == 2 and "key=value" in usage.stderr
+    deep = h2ochat("ask", "-p", "stop=" + "[" * 5000 + "]" * 5000, "Hi")  # a RecursionError before 3.13
+    assert deep.returncode == 2 and "nested more than 128 levels" in deep.stderr and "Traceback" not in deep.stderr
     empty = h2ochat("ask", stdin="")
     assert empty.returncode == 2
     debug = h2ochat("ask", "--debug", "--url", "http://127.0.0.1:9", "Hi")

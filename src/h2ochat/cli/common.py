@@ -18,6 +18,7 @@ from click.shell_completion import CompletionItem
 from rich.console import Console
 
 from h2ochat.protocol.errors import H2oChatError
+from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.providers.defaults import configured_model, configured_url
 from h2ochat.providers.session import H2oSession
 
@@ -66,6 +67,8 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, equals, value = pair.partition("=")
         if not equals or not key.strip():
             raise click.BadParameter(f"{pair!r} is not key=value (example: -p temperature=0.2)", param_hint="-p")
+        if too_deep(value):  # json.loads would recurse past the interpreter's limit before 3.13
+            raise click.BadParameter(f"{key.strip()}: JSON nested more than {MAX_JSON_DEPTH} levels", param_hint="-p")
         try:
             parameters[key.strip()] = json.loads(value)
         except ValueError:
