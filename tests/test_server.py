@@ -241,6 +241,19 @@ async def test_summarize_sets_the_title(fixed_server: RunningServer, raw_client:
     assert (await client.request("GET", f"/api/conversation/{conversation}"))[1]["title"] == body["title"]
 
 
+async def test_a_rename_while_the_title_is_written_is_kept(raw_client: Client) -> None:
+    async with start_server(fixed_config(text="A generated title", delay=0.05)) as server:
+        client, conversation = await ready(raw_client, server)
+        await client.message(conversation, "Hi")
+        summarizing = asyncio.ensure_future(client.request("POST", f"/conversation/{conversation}/summarize"))
+        await asyncio.sleep(0.05)  # the model is writing the title (three tokens, 0.05 s each)
+        path = f"/conversation/{conversation}"
+        assert (await client.request("PATCH", path, json={"title": "Mine"}))[0] == 200
+        status, body, _ = await summarizing
+        assert status == 200 and body == {"title": "Mine"}
+        assert (await client.request("GET", f"/api/conversation/{conversation}"))[1]["title"] == "Mine"
+
+
 async def test_history_and_retry(raw_client: Client) -> None:
     async with start_server(fixed_config(echo=True)) as server:
         client, conversation = await ready(raw_client, server)

@@ -139,6 +139,16 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     assert await store.conversation(first, mine) is None
 
 
+async def test_a_rename_can_wait_on_the_title_it_replaces(store: Store) -> None:
+    mine = await store.new_session()
+    conversation = await store.create_conversation(mine, "m")
+    await store.rename_conversation(conversation, mine, "Set by hand")
+    assert not await store.rename_conversation(conversation, mine, "Generated", only_if="New Chat")
+    assert (await store.conversation(conversation, mine)).title == "Set by hand"  # type: ignore[union-attr]
+    assert await store.rename_conversation(conversation, mine, "Generated", only_if="Set by hand")
+    assert (await store.conversation(conversation, mine)).title == "Generated"  # type: ignore[union-attr]
+
+
 async def test_search_finds_titles_and_messages_of_the_session_only(store: Store) -> None:
     mine, theirs = await store.new_session(), await store.new_session()
     titled = await store.create_conversation(mine, "m")

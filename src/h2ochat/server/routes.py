@@ -257,7 +257,9 @@ async def summarize_title(request: web.Request) -> web.StreamResponse:
     except BackendError as exc:
         log.warning("summarize of %s failed: %s", conversation.id, printable(str(exc)))
         raise ApiError(503, "The model could not write a title just now; try again later") from None
-    await store.rename_conversation(conversation.id, request[SESSION], title)
+    # A title the person set while this one was being written stays, and is the answer.
+    if not await store.rename_conversation(conversation.id, request[SESSION], title, only_if=conversation.title):
+        title = (await owned(request)).title
     return json_response({"title": title})
 
 

@@ -209,7 +209,11 @@ class Store(Protocol):
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool: ...
 
-    async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool: ...
+    async def rename_conversation(
+        self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
+    ) -> bool:
+        """Set the title; with ``only_if``, only while the title is still that one."""
+        ...
 
     # Messages
     async def messages(self, conversation_id: str) -> list[MessageRow]:

@@ -253,9 +253,14 @@ class PostgresStore:
         sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
         return await self._db.execute(sql, conversation_id, session_id) > 0
 
-    async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool:
+    async def rename_conversation(
+        self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
+    ) -> bool:
         sql = "UPDATE conversations SET title = $1, updated_at = $2 WHERE id = $3 AND session_id = $4"
-        return await self._db.execute(sql, title, now(), conversation_id, session_id) > 0
+        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        if only_if is not None:
+            sql, values = sql + " AND title = $5", (*values, only_if)
+        return await self._db.execute(sql, *values) > 0
 
     # Messages -----------------------------------------------------------------------------
 

@@ -241,9 +241,14 @@ class SQLiteStore:
         sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
         return await self._execute(sql, (conversation_id, session_id)) > 0
 
-    async def rename_conversation(self, conversation_id: str, session_id: str, title: str) -> bool:
+    async def rename_conversation(
+        self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
+    ) -> bool:
         sql = "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND session_id = ?"
-        return await self._execute(sql, (title, now(), conversation_id, session_id)) > 0
+        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        if only_if is not None:
+            sql, values = sql + " AND title = ?", (*values, only_if)
+        return await self._execute(sql, values) > 0
 
     # Messages -----------------------------------------------------------------------------
 
