@@ -208,6 +208,28 @@ def test_a_list_read_before_a_rename_does_not_undo_it(page_server: Served, visit
     assert v.watcher.errors == []
 
 
+def test_a_title_given_while_the_answer_streams_is_not_replaced(page_server: Served, visit: Any) -> None:
+    """The page names a conversation after its first answer; not one the person has named already."""
+    v = visit(page_server.url)
+    page = v.page
+    choose(page, "test/slow")
+    summarized: list[str] = []
+    page.on("request", lambda request: summarized.append(request.url) if "/summarize" in request.url else None)
+    send(page, "a long answer, please")
+    nav = page.get_by_role("navigation", name="Conversations")
+    expect(nav.get_by_role("link")).to_have_count(1)
+    nav.get_by_role("button", name="Rename").click()
+    nav.get_by_role("textbox", name="Title").fill("Named while streaming")
+    nav.get_by_role("textbox", name="Title").press("Enter")
+    expect(nav.get_by_role("link")).to_have_text("Named while streaming")
+    page.get_by_role("button", name="Stop generating").click()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    page.wait_for_timeout(300)  # where the page would ask for a title
+    assert summarized == []
+    expect(nav.get_by_role("link")).to_have_text("Named while streaming")
+    assert v.watcher.errors == []
+
+
 def test_conversations_are_grouped_by_age(page_server: Served, visit: Any) -> None:
     v = visit(page_server.url)
     page = v.page

@@ -11,6 +11,7 @@ import { initTheme } from "./theme.js";
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
 const state = { models: [], current: null, views: [], streaming: null, loadToken: 0 };
+const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
 
 const composer = new Composer({
   form: $("composer"),
@@ -161,7 +162,7 @@ async function send(text) {
   if (!state.current) {
     try {
       const id = await api.createConversation(selectedModel());
-      state.current = { id, title: "New Chat", model: selectedModel() };
+      state.current = { id, title: NEW_CHAT, model: selectedModel() };
     } catch (error) {
       composer.setText(text);
       notice(error.message);
@@ -229,7 +230,9 @@ function refused(user, view, error) {
 }
 
 async function nameConversation(conversation) {
-  if (conversation.title !== "New Chat") return;
+  // A title the person gave it in the sidebar, even while the answer streamed, stays.
+  const listed = sidebar.titleOf(conversation.id);
+  if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return;
   try {
     conversation.title = await api.summarize(conversation.id);
   } catch (error) {

@@ -52,6 +52,10 @@ export class Sidebar {
     }
   }
 
+  titleOf(id) {
+    return this.items.find((c) => c.id === id)?.title;
+  }
+
   setTitle(id, title) {
     this.asked++;
     const item = this.items.find((c) => c.id === id);
