@@ -2,8 +2,8 @@
 
 Up to ``parallel`` answers are computed at once, batched in one llama.cpp
 context by :class:`~h2ochat.server.backends.batch.Scheduler` in a worker
-thread that hands each token to the event loop as soon as it exists; closing
-the stream frees the answer's place before the next step. The server queues
+thread that hands each step's tokens to the event loop as soon as they exist;
+closing the stream frees the answer's place before the next step. The server queues
 the requests beyond ``parallel`` (``max_concurrency``).
 """
 
