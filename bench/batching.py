@@ -216,7 +216,7 @@ def _differences(results: dict[tuple[str, int], list[Level]], concurrency: tuple
 
 
 def _memory_notes() -> list[str]:
-    from h2ochat.server.backends.llama import embedded_gguf, load_llama
+    from h2ochat.server.inference.backends.llama import embedded_gguf, load_llama
 
     llama = load_llama(embedded_gguf(), n_ctx=256)
     try:
@@ -245,7 +245,7 @@ def _h2ochat(parallel: int) -> Iterator[str]:
 
 
 def _gguf() -> str:
-    from h2ochat.server.backends.llama import embedded_gguf
+    from h2ochat.server.inference.backends.llama import embedded_gguf
 
     return embedded_gguf()
 

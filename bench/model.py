@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.common import Section, Target, start_child
 from h2ochat import H2oSession
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import DEFAULT_MODEL_ID, default_models
-from h2ochat.server.parameters import Parameters
 
 __all__ = ["run"]
 
@@ -133,7 +133,7 @@ class _Direct:
     def __init__(self, max_new_tokens: int) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        from h2ochat.server.backends.llama import embedded_gguf, load_llama, sampling_arguments
+        from h2ochat.server.inference.backends.llama import embedded_gguf, load_llama, sampling_arguments
 
         self.llama = load_llama(embedded_gguf())
         llama = self.llama

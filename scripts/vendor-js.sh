@@ -5,7 +5,7 @@
 #     MARKED=18.2.1 scripts/vendor-js.sh        # another version of one of them
 #
 # Each library's released browser file (an ES module) is copied with its
-# LICENSE and a VERSION file into src/h2ochat/server/static/vendor/<name>/.
+# LICENSE and a VERSION file into src/h2ochat/server/web/static/vendor/<name>/.
 # Needs npm and tar; nothing here runs at install time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ MARKED=${MARKED:-18.2.1}
 DOMPURIFY=${DOMPURIFY:-3.5.0}
 HIGHLIGHT=${HIGHLIGHT:-11.12.0}   # @highlightjs/cdn-assets: highlight.js's own prebuilt browser release
 
-VENDOR=src/h2ochat/server/static/vendor
+VENDOR=src/h2ochat/server/web/static/vendor
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 

@@ -251,7 +251,7 @@ async def test_a_chats_next_turn_reads_only_what_is_new(server: RunningServer, s
 async def test_a_failed_step_ends_its_answers_and_the_next_ones_start_clean(server: RunningServer) -> None:
     """llama.cpp failing a decode (injected here) ends the answers of that step with an error; their
     places are freed and forget their memory, so the next answer is the one given before."""
-    from h2ochat.server.http import MODELS
+    from h2ochat.server.edge.http import MODELS
 
     scheduler = server.app[MODELS].runtimes[SMOL].backends[0]._scheduler  # type: ignore[attr-defined]
     question = "<|im_start|>user\nList three facts about the number 7.<|im_end|>\n<|im_start|>assistant\n"
@@ -285,10 +285,10 @@ async def test_a_failed_step_ends_its_answers_and_the_next_ones_start_clean(serv
 
 async def test_a_message_cannot_forge_the_templates_control_tokens() -> None:
     """A user writing the chat template's markup gets it read as text, not as a new turn (issue 13)."""
-    from h2ochat.server.backends import GenerationRequest
-    from h2ochat.server.backends.llama import LlamaBackend
+    from h2ochat.protocol.parameters import Parameters
     from h2ochat.server.config import LlamaEndpoint
-    from h2ochat.server.parameters import Parameters
+    from h2ochat.server.inference.backends import GenerationRequest
+    from h2ochat.server.inference.backends.llama import LlamaBackend
 
     backend = LlamaBackend(LlamaEndpoint(n_ctx=1024, parallel=1))
     await backend.start()

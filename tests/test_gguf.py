@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from h2ochat.server.backends.llama import embedded_gguf, load_llama
-from h2ochat.server.gguf import NotGguf, read_gguf_info, template_family
+from h2ochat.server.inference.backends.llama import embedded_gguf, load_llama
+from h2ochat.server.inference.gguf import NotGguf, read_gguf_info, template_family
 
 
 @pytest.mark.model

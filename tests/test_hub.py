@@ -23,8 +23,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from h2ochat.server.backends.llama import embedded_gguf
-from h2ochat.server.hub import HubError, ModelSpec, choose_file, parse_spec
+from h2ochat.server.inference.backends.llama import embedded_gguf
+from h2ochat.server.inference.hub import HubError, ModelSpec, choose_file, parse_spec
 from tests.hub_standin import TOKEN, HubStandIn, RepoFile, running_hub
 
 pytest.importorskip("huggingface_hub", reason="huggingface_hub is not installed: pip install -e '.[local]'")

@@ -23,8 +23,8 @@ from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.protocol.tgi import TGIStreamDecoder, encode_stream_event
 from h2ochat.protocol.tgi import Token as TGIToken
 from h2ochat.server import RunningServer, start_server
+from h2ochat.server.chatui.routes import BadBody, parse_json
 from h2ochat.server.config import OpenAIEndpoint
-from h2ochat.server.routes import BadBody, parse_json
 from tests.conftest import RawClient
 from tests.test_upstream import Peer, chunk, config_with, stream_events
 

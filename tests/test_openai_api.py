@@ -12,7 +12,7 @@ import pytest
 from msgspec.structs import replace
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
-from h2ochat.server.http import MODELS
+from h2ochat.server.edge.http import MODELS
 from tests.helpers import FIXED_MODEL, SMOL, fixed_config
 
 USER: list[Any] = [{"role": "user", "content": "Hi"}]

@@ -18,7 +18,7 @@ from msgspec.structs import replace
 
 from h2ochat.server import ModelConfig, start_server
 from h2ochat.server.config import FixedEndpoint, PromptExample
-from h2ochat.server.page import static_files
+from h2ochat.server.web.page import static_files
 from tests.helpers import FIXED_MODEL, RawClient, fixed_config
 
 Client = Callable[[str], RawClient]
@@ -37,7 +37,7 @@ async def test_page_responses_carry_the_security_headers(path: str, raw_client: 
 
 
 async def test_the_page_has_no_inline_script_style_or_handler() -> None:
-    from h2ochat.server.page import STATIC
+    from h2ochat.server.web.page import STATIC
 
     html = (STATIC / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "<style" not in html and " style=" not in html
@@ -49,7 +49,7 @@ async def test_the_page_has_no_inline_script_style_or_handler() -> None:
 
 def test_every_module_is_preloaded() -> None:
     """The HTML names every module, so the browser fetches them at once rather than import level by level."""
-    from h2ochat.server.page import STATIC
+    from h2ochat.server.web.page import STATIC
 
     html = (STATIC / "index.html").read_text(encoding="utf-8")
     modules = [f"/static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*.*js") if p.is_file()]
@@ -84,7 +84,7 @@ def test_the_whole_page_stays_under_250_kb_gzipped() -> None:
 
 
 def test_vendored_libraries_have_version_and_licence() -> None:
-    from h2ochat.server.page import STATIC
+    from h2ochat.server.web.page import STATIC
 
     for name in ("marked", "dompurify", "highlight.js"):
         folder = STATIC / "vendor" / name

@@ -14,7 +14,7 @@ from msgspec.structs import replace
 
 from h2ochat.server import ModelConfig, start_server
 from h2ochat.server.config import FixedEndpoint
-from h2ochat.server.security import allowed_hosts, host_allowed
+from h2ochat.server.edge.security import allowed_hosts, host_allowed
 from tests.helpers import FIXED_MODEL, events, fixed_config
 
 JSON = {"Content-Type": "application/json"}

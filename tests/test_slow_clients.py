@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from h2ochat.server import RunningServer, ServerConfig, start_server
-from h2ochat.server.guard import fit_open_files
+from h2ochat.server.edge.guard import fit_open_files
 from reliability.process import write_config
 from reliability.slowsockets import dribble_body, dribble_head, idle, open_socket, read_until_closed, status_of
 from tests.helpers import events, fixed_config

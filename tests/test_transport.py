@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from h2ochat import H2o
 from h2ochat._version import __version__
-from h2ochat.server.backends import EndpointUnavailable, GenerationRequest
-from h2ochat.server.backends.openai import OpenAIBackend
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import ModelConfig, OpenAIEndpoint
-from h2ochat.server.parameters import Parameters
+from h2ochat.server.inference.backends import EndpointUnavailable, GenerationRequest
+from h2ochat.server.inference.backends.openai import OpenAIBackend
 from tests.chatui import ChatUIDouble
 
 Serve = Callable[..., Awaitable[TestServer]]

@@ -29,12 +29,12 @@ from aiohttp.test_utils import TestServer
 from msgspec.structs import replace
 
 from h2ochat import H2o
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.server import ConfigError, ModelConfig, RunningServer, ServerConfig, load_config, start_server
-from h2ochat.server.backends.llama import embedded_gguf
-from h2ochat.server.backends.openai import openai_parameters
 from h2ochat.server.config import Endpoint, FixedEndpoint, OpenAIEndpoint, TgiEndpoint
-from h2ochat.server.http import MODELS
-from h2ochat.server.parameters import Parameters
+from h2ochat.server.edge.http import MODELS
+from h2ochat.server.inference.backends.llama import embedded_gguf
+from h2ochat.server.inference.backends.openai import openai_parameters
 from tests.helpers import events
 
 CHATUI = {"user_message_token": "<|prompt|>", "assistant_message_token": "<|answer|>", "message_end_token": "</s>"}

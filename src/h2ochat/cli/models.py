@@ -14,7 +14,7 @@ from h2ochat.cli.ask import server_options
 from h2ochat.cli.common import connect, fail, run, stderr
 
 if TYPE_CHECKING:
-    from h2ochat.server.hub import LocalModel
+    from h2ochat.server.inference.hub import LocalModel
 
 __all__ = ["models"]
 
@@ -57,7 +57,7 @@ def pull(model: str, debug: bool) -> None:
       h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
       h2ochat models pull HuggingFaceTB/SmolLM2-360M-Instruct-GGUF:smollm2-360m-instruct-q8_0.gguf
     """
-    from h2ochat.server.hub import human_size
+    from h2ochat.server.inference.hub import human_size
 
     pulled = run(lambda: asyncio.to_thread(_pull, model), debug)
     stderr.print(f"[bold green]Pulled[/] {pulled.repo} {pulled.file} ({human_size(pulled.size)})")
@@ -66,7 +66,7 @@ def pull(model: str, debug: bool) -> None:
 
 
 def _pull(model: str) -> LocalModel:
-    from h2ochat.server.hub import parse_spec, pull
+    from h2ochat.server.inference.hub import parse_spec, pull
 
     spec = parse_spec(model)
     stderr.print(f"[dim]Pulling {spec} from the Hugging Face Hub…[/]")
@@ -82,7 +82,7 @@ def rm(repo: str) -> None:
     Examples:
       h2ochat models rm bartowski/Qwen2.5-1.5B-Instruct-GGUF
     """
-    from h2ochat.server.hub import human_size, remove
+    from h2ochat.server.inference.hub import human_size, remove
 
     freed = remove(repo.removeprefix("hf:").partition(":")[0])
     if not freed:
@@ -91,7 +91,7 @@ def rm(repo: str) -> None:
 
 
 def _print_local() -> None:
-    from h2ochat.server.hub import cached_models, human_size
+    from h2ochat.server.inference.hub import cached_models, human_size
 
     try:
         pulled = cached_models()

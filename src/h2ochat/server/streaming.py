@@ -23,10 +23,10 @@ from aiohttp import web
 from h2ochat.protocol.openai import StopTrimmer
 from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
-from h2ochat.server.generation import Generation, Interrupted, ModelRuntime
-from h2ochat.server.http import ApiError
-from h2ochat.server.security import printable
+from h2ochat.server.edge.http import ApiError
+from h2ochat.server.edge.security import printable
+from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
+from h2ochat.server.inference.runtime import Generation, Interrupted, ModelRuntime
 
 __all__ = [
     "Answer",

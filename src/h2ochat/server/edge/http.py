@@ -15,7 +15,7 @@ from aiohttp import web
 
 from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.generation import Models
+from h2ochat.server.inference.runtime import Models
 from h2ochat.server.storage import Session, Store
 
 __all__ = [

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import Endpoint, FixedEndpoint, LlamaEndpoint, ModelConfig, OpenAIEndpoint, TgiEndpoint
-from h2ochat.server.parameters import Parameters
 
 __all__ = [
     "Backend",
@@ -108,19 +108,19 @@ class Backend(Protocol):
 def create_backend(endpoint: Endpoint, model: ModelConfig) -> Backend:
     """The backend for one of ``model``'s endpoints; a ``ConfigError`` if the two do not fit."""
     if isinstance(endpoint, LlamaEndpoint):
-        from h2ochat.server.backends.llama import LlamaBackend
+        from h2ochat.server.inference.backends.llama import LlamaBackend
 
         return LlamaBackend(endpoint)
     if isinstance(endpoint, FixedEndpoint):
-        from h2ochat.server.backends.fixed import FixedBackend
+        from h2ochat.server.inference.backends.fixed import FixedBackend
 
         return FixedBackend(endpoint)
     if isinstance(endpoint, TgiEndpoint):
-        from h2ochat.server.backends.tgi import TgiBackend
+        from h2ochat.server.inference.backends.tgi import TgiBackend
 
         return TgiBackend(endpoint, model)
     if isinstance(endpoint, OpenAIEndpoint):
-        from h2ochat.server.backends.openai import OpenAIBackend
+        from h2ochat.server.inference.backends.openai import OpenAIBackend
 
         return OpenAIBackend(endpoint, model)
     raise TypeError(f"no backend for endpoint type {type(endpoint).__name__}")

@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from h2ochat.server.backends import (
+from h2ochat.protocol.parameters import Parameters
+from h2ochat.server.config import ConfigError, ModelConfig
+from h2ochat.server.inference.backends import (
     Backend,
     EndpointUnavailable,
     GeneratedToken,
@@ -26,8 +28,6 @@ from h2ochat.server.backends import (
     Overloaded,
     create_backend,
 )
-from h2ochat.server.config import ConfigError, ModelConfig
-from h2ochat.server.parameters import Parameters
 
 __all__ = ["Generation", "Interrupted", "ModelRuntime", "Models", "build_prompt", "build_request", "summarize"]
 

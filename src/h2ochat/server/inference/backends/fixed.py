@@ -11,8 +11,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
 from h2ochat.server.config import FixedEndpoint
+from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest
 
 __all__ = ["FixedBackend", "split_words"]
 

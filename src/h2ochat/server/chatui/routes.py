@@ -16,10 +16,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tgi import MessageRequest
-from h2ochat.server.backends import BackendError, Overloaded
-from h2ochat.server.generation import ModelRuntime, Models, build_request, summarize
-from h2ochat.server.http import (
+from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
     SESSION,
@@ -32,8 +31,9 @@ from h2ochat.server.http import (
     limit_rate,
     parse_json,
 )
-from h2ochat.server.parameters import request_parameters
-from h2ochat.server.security import printable
+from h2ochat.server.edge.security import printable
+from h2ochat.server.inference.backends import BackendError, Overloaded
+from h2ochat.server.inference.runtime import ModelRuntime, Models, build_request, summarize
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 

@@ -20,10 +20,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from h2ochat.server.backends import GenerationRequest
-from h2ochat.server.generation import ModelRuntime, build_request
-from h2ochat.server.http import CONFIG, MODELS, BadBody, json_response, parse_json
-from h2ochat.server.parameters import request_parameters
+from h2ochat.protocol.parameters import request_parameters
+from h2ochat.server.edge.http import CONFIG, MODELS, BadBody, json_response, parse_json
+from h2ochat.server.inference.backends import GenerationRequest
+from h2ochat.server.inference.runtime import ModelRuntime, build_request
 from h2ochat.server.streaming import Answer, TgiEvents, admit, complete_answer, stream_answer, tgi_error
 
 __all__ = ["routes", "tgi_runtime"]

@@ -22,11 +22,11 @@ import msgspec
 from h2ochat.protocol.errors import ProtocolError
 from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.protocol.openai import ChunkChoice
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.protocol.sse import EventStreamDecoder
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
-from h2ochat.server.backends.upstream import UpstreamBackend
 from h2ochat.server.config import ConfigError, ModelConfig, OpenAIEndpoint
-from h2ochat.server.parameters import Parameters
+from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest
+from h2ochat.server.inference.backends.upstream import UpstreamBackend
 
 __all__ = ["OpenAIBackend", "openai_parameters"]
 

@@ -28,8 +28,8 @@ from h2ochat.protocol.errors import (
 )
 from h2ochat.providers.options import Timeout
 from h2ochat.providers.transport import ByteStream, Transport
-from h2ochat.server.backends import BackendError, EndpointUnavailable, GeneratedToken, GenerationRequest
 from h2ochat.server.config import UpstreamEndpoint
+from h2ochat.server.inference.backends import BackendError, EndpointUnavailable, GeneratedToken, GenerationRequest
 
 __all__ = ["TokenDecoder", "UpstreamBackend", "status_error"]
 

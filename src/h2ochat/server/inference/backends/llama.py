@@ -1,7 +1,7 @@
 """GGUF models run in-process by llama-cpp-python; the default is the embedded SmolLM2.
 
 Up to ``parallel`` answers are computed at once, batched in one llama.cpp
-context by :class:`~h2ochat.server.backends.batch.Scheduler` in a worker
+context by :class:`~h2ochat.server.inference.backends.batch.Scheduler` in a worker
 thread that hands each step's tokens to the event loop as soon as they exist;
 closing the stream frees the answer's place before the next step. The server queues
 the requests beyond ``parallel`` (``max_concurrency``).
@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
-from h2ochat.server.backends.batch import Outcome, Scheduler, Slot
+from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import ConfigError, LlamaEndpoint
-from h2ochat.server.hub import local_gguf
-from h2ochat.server.parameters import Parameters
+from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
+from h2ochat.server.inference.backends.batch import Outcome, Scheduler, Slot
+from h2ochat.server.inference.hub import local_gguf
 
 __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llama", "sampling_arguments"]
 

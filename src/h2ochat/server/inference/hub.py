@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from h2ochat.server.config import ConfigError
-from h2ochat.server.gguf import GGUF_MAGIC
+from h2ochat.server.inference.gguf import GGUF_MAGIC
 
 __all__ = [
     "DEFAULT_QUANT",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from h2ochat.server.config import ConfigError
+from h2ochat.server.config import ConfigError, LlamaEndpoint, ModelConfig
 
-__all__ = ["GGUF_MAGIC", "GgufInfo", "NotGguf", "read_gguf_info", "template_family"]
+__all__ = ["GGUF_MAGIC", "GgufInfo", "NotGguf", "gguf_models", "read_gguf_info", "template_family"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -71,6 +71,19 @@ def read_gguf_info(path: str | Path) -> GgufInfo:
         architecture=_text(found.get("general.architecture")),
         chat_template=_text(found.get("tokenizer.chat_template")),
     )
+
+
+def gguf_models(gguf: str) -> list[ModelConfig]:
+    """The one model of ``serve --gguf PATH``, named and described by what its file says."""
+    path = Path(gguf)
+    if not path.is_file():
+        raise ConfigError(f"--gguf {gguf}: no such file")
+    info = read_gguf_info(path)
+    name = info.name or path.stem
+    description = f"{path.name}: {info.architecture or 'unknown'} model, chat template {info.template_family}"
+    return [
+        ModelConfig(name=name, display_name=name, description=description, endpoints=[LlamaEndpoint(gguf=str(path))])
+    ]
 
 
 def _text(value: Any) -> str | None:

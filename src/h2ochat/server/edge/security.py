@@ -27,7 +27,7 @@ from aiohttp import web
 from yarl import URL
 
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.http import CONFIG, ApiError
+from h2ochat.server.edge.http import CONFIG, ApiError
 
 __all__ = [
     "allowed_hosts",

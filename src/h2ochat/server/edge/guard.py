@@ -43,7 +43,7 @@ from h2ochat.server.config import ServerConfig
 
 __all__ = ["ConnectionGuard", "GuardedConnection", "Limits", "fit_open_files", "guard_requests", "listen"]
 
-log = logging.getLogger("h2ochat.server.guard")
+log = logging.getLogger("h2ochat.server.edge.guard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BACKLOG = 128  # the listen() backlog, aiohttp's

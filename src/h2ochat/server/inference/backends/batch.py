@@ -36,8 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from h2ochat.server.backends import BackendError, GeneratedToken
-from h2ochat.server.parameters import Parameters
+from h2ochat.protocol.parameters import Parameters
+from h2ochat.server.inference.backends import BackendError, GeneratedToken
 
 __all__ = ["Outcome", "Scheduler", "Slot", "sampler_chain"]
 
@@ -84,7 +84,7 @@ class Slot:
 def sampler_chain(llama_cpp: Any, arguments: dict[str, Any], n_vocab: int, seed: int | None) -> Any:
     """A llama.cpp sampler chain built as llama-cpp-python's ``Llama.generate`` builds it.
 
-    ``arguments`` is :func:`h2ochat.server.backends.llama.sampling_arguments`'s
+    ``arguments`` is :func:`h2ochat.server.inference.backends.llama.sampling_arguments`'s
     output: temperature 0 means greedy. The seed is cut to 32 bits, as ``Llama``
     passes it to llama.cpp, so a seeded answer matches the non-batched one.
     """

@@ -29,10 +29,10 @@ from h2ochat.protocol.openai import (
     error_body,
     tgi_parameters,
 )
-from h2ochat.server.backends import GeneratedToken, GenerationRequest
-from h2ochat.server.generation import ModelRuntime, build_request
-from h2ochat.server.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
-from h2ochat.server.parameters import request_parameters
+from h2ochat.protocol.parameters import request_parameters
+from h2ochat.server.edge.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
+from h2ochat.server.inference.backends import GeneratedToken, GenerationRequest
+from h2ochat.server.inference.runtime import ModelRuntime, build_request
 from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
 
 __all__ = ["routes", "v1_guard"]

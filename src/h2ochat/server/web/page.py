@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from h2ochat.server.http import CONFIG, SESSION, STORE, ApiError
+from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError
 
 __all__ = ["SECURITY_HEADERS", "StaticFile", "routes", "static_files"]
 

@@ -14,9 +14,9 @@ import msgspec
 
 from h2ochat.protocol.errors import GenerationError, ProtocolError
 from h2ochat.protocol.tgi import TGIStreamDecoder
-from h2ochat.server.backends import BackendError, GeneratedToken, GenerationRequest
-from h2ochat.server.backends.upstream import UpstreamBackend
 from h2ochat.server.config import ConfigError, ModelConfig, TgiEndpoint
+from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest
+from h2ochat.server.inference.backends.upstream import UpstreamBackend
 
 __all__ = ["TgiBackend"]
 
