@@ -32,8 +32,8 @@ from h2ochat.server.edge.http import (
     parse_json,
 )
 from h2ochat.server.edge.security import printable
-from h2ochat.server.inference.backends import BackendError, Overloaded
-from h2ochat.server.inference.runtime import ModelRuntime, Models, build_request, summarize
+from h2ochat.server.inference.backends import BackendError, InputTooLong, Overloaded
+from h2ochat.server.inference.runtime import Fitted, ModelRuntime, Models, summarize
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 
@@ -153,16 +153,21 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     )
     admit(runtime, TgiEvents())  # a full queue refuses before anything is stored
     messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
-    await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
-    return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
+    try:  # a message the model cannot take is refused before it is stored, too
+        fitted = await runtime.fit(messages, parameters)
+    except InputTooLong as exc:
+        raise ApiError(400, str(exc)) from None
+    await store.begin_exchange(
+        conversation.id, options.id, inputs, options.response_id, replace_from, left_out=fitted.left_out
+    )
+    return await _stream_answer(request, runtime, conversation, fitted, options.response_id, inputs)
 
 
 async def _stream_answer(
     request: web.Request,
     runtime: ModelRuntime,
     conversation: Conversation,
-    messages: list[dict[str, str]],
-    parameters: Any,
+    fitted: Fitted,
     answer_id: str,
     inputs: str,
 ) -> web.StreamResponse:
@@ -170,13 +175,17 @@ async def _stream_answer(
     store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
     with app[MODELS].track(conversation.id) as generation:
-        answer = Answer(runtime, build_request(runtime.config, messages, parameters), generation)
+        answer = Answer(runtime, fitted.request, generation)
         checkpoints = asyncio.ensure_future(
             _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval)
         )
         outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
         try:
-            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), config.keepalive_interval)
+            # Beside the events, which are TGI's: how many earlier messages the model did not see.
+            headers = {"H2ochat-Left-Out": str(fitted.left_out)}
+            response, outcome = await stream_answer(
+                request, answer, TgiEvents(inputs), config.keepalive_interval, headers
+            )
         finally:
             checkpoints.cancel()
             # Shielded: an answer must be saved even if this handler is being cancelled.
@@ -278,10 +287,17 @@ async def list_models(request: web.Request) -> web.StreamResponse:
                 "preprompt": runtime.config.preprompt,
                 "parameters": runtime.config.parameters,  # as configured: the model's recommended values
                 "promptExamples": [{"title": e.title, "prompt": e.prompt} for e in runtime.config.prompt_examples],
+                **_token_limits(runtime),
             }
             for runtime in request.app[MODELS].runtimes.values()
         ]
     )
+
+
+def _token_limits(runtime: ModelRuntime) -> dict[str, int]:
+    """Where the server knows the model's tokens: what one answer holds, and the most a message may take."""
+    limits = runtime.token_limits()
+    return {} if limits is None else {"contextTokens": limits.context, "maxInputTokens": limits.input}
 
 
 @routes.get("/api/status")
@@ -329,6 +345,7 @@ def _message_json(message: MessageRow) -> dict[str, Any]:
         "interruption": message.interruption,
         "finishReason": message.finish_reason,
         "generatedTokens": message.generated_tokens,
+        "leftOut": message.left_out,
         "createdAt": message.created_at,
         "updatedAt": message.updated_at,
     }

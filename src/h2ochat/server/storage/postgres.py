@@ -269,7 +269,14 @@ class PostgresStore:
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(
-        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+        self,
+        conversation_id: str,
+        user_id: str,
+        inputs: str,
+        answer_id: str,
+        replace_from: int | None,
+        *,
+        left_out: int = 0,
     ) -> None:
         stamp = now()
         try:
@@ -288,10 +295,20 @@ class PostgresStore:
                 )
                 await db.executemany(
                     "INSERT INTO messages (conversation_id, id, position, role, content, status, replica, created_at, "
-                    "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                    "updated_at, left_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                     [
-                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp),
-                        (conversation_id, answer_id, position + 1, "assistant", "", "generating", self.replica, stamp),
+                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp, 0),
+                        (
+                            conversation_id,
+                            answer_id,
+                            position + 1,
+                            "assistant",
+                            "",
+                            "generating",
+                            self.replica,
+                            stamp,
+                            left_out,
+                        ),
                     ],
                 )
                 await db.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", stamp, conversation_id)

@@ -257,7 +257,14 @@ class SQLiteStore:
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(
-        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+        self,
+        conversation_id: str,
+        user_id: str,
+        inputs: str,
+        answer_id: str,
+        replace_from: int | None,
+        *,
+        left_out: int = 0,
     ) -> None:
         stamp = now()
 
@@ -277,10 +284,20 @@ class SQLiteStore:
                 try:
                     db.executemany(
                         "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
-                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "updated_at, left_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp),
-                            (conversation_id, answer_id, position + 1, "assistant", "", "generating", stamp, stamp),
+                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp, 0),
+                            (
+                                conversation_id,
+                                answer_id,
+                                position + 1,
+                                "assistant",
+                                "",
+                                "generating",
+                                stamp,
+                                stamp,
+                                left_out,
+                            ),
                         ],
                     )
                 except sqlite3.IntegrityError:

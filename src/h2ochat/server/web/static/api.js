@@ -88,7 +88,11 @@ export async function summarize(id) {
 
 // Send a message and call onToken(text) for each token as it arrives. Resolves with how the answer
 // ended: {finished: true} or, when stopping was asked for, {stopped: true}; anything else throws.
-export async function sendMessage(id, inputs, { messageId, answerId, isRetry = false, signal, onToken, stopping }) {
+export async function sendMessage(
+  id,
+  inputs,
+  { messageId, answerId, isRetry = false, signal, onToken, onStart, stopping },
+) {
   const body = {
     inputs,
     parameters: {},
@@ -96,6 +100,7 @@ export async function sendMessage(id, inputs, { messageId, answerId, isRetry = f
     options: { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" },
   };
   const response = await request("POST", `/conversation/${id}`, { json: body, signal });
+  onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
   const decoder = new EventDecoder();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {

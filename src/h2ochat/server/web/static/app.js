@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
 import { copyText } from "./markdown.js";
-import { MessageView, download, exportJSON, exportMarkdown, interruptionNote } from "./messages.js";
+import { MessageView, download, exportJSON, exportMarkdown, interruptionNote, leftOutNote } from "./messages.js";
 import { Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
 
@@ -63,6 +63,7 @@ function showModels(preferred) {
 function describeModel() {
   const model = modelInfo(selectedModel());
   $("model-description").textContent = model ? `${model.displayName}. ${model.description || ""}` : "";
+  composer.setTokenLimit(model?.maxInputTokens);
   $("welcome-model").textContent = model ? model.displayName : "a language model";
   $("welcome-description").textContent = model?.description || "";
   const examples = (model?.promptExamples || []).map((example) => {
@@ -135,6 +136,7 @@ function showConversation(conversation, messages) {
   state.views = [];
   for (const message of messages) {
     const view = new MessageView($("messages"), { id: message.id, role: message.role, content: message.content });
+    if (message.leftOut) view.note(leftOutNote(message.leftOut), "info");
     if (message.status === "interrupted") view.note(interruptionNote(message), "info");
     if (message.status === "generating") view.note("This answer is still being generated elsewhere.", "info");
     state.views.push(view);
@@ -195,6 +197,7 @@ async function answer(user, isRetry) {
       isRetry,
       signal: streaming.controller.signal,
       onToken: (token) => view.append(token),
+      onStart: ({ leftOut }) => leftOut && view.note(leftOutNote(leftOut), "info"),
       stopping: () => streaming.stopping,
     });
     await view.drawn();

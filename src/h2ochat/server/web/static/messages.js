@@ -110,6 +110,13 @@ function actionButton(label, action) {
   return b;
 }
 
+// Why the model did not see the start of a long chat: the server sent only what fits its context.
+export function leftOutNote(count) {
+  return count === 1
+    ? "1 earlier message was not sent to the model: the conversation is longer than it can read at once."
+    : `${count} earlier messages were not sent to the model: the conversation is longer than it can read at once.`;
+}
+
 // What an answer's stored state means, in words.
 export function interruptionNote(message) {
   const why = message.interruption || "unknown";
