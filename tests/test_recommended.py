@@ -145,3 +145,21 @@ async def test_client_with_defaults_answers_the_embedded_model_well(smol_server:
     assert "Paris" in (answers[0] or "")
     # The same answer each time: the model's greedy decoding, not the provider's sampling at 0.4.
     assert len(set(answers)) == 1, answers
+
+
+async def test_chat_takes_the_recommended_parameters_of_the_model_it_switches_to() -> None:
+    models = [
+        ModelConfig(
+            name=name, parameters=Parameters(max_new_tokens=tokens), endpoints=[FixedEndpoint(text="a b c d e f")]
+        )
+        for name, tokens in (("first", 2), ("second", 4))
+    ]
+    async with start_server(ServerConfig(port=0, db=":memory:", models=models)) as running:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("H2OCHAT_")}
+        command = [sys.executable, "-m", "h2ochat", "chat", "--url", running.url]
+        lines = "hi\n/model second\nhi\n/exit\n"
+        result = await asyncio.to_thread(
+            subprocess.run, command, input=lines, capture_output=True, text=True, timeout=60, env=env
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == ["a b", "Model: second", "a b c d"]
