@@ -10,7 +10,7 @@ import { initTheme } from "./theme.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
-const state = { models: [], current: null, views: [], streaming: null, loadToken: 0 };
+const state = { models: [], current: null, views: [], streaming: null, starting: false, loadToken: 0 };
 const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
 
 const composer = new Composer({
@@ -157,11 +157,14 @@ function refreshChrome() {
 // An exchange -------------------------------------------------------------------------------------
 
 async function send(text) {
-  if (state.streaming || !text.trim()) return;
+  if (state.streaming || state.starting || !text.trim()) return;
   if (facts.welcomeGate && !facts.accepted) return showWelcome();
   composer.take();
   notice("");
   if (!state.current) {
+    // Until the answer streams (answer() sets state.streaming before its first wait), another send,
+    // such as the second click of a double-click on an example, must not make a second conversation.
+    state.starting = true;
     try {
       const id = await api.createConversation(selectedModel());
       state.current = { id, title: NEW_CHAT, model: selectedModel() };
@@ -169,6 +172,8 @@ async function send(text) {
       composer.setText(text);
       notice(error.message);
       return;
+    } finally {
+      state.starting = false;
     }
     history.pushState(null, "", `/conversation/${state.current.id}`);
     sidebar.select(state.current.id);

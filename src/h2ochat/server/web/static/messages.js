@@ -83,10 +83,6 @@ export class MessageView {
     this.notes.append(note);
   }
 
-  clearNotes() {
-    this.notes.replaceChildren();
-  }
-
   setRetry(on) {
     const existing = this.actions.querySelector('[data-action="retry"]');
     if (on && !existing) this.actions.append(actionButton("Retry", "retry"));
