@@ -4,6 +4,7 @@
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
 import { copyText } from "./markdown.js";
+import { Follower } from "./follow.js";
 import { MessageView, download, exportJSON, exportMarkdown, interruptionNote, leftOutNote } from "./messages.js";
 import { Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
@@ -23,6 +24,8 @@ const composer = new Composer({
   onSend: (text) => send(text),
   onStop: () => stop(),
 });
+
+const follower = new Follower($("chat"), $("messages"), $("jump"));
 
 const sidebar = new Sidebar({
   list: $("conversation-list"),
@@ -142,6 +145,7 @@ function showConversation(conversation, messages) {
     state.views.push(view);
   }
   if (conversation) showModels(conversation.model);
+  follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
   document.title = conversation ? `${conversation.title} · h2ochat` : "h2ochat";
   refreshChrome();
@@ -185,7 +189,7 @@ async function answer(user, isRetry) {
   state.views.push(view);
   refreshChrome();
   view.setStreaming(true);
-  view.article.scrollIntoView({ block: "end" });
+  follower.jump(); // the person asked: show the answer coming, until they scroll away
   const streaming = { conversationId: conversation.id, controller: new AbortController(), stopping: false };
   state.streaming = streaming;
   composer.setBusy(true);
