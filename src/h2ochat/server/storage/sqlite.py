@@ -41,6 +41,13 @@ from h2ochat.server.storage.sqlite_schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
+# An answer is continued only as the conversation's last message, and by one request at a time.
+_RESUME = (
+    "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, updated_at = ? "
+    "WHERE conversation_id = ? AND id = ? AND role = 'assistant' AND status <> 'generating' "
+    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = ?)"
+)
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
@@ -307,6 +314,10 @@ class SQLiteStore:
                 db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
 
         await self._call(begin)
+
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        resumed = await self._execute(_RESUME, (now(), conversation_id, answer_id, conversation_id))
+        return resumed > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         await self._execute(
