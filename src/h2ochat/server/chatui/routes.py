@@ -33,7 +33,8 @@ from h2ochat.server.edge.http import (
 )
 from h2ochat.server.edge.security import printable
 from h2ochat.server.inference.backends import BackendError, InputTooLong, Overloaded
-from h2ochat.server.inference.runtime import Fitted, ModelRuntime, Models, summarize
+from h2ochat.server.inference.runtime import Fitted, ModelRuntime, Models
+from h2ochat.server.inference.titles import summarize
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 

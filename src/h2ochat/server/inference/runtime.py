@@ -40,7 +40,6 @@ __all__ = [
     "TokenLimits",
     "build_prompt",
     "build_request",
-    "summarize",
 ]
 
 log = logging.getLogger("h2ochat.server")
@@ -394,26 +393,3 @@ class Models:
         for running in list(self.active.values()):
             for generation in list(running):
                 generation.stop(reason)
-
-
-_SUMMARY = (
-    "Write a title of at most five words for a conversation that starts with the message below. "
-    "Answer with the title only.\n\nMessage: {message}"
-)
-
-
-async def summarize(runtime: ModelRuntime, message: str) -> str:
-    """A short title for a conversation, written by its model (greedy, a few tokens)."""
-    parameters = Parameters(do_sample=False, max_new_tokens=24, truncate=1024)
-    request = build_request(
-        runtime.config, [{"role": "user", "content": _SUMMARY.format(message=message[:2000])}], parameters
-    )
-    parts: list[str] = []
-    async for token in runtime.generate(request):
-        if not token.special:
-            parts.append(token.text)
-        if token.finish_reason or len(parts) >= 24:
-            break
-    title = "".join(parts).strip().splitlines()[0:1]
-    cleaned = title[0].strip(" \"'*#.:").strip() if title else ""
-    return (cleaned or " ".join(message.split()[:5]) or "New Chat")[:100]

@@ -262,10 +262,11 @@ class PostgresStore:
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
-        sql = "UPDATE conversations SET title = $1, updated_at = $2 WHERE id = $3 AND session_id = $4"
-        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        # updated_at stays: it orders the sidebar by the last message, and a new name is no news.
+        sql = "UPDATE conversations SET title = $1 WHERE id = $2 AND session_id = $3"
+        values: tuple[str, ...] = (title, conversation_id, session_id)
         if only_if is not None:
-            sql, values = sql + " AND title = $5", (*values, only_if)
+            sql, values = sql + " AND title = $4", (*values, only_if)
         return await self._db.execute(sql, *values) > 0
 
     # Messages -----------------------------------------------------------------------------

@@ -251,8 +251,9 @@ class SQLiteStore:
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
-        sql = "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND session_id = ?"
-        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        # updated_at stays: it orders the sidebar by the last message, and a new name is no news.
+        sql = "UPDATE conversations SET title = ? WHERE id = ? AND session_id = ?"
+        values: tuple[str, ...] = (title, conversation_id, session_id)
         if only_if is not None:
             sql, values = sql + " AND title = ?", (*values, only_if)
         return await self._execute(sql, values) > 0
