@@ -81,3 +81,28 @@ def test_a_failure_before_any_text_does_not_speak_of_text_above(served: Served, 
     expect(note).to_be_visible()
     assert "text above" not in note.inner_text()
     assert note.inner_text().rstrip().endswith(".")
+
+
+def test_renaming_the_open_conversation_renames_the_tab_and_the_exports(served: Served, visit: Any) -> None:
+    page = visit(served.url).page
+    send(page, "Tell me.")
+    wait_answer(page)
+    nav = page.get_by_role("navigation", name="Conversations")
+    expect(nav.get_by_role("link").first).not_to_have_text("New Chat")  # the model's title came
+    nav.get_by_role("listitem").first.get_by_role("button", name="Rename").click()
+    title = nav.get_by_role("textbox", name="Title")
+    title.fill("My trip")
+    title.press("Enter")
+    expect(page).to_have_title("My trip · h2ochat")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export Markdown").click()
+    assert download.value.suggested_filename == "My trip.md"
+
+
+def test_a_first_message_without_an_answer_names_the_conversation_by_its_words(served: Served, visit: Any) -> None:
+    page = visit(served.url).page
+    page.get_by_label("Model").select_option("test/broken")
+    send(page, "Where do **rivers** begin?")
+    expect(page.locator("article.assistant .note.error")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Conversations")
+    expect(nav.get_by_role("link").first).to_have_text("Where do rivers begin?")

@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
 import { copyText } from "./markdown.js";
-import { sentence } from "./endings.js";
+import { sentence, titleFrom } from "./endings.js";
 import { Follower } from "./follow.js";
 import { MessageView, download, exportJSON, exportMarkdown, leftOutNote } from "./messages.js";
 import { Sidebar } from "./sidebar.js";
@@ -36,6 +36,11 @@ const sidebar = new Sidebar({
   onOpen: (id) => navigate(`/conversation/${id}`),
   onDeleted: (id) => {
     if (state.current?.id === id) navigate("/");
+  },
+  onRenamed: (id, title) => {
+    if (state.current?.id !== id) return;
+    state.current.title = title; // the exports' name and heading too
+    document.title = `${title} · h2ochat`;
   },
   onError: (error) => notice(error.message),
 });
@@ -234,7 +239,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
     composer.setBusy(false);
     refreshChrome();
   }
-  if (ok) await nameConversation(conversation);
+  await nameConversation(conversation, ok ? null : user.text);
   sidebar.refresh();
 }
 
@@ -256,13 +261,21 @@ function refused(user, view, error) {
   if (!$("message").value) composer.setText(user.text);
 }
 
-async function nameConversation(conversation) {
+// After the first answer the model writes a title; when there was no answer (`refusedText`, the
+// message that was refused) or the model cannot write one, the person's own words make it.
+async function nameConversation(conversation, refusedText) {
   // A title the person gave it in the sidebar, even while the answer streamed, stays.
   const listed = sidebar.titleOf(conversation.id);
   if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return;
   try {
-    conversation.title = await api.summarize(conversation.id);
+    if (refusedText == null) conversation.title = await api.summarize(conversation.id);
+    else {
+      const title = titleFrom(refusedText);
+      await api.rename(conversation.id, title);
+      conversation.title = title;
+    }
   } catch (error) {
+    if (refusedText == null) return nameConversation(conversation, state.views.find((v) => v.role === "user")?.text || "");
     notice(`No title was made: ${error.message}`);
     return;
   }

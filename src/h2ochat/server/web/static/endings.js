@@ -53,4 +53,12 @@ export function sentence(text) {
   return /[.!?…:)]$/.test(trimmed) ? trimmed : `${trimmed}.`;
 }
 
+// A title from the person's own words (the server's title_from_message, for when no answer came):
+// Markdown marks dropped, at most 60 characters, cut at a word.
+export function titleFrom(text) {
+  const plain = String(text).replace(/[*_`#>[\]]+/g, "").split(/\s+/).filter(Boolean).join(" ");
+  if (plain.length <= 60) return plain || "New Chat";
+  return `${plain.slice(0, 59).replace(/\s+\S*$/, "").replace(/[\s,;:\-\u2013]+$/, "")}…`;
+}
+
 const count = (n) => Number(n || 0).toLocaleString("en");
