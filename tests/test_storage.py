@@ -133,8 +133,8 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     await asyncio.sleep(0.005)  # times are kept to the millisecond
     await store.rename_conversation(first, mine, "Renamed")
     listed = await store.conversations(mine)
-    assert [c.id for c in listed] == [first, second]  # the rename made the first the most recent
-    assert listed[0].title == "Renamed"
+    assert [c.id for c in listed] == [second, first]  # a new name is no news: the order stays (issue 26)
+    assert listed[1].title == "Renamed"
     assert await store.delete_conversation(first, mine)
     assert await store.conversation(first, mine) is None
 

@@ -85,6 +85,7 @@ class MessageOptions(msgspec.Struct):
     id: str
     response_id: str
     is_retry: bool = False
+    is_continue: bool = False  # chat-ui 2024: go on with the answer ``id`` (which ``response_id`` repeats)
     use_cache: bool = False
     web_search_id: str = ""
 

@@ -40,7 +40,6 @@ __all__ = [
     "TokenLimits",
     "build_prompt",
     "build_request",
-    "summarize",
 ]
 
 log = logging.getLogger("h2ochat.server")
@@ -68,14 +67,17 @@ def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
     return "".join(parts)
 
 
-def build_request(model: ModelConfig, history: list[dict[str, str]], parameters: Parameters) -> GenerationRequest:
+def build_request(
+    model: ModelConfig, history: list[dict[str, str]], parameters: Parameters, prefix: str = ""
+) -> GenerationRequest:
     """The backend's request: the preprompt leads the messages as a system message, and with
-    chat-ui tokens the prompt is built here (backends that take messages use those)."""
+    chat-ui tokens the prompt is built here (backends that take messages use those).
+    ``prefix``: the start of the answer, to be continued."""
     messages = history
     if model.preprompt and (not history or history[0]["role"] != "system"):
         messages = [{"role": "system", "content": model.preprompt}, *history]
-    prompt = build_prompt(model, history) if model.uses_chatui_tokens else None
-    return GenerationRequest(messages, prompt, parameters)
+    prompt = build_prompt(model, history) + prefix if model.uses_chatui_tokens else None
+    return GenerationRequest(messages, prompt, parameters, prefix)
 
 
 class TokenLimits(NamedTuple):
@@ -131,24 +133,30 @@ class ModelRuntime:
         floor = min(self.defaults.max_new_tokens or 256, context // 4)
         return TokenLimits(context=context, input=context - floor)
 
-    async def fit(self, messages: list[dict[str, str]], parameters: Parameters) -> Fitted:
+    async def fit(self, messages: list[dict[str, str]], parameters: Parameters, prefix: str = "") -> Fitted:
         """The request for ``messages`` (the chat, the newest message last) that fits the model.
 
         The system prompt and the newest message are always sent (:class:`InputTooLong`, in plain
         words, when they alone do not fit); then as many earlier messages as fit, newest first,
         leaving room for the answer. Counted only where a backend counts tokens; upstream
-        servers apply their own ``truncate``.
+        servers apply their own ``truncate``. ``prefix``: an answer being continued, which is
+        sent whole too.
         """
         counter, limits = self._counter, self.token_limits()
         if counter is None or limits is None:
-            return Fitted(build_request(self.config, messages, parameters), 0)
-        return await asyncio.to_thread(self._fit, counter, limits, messages, parameters)
+            return Fitted(build_request(self.config, messages, parameters, prefix), 0)
+        return await asyncio.to_thread(self._fit, counter, limits, messages, parameters, prefix)
 
     def _fit(
-        self, counter: TokenCounter, limits: TokenLimits, messages: list[dict[str, str]], parameters: Parameters
+        self,
+        counter: TokenCounter,
+        limits: TokenLimits,
+        messages: list[dict[str, str]],
+        parameters: Parameters,
+        prefix: str,
     ) -> Fitted:
         def request(kept: int) -> GenerationRequest:
-            return build_request(self.config, messages[len(messages) - 1 - kept :], parameters)
+            return build_request(self.config, messages[len(messages) - 1 - kept :], parameters, prefix)
 
         # A client's truncate wins: the backend keeps the prompt's last ``truncate`` tokens.
         cut = parameters.truncate or limits.context
@@ -385,26 +393,3 @@ class Models:
         for running in list(self.active.values()):
             for generation in list(running):
                 generation.stop(reason)
-
-
-_SUMMARY = (
-    "Write a title of at most five words for a conversation that starts with the message below. "
-    "Answer with the title only.\n\nMessage: {message}"
-)
-
-
-async def summarize(runtime: ModelRuntime, message: str) -> str:
-    """A short title for a conversation, written by its model (greedy, a few tokens)."""
-    parameters = Parameters(do_sample=False, max_new_tokens=24, truncate=1024)
-    request = build_request(
-        runtime.config, [{"role": "user", "content": _SUMMARY.format(message=message[:2000])}], parameters
-    )
-    parts: list[str] = []
-    async for token in runtime.generate(request):
-        if not token.special:
-            parts.append(token.text)
-        if token.finish_reason or len(parts) >= 24:
-            break
-    title = "".join(parts).strip().splitlines()[0:1]
-    cleaned = title[0].strip(" \"'*#.:").strip() if title else ""
-    return (cleaned or " ".join(message.split()[:5]) or "New Chat")[:100]

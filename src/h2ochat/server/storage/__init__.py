@@ -239,6 +239,11 @@ class Store(Protocol):
         """
         ...
 
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        """Mark a finished answer ``generating`` again, to be continued (``is_continue``); False when
+        it is not this conversation's last message or is being generated already."""
+        ...
+
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         """A checkpoint: the text of an answer still being generated (it stays ``generating``).
 

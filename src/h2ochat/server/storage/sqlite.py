@@ -41,6 +41,13 @@ from h2ochat.server.storage.sqlite_schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
+# An answer is continued only as the conversation's last message, and by one request at a time.
+_RESUME = (
+    "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, updated_at = ? "
+    "WHERE conversation_id = ? AND id = ? AND role = 'assistant' AND status <> 'generating' "
+    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = ?)"
+)
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
@@ -244,8 +251,9 @@ class SQLiteStore:
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
-        sql = "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND session_id = ?"
-        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        # updated_at stays: it orders the sidebar by the last message, and a new name is no news.
+        sql = "UPDATE conversations SET title = ? WHERE id = ? AND session_id = ?"
+        values: tuple[str, ...] = (title, conversation_id, session_id)
         if only_if is not None:
             sql, values = sql + " AND title = ?", (*values, only_if)
         return await self._execute(sql, values) > 0
@@ -307,6 +315,10 @@ class SQLiteStore:
                 db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
 
         await self._call(begin)
+
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        resumed = await self._execute(_RESUME, (now(), conversation_id, answer_id, conversation_id))
+        return resumed > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         await self._execute(

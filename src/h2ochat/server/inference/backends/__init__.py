@@ -50,12 +50,15 @@ class GenerationRequest:
 
     ``messages`` starts with the model's preprompt as a system message (when it
     has one). ``prompt`` is None when the model's own chat template applies; the
-    backend renders ``messages`` with it then.
+    backend renders ``messages`` with it then. ``prefix`` is the start of an answer
+    to continue (``is_continue``): the model goes on from its last word; with
+    chat-ui tokens it already ends ``prompt``.
     """
 
     messages: list[dict[str, str]]
     prompt: str | None
     parameters: Parameters
+    prefix: str = ""
 
 
 class BackendError(Exception):

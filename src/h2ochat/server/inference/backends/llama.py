@@ -226,9 +226,12 @@ class LlamaBackend:
         if request.prompt is not None:  # chat-ui tokens: the prompt is markup and text in one string
             add_bos = not (self._bos and request.prompt.startswith(self._bos))
             return list(self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True))
-        if self._template is not None:
-            return self._template_tokens(request.messages)
-        raise BackendError("this GGUF file has no chat template; configure user_message_token and friends")
+        if self._template is None:
+            raise BackendError("this GGUF file has no chat template; configure user_message_token and friends")
+        tokens = self._template_tokens(request.messages)
+        if request.prefix:  # an answer being continued follows the template's "assistant speaks" markup
+            tokens += self._llama.tokenize(request.prefix.encode("utf-8"), add_bos=False, special=False)
+        return tokens
 
     def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat template's markup as special tokens, the messages' text as plain text.

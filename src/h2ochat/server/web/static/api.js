@@ -91,14 +91,12 @@ export async function summarize(id) {
 export async function sendMessage(
   id,
   inputs,
-  { messageId, answerId, isRetry = false, signal, onToken, onStart, stopping },
+  { messageId, answerId, isRetry = false, isContinue = false, parameters = {}, signal, onToken, onStart, stopping },
 ) {
-  const body = {
-    inputs,
-    parameters: {},
-    stream: true,
-    options: { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" },
-  };
+  const options = { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" };
+  if (isContinue) options.is_continue = true;
+  // details: the final event then says how the answer ended and how many tokens it took.
+  const body = { inputs, parameters: { ...parameters, details: true }, stream: true, options };
   const response = await request("POST", `/conversation/${id}`, { json: body, signal });
   onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
   const decoder = new EventDecoder();
@@ -119,7 +117,9 @@ export async function sendMessage(
         throw new ChatError(inStreamMessage(event), { partial: true });
       }
       if (!event.token.special) onToken(event.token.text);
-      if (event.generated_text !== null && event.generated_text !== undefined) return { finished: true };
+      if (event.generated_text !== null && event.generated_text !== undefined) {
+        return { finished: true, details: event.details || {} };
+      }
     }
   }
   if (stopping?.()) return { stopped: true };
