@@ -85,7 +85,9 @@ class MessageOptions(msgspec.Struct):
     id: str
     response_id: str
     is_retry: bool = False
-    is_continue: bool = False  # chat-ui 2024: go on with the answer ``id`` (which ``response_id`` repeats)
+    # chat-ui 2024: go on with the answer ``id`` (which ``response_id`` repeats). Unset is left out
+    # of what the client sends, so a 2023 server never sees a field it does not know.
+    is_continue: bool | msgspec.UnsetType = msgspec.UNSET
     use_cache: bool = False
     web_search_id: str = ""
 

@@ -123,7 +123,7 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         parameters = request_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    if options.is_continue:
+    if options.is_continue is True:
         return await _continue(request, runtime, conversation, options, parameters)
     inputs = body.inputs
     if not inputs.strip():
@@ -174,7 +174,7 @@ def _options(body: MessageRequest) -> MessageOptions:
     for name in ("id", "response_id"):
         if not _is_uuid(getattr(options, name)):
             raise ApiError(400, f"options.{name} must be a UUID, got {getattr(options, name)!r}")
-    if options.is_retry and options.is_continue:
+    if options.is_retry and options.is_continue is True:
         raise ApiError(400, "options.is_retry and options.is_continue exclude each other: send one of them")
     return options
 
