@@ -28,7 +28,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -38,14 +37,12 @@ from typing import Any
 
 from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.inference.backends import BackendError, GeneratedToken
+from h2ochat.server.inference.backends.sampling import sampler_chain
 
-__all__ = ["Outcome", "Scheduler", "Slot", "sampler_chain"]
+__all__ = ["Outcome", "Scheduler", "Slot"]
 
 log = logging.getLogger("h2ochat.server")
 
-# llama-cpp-python's Llama penalizes repeats among the last 64 tokens; the same here,
-# so that an answer is the one the non-batched backend gave.
-_PENALTY_LAST_N = 64
 # Tokens per step while others are generating: a prompt chunk costs them this much delay.
 _CHUNK = 128
 # Tokens per step at most (alone, a prompt is read in chunks this large).
@@ -79,29 +76,6 @@ class Slot:
     @property
     def position(self) -> int:
         return self.read + self.generated - 1 if self.last is not None else self.read
-
-
-def sampler_chain(llama_cpp: Any, arguments: dict[str, Any], n_vocab: int, seed: int | None) -> Any:
-    """A llama.cpp sampler chain built as llama-cpp-python's ``Llama.generate`` builds it.
-
-    ``arguments`` is :func:`h2ochat.server.inference.backends.llama.sampling_arguments`'s
-    output: temperature 0 means greedy. The seed is cut to 32 bits, as ``Llama``
-    passes it to llama.cpp, so a seeded answer matches the non-batched one.
-    """
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, arguments["repeat_penalty"], 0.0, 0.0))
-    if arguments["temp"] == 0.0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    add(chain, llama_cpp.llama_sampler_init_top_k(arguments["top_k"]))
-    add(chain, llama_cpp.llama_sampler_init_typical(arguments["typical_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_top_p(arguments["top_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_min_p(arguments["min_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_temp(arguments["temp"]))
-    draw = seed if seed is not None else random.getrandbits(32)
-    add(chain, llama_cpp.llama_sampler_init_dist(draw & 0xFFFFFFFF))
-    return chain
 
 
 class Scheduler:
