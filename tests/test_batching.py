@@ -251,9 +251,7 @@ async def test_a_chats_next_turn_reads_only_what_is_new(server: RunningServer, s
 async def test_a_failed_step_ends_its_answers_and_the_next_ones_start_clean(server: RunningServer) -> None:
     """llama.cpp failing a decode (injected here) ends the answers of that step with an error; their
     places are freed and forget their memory, so the next answer is the one given before."""
-    from h2ochat.server.edge.http import MODELS
-
-    scheduler = server.app[MODELS].runtimes[SMOL].backends[0]._scheduler  # type: ignore[attr-defined]
+    scheduler = scheduler_of(server)
     question = "<|im_start|>user\nList three facts about the number 7.<|im_end|>\n<|im_start|>assistant\n"
     status, before = await generate(server, question, max_new_tokens=24)
     assert status == 200
@@ -280,6 +278,40 @@ async def test_a_failed_step_ends_its_answers_and_the_next_ones_start_clean(serv
     assert "llama_decode returned -3" in failed["error"]
     status, after = await generate(server, question, max_new_tokens=24)
     assert status == 200 and after["generated_text"] == before["generated_text"]
+    assert scheduler.stats()["free"] == PARALLEL
+
+
+def scheduler_of(server: RunningServer) -> Any:
+    from h2ochat.server.edge.http import MODELS
+
+    return server.app[MODELS].runtimes[SMOL].backends[0]._scheduler
+
+
+async def test_an_answer_that_cannot_join_fails_alone_and_the_worker_goes_on(server: RunningServer) -> None:
+    """An exception while an answer joins the batch (injected: its sampling arguments raise) ends
+    that answer with an error; the answer beside it and later ones complete (issue 19: it killed the
+    worker thread, and every later answer waited forever)."""
+    scheduler = scheduler_of(server)
+    real = scheduler._sampling
+
+    def sampling(parameters: Any) -> Any:
+        if parameters.seed == 666:
+            raise ValueError("injected: no sampler for this answer")
+        return real(parameters)
+
+    question = "<|im_start|>user\nList three facts about the number 7.<|im_end|>\n<|im_start|>assistant\n"
+    scheduler._sampling = sampling
+    try:
+        failing = generate(server, question, do_sample=True, seed=666, max_new_tokens=16)
+        beside = generate(server, "Count from 1 to 10.", max_new_tokens=16)
+        # The bound only ends a hang (the worker dead) with a failure instead of a stuck run.
+        (status, failed), (beside_status, _) = await asyncio.wait_for(asyncio.gather(failing, beside), 120)
+    finally:
+        scheduler._sampling = real
+    assert status == 424 and "injected: no sampler" in failed["error"], failed
+    assert beside_status == 200
+    status, later = await asyncio.wait_for(generate(server, question, max_new_tokens=16), 120)
+    assert status == 200 and later["details"]["generated_tokens"] > 0
     assert scheduler.stats()["free"] == PARALLEL
 
 
