@@ -315,6 +315,36 @@ async def test_an_answer_that_cannot_join_fails_alone_and_the_worker_goes_on(ser
     assert scheduler.stats()["free"] == PARALLEL
 
 
+async def test_a_character_left_unfinished_at_the_end_is_kept_not_dropped(server: RunningServer) -> None:
+    """An answer that ends (EOS) in the middle of a UTF-8 character keeps its bytes as U+FFFD.
+    The sampler is replaced by a fixed token list; the detokenizer and the decoding are the real ones."""
+    scheduler = scheduler_of(server)
+    llama = scheduler._llama
+    sun = llama.tokenize("日".encode(), add_bos=False, special=False)
+    assert len(sun) == 2  # SmolLM2 writes 日 (3 bytes) as two tokens: the first is an unfinished character
+    forced = [*sun, sun[0], llama.token_eos()]
+
+    class ForcedTokens:
+        """llama.cpp's functions, with each sample being the next token of ``forced``."""
+
+        def __init__(self, lib: Any) -> None:
+            self.lib = lib
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.lib, name)
+
+        def llama_sampler_sample(self, sampler: Any, ctx: Any, index: int) -> int:
+            return forced.pop(0)
+
+    scheduler._lib = ForcedTokens(scheduler._lib)
+    try:
+        status, body = await generate(server, "Say hello.", max_new_tokens=16)
+    finally:
+        scheduler._lib = scheduler._lib.lib
+    assert status == 200, body
+    assert (body["generated_text"], body["details"]["finish_reason"]) == ("日\ufffd", "eos_token")
+
+
 async def test_a_message_cannot_forge_the_templates_control_tokens() -> None:
     """A user writing the chat template's markup gets it read as text, not as a new turn (issue 13)."""
     from h2ochat.protocol.parameters import Parameters

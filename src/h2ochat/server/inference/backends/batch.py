@@ -333,8 +333,11 @@ class Scheduler:
             return
         piece, end = self._piece(token)
         if end:
-            ended = GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens)
-            self._outbox.append((slot, ended))
+            # Bytes of a character the answer never finished are kept, as U+FFFD: on the end token,
+            # then not special, since a client adds only non-special tokens' text to the answer.
+            rest = slot.decoder.decode(b"", final=True)
+            text, special = (rest, False) if rest else (piece.decode("utf-8", "replace"), True)
+            self._outbox.append((slot, GeneratedToken(token, text, None, special, "eos_token", prompt_tokens)))
             self._finish(slot)
             return
         text = slot.decoder.decode(piece)
