@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 
 from h2ochat.server.storage import (
+    ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
     Conversation,
@@ -153,7 +154,8 @@ class PostgresStore:
             del self._unsaved[key]
 
     async def _clean(self, db: Any) -> None:
-        """Delete what has expired: replicas long gone, idle sessions with their conversations, old rate entries."""
+        """Delete what has expired: replicas long gone, idle sessions with their conversations,
+        conversations left without a message (:data:`ORPHANS`), old rate entries."""
         ago = _clock("$1")  # $1 seconds ago
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
@@ -162,6 +164,7 @@ class PostgresStore:
                 self.options.session_idle,
             )
             await db.execute(f"DELETE FROM sessions WHERE seen_at < {ago}", self.options.session_idle)
+            await db.execute(ORPHANS.format(cutoff=ago), self.options.orphan_ttl)
             await db.execute(f"DELETE FROM rate_events WHERE at < {_EPOCH} - 60")
 
     # Sessions -----------------------------------------------------------------------------

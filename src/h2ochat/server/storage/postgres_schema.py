@@ -57,6 +57,10 @@ CREATE INDEX rate_events_by_bucket ON rate_events (bucket, at);
 CREATE INDEX rate_events_by_age ON rate_events (at);
 """
 
+# Conversations never touched since they were created: the few rows the orphan sweep reads.
+_UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at) WHERE updated_at = created_at"
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
+    ("002_untouched_conversations", _UNTOUCHED),
 ]

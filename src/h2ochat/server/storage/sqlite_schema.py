@@ -67,7 +67,11 @@ CREATE INDEX rate_events_by_bucket ON rate_events (bucket, at);
 CREATE INDEX rate_events_by_age ON rate_events (at)
 """
 
+# Conversations never touched since they were created: the few rows the orphan sweep reads.
+_UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at) WHERE updated_at = created_at"
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
+    ("003_untouched_conversations", _statements(_UNTOUCHED)),
 ]
