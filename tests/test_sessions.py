@@ -149,6 +149,21 @@ async def test_a_delete_while_the_message_uploads_is_a_404_never_a_500(raw_clien
         assert status == 404 and "deleted" in answer["message"]
 
 
+async def test_a_conversation_never_sent_a_message_is_removed_in_the_background(
+    raw_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h2ochat.server.app, "UPKEEP_INTERVAL", 0.2)
+    config = replace(fixed_config(str(tmp_path / "orphans.db")), welcome_gate=False, orphan_ttl=1.0)
+    async with start_server(config) as server:
+        client = raw_client(server.url)
+        orphan, used = await client.create(), await client.create()
+        status, raw, _ = await client.message(used, "Hi")
+        assert status == 200 and events(raw)
+        await asyncio.sleep(2.0)
+        status, listed, _ = await client.request("GET", "/api/conversations")
+        assert status == 200 and [c["id"] for c in listed] == [used], (orphan, listed)
+
+
 async def test_idle_sessions_expire_with_their_conversations_in_the_background(
     raw_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

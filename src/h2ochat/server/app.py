@@ -221,7 +221,9 @@ def create_app(config: ServerConfig) -> web.Application:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    options = StoreOptions(pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400)
+    options = StoreOptions(
+        pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400, orphan_ttl=config.orphan_ttl
+    )
     app[STORE] = await open_store(config.db_path(), options)
     yield
     await app[STORE].close()

@@ -199,6 +199,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     db: str = ""
     db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10  # PostgreSQL connections per replica
     session_idle_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # then a session expires with its conversations
+    # Seconds a conversation that never got a message (nor a new title) is kept: a client that
+    # lost the answer to its creation leaves one behind.
+    orphan_ttl: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_conversations: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per session; 0: no limit
     new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True

@@ -20,7 +20,8 @@ only: another session's conversation is treated exactly like a missing one.
 Sessions are issued by the server (:meth:`Store.new_session`): an id the
 server did not issue, or one idle longer than ``session_idle``, is no session.
 Idle sessions are deleted with their conversations by :meth:`Store.upkeep`,
-which the server calls every few seconds.
+which the server calls every few seconds; so are conversations that never got
+a message (:data:`ORPHANS`).
 
 Errors (the routes turn each into a 4xx or a 503)::
 
@@ -41,6 +42,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 __all__ = [
+    "ORPHANS",
     "SELECT_CONVERSATION",
     "SELECT_MESSAGE",
     "ConversationGone",
@@ -108,6 +110,7 @@ class StoreOptions:
     pool_size: int = 10  # PostgreSQL connections per replica
     session_idle: float = 30 * 86400.0  # seconds after its last use a session expires, with its conversations
     lease: float = 15.0  # seconds without a heartbeat after which a replica's answers are marked interrupted
+    orphan_ttl: float = 3600.0  # seconds a conversation that never got a message is kept (ORPHANS)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,15 @@ SELECT_MESSAGE = (
     "created_at, updated_at, left_out FROM messages"
 )
 
+# Conversations created and then left: no message and no new title since they were created (their
+# first message never came, e.g. a client that lost the creation's answer), and that long ago.
+# ``{cutoff}`` is the database's expression for the oldest time kept. "updated_at = created_at" is
+# what a small partial index holds (conversations_untouched), so the sweep reads only those rows.
+ORPHANS = (
+    "DELETE FROM conversations WHERE updated_at = created_at AND updated_at < {cutoff} "
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = conversations.id)"
+)
+
 
 class Store(Protocol):
     """The server's database."""
@@ -162,8 +174,9 @@ class Store(Protocol):
 
     async def upkeep(self) -> None:
         """One round of background work: renew this replica's lease, mark the answers of replicas
-        whose lease ran out as interrupted, delete expired sessions and old rate-limit entries,
-        and retry final saves that failed while the database was away."""
+        whose lease ran out as interrupted, delete expired sessions, conversations left without a
+        message for ``orphan_ttl`` (:data:`ORPHANS`) and old rate-limit entries, and retry final
+        saves that failed while the database was away."""
         ...
 
     # Sessions

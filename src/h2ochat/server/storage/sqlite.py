@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from h2ochat.server.storage import (
+    ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
     Conversation,
@@ -119,7 +120,8 @@ class SQLiteStore:
             )
 
     async def upkeep(self) -> None:
-        cutoff = now(self.options.session_idle)
+        # One process, one clock: every time here is this process's (PostgreSQL's are the database's).
+        cutoff, orphaned = now(self.options.session_idle), now(self.options.orphan_ttl)
 
         def expire(db: sqlite3.Connection) -> None:
             with _transaction(db):
@@ -128,6 +130,7 @@ class SQLiteStore:
                     (cutoff,),
                 )
                 db.execute("DELETE FROM sessions WHERE seen_at < ?", (cutoff,))
+                db.execute(ORPHANS.format(cutoff="?"), (orphaned,))
                 db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 60,))
 
         await self._call(expire)

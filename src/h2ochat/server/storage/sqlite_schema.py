@@ -71,8 +71,12 @@ CREATE INDEX rate_events_by_age ON rate_events (at)
 # each answer records how many, so that the page can say so.
 _SCHEMA_3 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0"
 
+# Conversations never touched since they were created: the few rows the orphan sweep reads.
+_UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at) WHERE updated_at = created_at"
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
     ("003_answers_left_out", _statements(_SCHEMA_3)),
+    ("004_untouched_conversations", _statements(_UNTOUCHED)),
 ]

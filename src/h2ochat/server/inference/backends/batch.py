@@ -26,9 +26,7 @@ go back in one ``hand_over`` call (``call_soon_threadsafe`` in the backend).
 from __future__ import annotations
 
 import codecs
-import contextlib
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -38,14 +36,12 @@ from typing import Any
 
 from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.inference.backends import BackendError, GeneratedToken
+from h2ochat.server.inference.backends.sampling import sampler_chain
 
-__all__ = ["Outcome", "Scheduler", "Slot", "sampler_chain"]
+__all__ = ["Outcome", "Scheduler", "Slot"]
 
 log = logging.getLogger("h2ochat.server")
 
-# llama-cpp-python's Llama penalizes repeats among the last 64 tokens; the same here,
-# so that an answer is the one the non-batched backend gave.
-_PENALTY_LAST_N = 64
 # Tokens per step while others are generating: a prompt chunk costs them this much delay.
 _CHUNK = 128
 # Tokens per step at most (alone, a prompt is read in chunks this large).
@@ -79,29 +75,6 @@ class Slot:
     @property
     def position(self) -> int:
         return self.read + self.generated - 1 if self.last is not None else self.read
-
-
-def sampler_chain(llama_cpp: Any, arguments: dict[str, Any], n_vocab: int, seed: int | None) -> Any:
-    """A llama.cpp sampler chain built as llama-cpp-python's ``Llama.generate`` builds it.
-
-    ``arguments`` is :func:`h2ochat.server.inference.backends.llama.sampling_arguments`'s
-    output: temperature 0 means greedy. The seed is cut to 32 bits, as ``Llama``
-    passes it to llama.cpp, so a seeded answer matches the non-batched one.
-    """
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    add = llama_cpp.llama_sampler_chain_add
-    add(chain, llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, arguments["repeat_penalty"], 0.0, 0.0))
-    if arguments["temp"] == 0.0:
-        add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    add(chain, llama_cpp.llama_sampler_init_top_k(arguments["top_k"]))
-    add(chain, llama_cpp.llama_sampler_init_typical(arguments["typical_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_top_p(arguments["top_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_min_p(arguments["min_p"], 1))
-    add(chain, llama_cpp.llama_sampler_init_temp(arguments["temp"]))
-    draw = seed if seed is not None else random.getrandbits(32)
-    add(chain, llama_cpp.llama_sampler_init_dist(draw & 0xFFFFFFFF))
-    return chain
 
 
 class Scheduler:
@@ -209,25 +182,45 @@ class Scheduler:
     # The worker thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """Rounds until closed. Whatever a round raises ends the answers it touched, never the worker:
+        a dead worker would leave every later answer waiting forever."""
         while True:
-            with self._wake:
-                while not self._closing and not self._waiting and not self._running:
-                    self._wake.wait()
-                if not self._running:  # idle until now: requests sent together arrive within a ms or so,
-                    self._wake.wait_for(lambda: self._closing, _GATHER)  # and read together, one decode
-                if self._closing:
+            try:
+                if not self._round():
                     return
-                self._admit()
-            if self._running:
-                try:
-                    self._step()
-                except Exception as exc:  # a llama.cpp failure ends the answers in that step, not the worker
-                    log.exception("a batched llama.cpp step failed")
-                    for slot in list(self._running):
-                        self._outbox.append((slot, BackendError(f"llama.cpp failed: {exc}")))
-                        slot.read, slot.sampled = 0, []  # what its memory holds is unknown: clear it
-                        self._finish(slot)
-                self._hand_over()
+            except Exception as exc:
+                log.exception("the llama.cpp worker failed; its running answers end with an error")
+                self._fail(list(self._running), exc)
+
+    def _round(self) -> bool:
+        """Wait for work, admit, step, hand the tokens over; False once closing."""
+        with self._wake:
+            while not self._closing and not self._waiting and not self._running:
+                self._wake.wait()
+            if not self._running:  # idle until now: requests sent together arrive within a ms or so,
+                self._wake.wait_for(lambda: self._closing, _GATHER)  # and read together, one decode
+            if self._closing:
+                return False
+            self._admit()
+        if self._running:
+            try:
+                self._step()
+            except Exception as exc:  # a llama.cpp failure ends the answers in that step, not the worker
+                log.exception("a batched llama.cpp step failed")
+                self._fail(list(self._running), exc)
+        self._hand_over()
+        return True
+
+    def _fail(self, slots: list[Slot], exc: Exception) -> None:
+        """End ``slots`` with an error; their places forget their memory (what it holds is unknown)."""
+        for slot in slots:
+            self._outbox.append((slot, BackendError(f"llama.cpp failed: {exc}")))
+            slot.read, slot.sampled = 0, []
+            self._finish(slot)
+        try:
+            self._hand_over()
+        except Exception:
+            log.exception("the failed answers' errors could not be handed over")
 
     def _hand_over(self) -> None:
         """Give the step's tokens to their consumers in one call: one wake-up of the event loop a
@@ -239,17 +232,20 @@ class Scheduler:
     def _admit(self) -> None:
         """Drop cancelled answers; give free places to those waiting, first come first served."""
         for slot in [slot for slot in self._running if slot.cancelled]:
-            self._release(slot)
-            self._running.remove(slot)
-            self._free.append(slot.seq_id)
+            self._finish(slot)
         self._waiting = deque(slot for slot in self._waiting if not slot.cancelled)
         while self._waiting and self._free:
             slot = self._waiting.popleft()
-            self._place(slot)
-            slot.sampler = sampler_chain(
-                self._lib, self._sampling(slot.parameters), self._n_vocab, slot.parameters.seed
-            )
-            self._running.append(slot)
+            self._running.append(slot)  # from here on, a failure frees its place (_fail, _finish)
+            try:
+                self._place(slot)
+                slot.sampler = sampler_chain(
+                    self._lib, self._sampling(slot.parameters), self._n_vocab, slot.parameters.seed
+                )
+            except Exception as exc:  # this answer cannot start; the others go on
+                log.exception("an answer could not join the batch")
+                self._fail([slot], exc)
+                continue
             log.debug("answer joined the batch: %d running, %d waiting", len(self._running), len(self._waiting))
 
     def _place(self, slot: Slot) -> None:
@@ -265,11 +261,12 @@ class Scheduler:
         worth = [place for place in free if 2 * shared[place] >= len(self._cached[place])]
         place = max(worth, key=shared.__getitem__) if worth else free[0]  # max: the first of equals
         free.remove(place)
+        slot.seq_id = place  # the slot holds the place now: a failure below gives it back (_finish)
         # The last prompt token is always decoded: its logits give the first answer token.
         reuse = min(shared[place], len(prompt) - 1)
-        self._lib.llama_memory_seq_rm(self._memory, place, reuse, -1)
         self._cached[place] = []
-        slot.seq_id, slot.read = place, reuse
+        self._lib.llama_memory_seq_rm(self._memory, place, reuse, -1)
+        slot.read = reuse
         self._prompt_tokens["reused"] += reuse
         self._prompt_tokens["read"] += len(prompt) - reuse
 
@@ -336,8 +333,11 @@ class Scheduler:
             return
         piece, end = self._piece(token)
         if end:
-            ended = GeneratedToken(token, piece.decode("utf-8", "replace"), None, True, "eos_token", prompt_tokens)
-            self._outbox.append((slot, ended))
+            # Bytes of a character the answer never finished are kept, as U+FFFD: on the end token,
+            # then not special, since a client adds only non-special tokens' text to the answer.
+            rest = slot.decoder.decode(b"", final=True)
+            text, special = (rest, False) if rest else (piece.decode("utf-8", "replace"), True)
+            self._outbox.append((slot, GeneratedToken(token, text, None, special, "eos_token", prompt_tokens)))
             self._finish(slot)
             return
         text = slot.decoder.decode(piece)
@@ -365,21 +365,31 @@ class Scheduler:
     def _finish(self, slot: Slot) -> None:
         """The answer is over: its sequence leaves the memory and its place is free for the next."""
         with self._wake:
-            self._release(slot)
-            with contextlib.suppress(ValueError):
-                self._running.remove(slot)
+            if slot not in self._running:
+                return  # finished already: its place may be another answer's by now
+            self._running.remove(slot)
+            if slot.seq_id >= 0:
                 self._free.append(slot.seq_id)
+            try:
+                self._release(slot)
+            except Exception:  # the place is free all the same, and forgotten: _place clears it whole
+                log.exception("clearing a finished answer's memory failed")
 
     def _release(self, slot: Slot) -> None:
         """Free the slot's sampler; its place keeps what the memory holds for the next prompt
         (every token but the last sampled, which was never decoded), or forgets it."""
-        if slot.seq_id >= 0:
-            kept = slot.prompt[: slot.read] + slot.sampled[:-1] if self.prompt_cache else []
-            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, len(kept), -1)
-            self._cached[slot.seq_id] = kept
-        if slot.sampler is not None:
-            self._lib.llama_sampler_free(slot.sampler)
-            slot.sampler = None
+        sampler, slot.sampler = slot.sampler, None
+        try:
+            if slot.seq_id >= 0:
+                # Forgotten first: if clearing fails, the next prompt there reuses nothing, and
+                # _place clears the whole sequence before reading it.
+                self._cached[slot.seq_id] = []
+                kept = slot.prompt[: slot.read] + slot.sampled[:-1] if self.prompt_cache else []
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, len(kept), -1)
+                self._cached[slot.seq_id] = kept
+        finally:
+            if sampler is not None:
+                self._lib.llama_sampler_free(sampler)
 
 
 def _common_start(a: list[int], b: list[int]) -> int:

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import ConfigError, LlamaEndpoint
 from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, InputTooLong
 from h2ochat.server.inference.backends.batch import Outcome, Scheduler, Slot
+from h2ochat.server.inference.backends.sampling import sampling_arguments
 from h2ochat.server.inference.hub import local_gguf
 
 __all__ = ["LlamaBackend", "embedded_gguf", "extra_buffers_disabled", "load_llama", "sampling_arguments"]
@@ -98,27 +98,6 @@ def load_llama(
             )
         except ValueError as exc:
             raise ConfigError(f"could not load the GGUF file {path}: {exc}") from None
-
-
-def sampling_arguments(parameters: Parameters) -> dict[str, Any]:
-    """TGI parameters as ``Llama.generate`` arguments (greedy unless do_sample)."""
-    if not parameters.do_sample:
-        return {
-            "temp": 0.0,
-            "top_k": 1,
-            "top_p": 1.0,
-            "min_p": 0.0,
-            "typical_p": 1.0,
-            "repeat_penalty": parameters.repetition_penalty or 1.0,
-        }
-    return {
-        "temp": parameters.temperature or 1.0,
-        "top_k": parameters.top_k or 0,  # 0: no top-k cut, as TGI without top_k
-        "top_p": parameters.top_p or 1.0,
-        "min_p": 0.0,
-        "typical_p": parameters.typical_p or 1.0,
-        "repeat_penalty": parameters.repetition_penalty or 1.0,
-    }
 
 
 class LlamaBackend:
