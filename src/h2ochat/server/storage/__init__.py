@@ -162,7 +162,7 @@ SELECT_MESSAGE = (
 # ``{cutoff}`` is the database's expression for the oldest time kept. "updated_at = created_at" is
 # what a small partial index holds (conversations_untouched), so the sweep reads only those rows.
 ORPHANS = (
-    "DELETE FROM conversations WHERE updated_at = created_at AND updated_at < {cutoff} "
+    "DELETE FROM conversations WHERE updated_at = created_at AND updated_at < {cutoff} AND title = 'New Chat' "
     "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = conversations.id)"
 )
 
