@@ -61,7 +61,12 @@ CREATE INDEX rate_events_by_age ON rate_events (at);
 # each answer records how many, so that the page can say so.
 _SCHEMA_2 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0;"
 
+# The person's own generation settings for a conversation (temperature, max_new_tokens), as JSON text:
+# text, as on SQLite, so that both stores read the same.
+_SCHEMA_3 = "ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';"
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
     ("002_answers_left_out", _SCHEMA_2),
+    ("003_conversation_settings", _SCHEMA_3),
 ]
