@@ -35,11 +35,12 @@ Errors (the routes turn each into a 4xx or a 503)::
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "ORPHANS",
@@ -129,6 +130,14 @@ class Conversation:
     title: str
     created_at: str
     updated_at: str
+    # Generation parameters the person chose for this conversation (temperature, max_new_tokens).
+    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Conversation:
+        """A row of ``SELECT_CONVERSATION``: its last column is the settings as JSON text."""
+        id_, session_id, model, title, created_at, updated_at, settings = row
+        return cls(id_, session_id, model, title, created_at, updated_at, json.loads(settings) if settings else {})
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,7 @@ StopListener = Callable[[str, str], object]
 
 
 # The columns of the row types, in their order: the same SQL reads them on either database.
-SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
+SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at, settings FROM conversations"
 SELECT_MESSAGE = (
     "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
     "created_at, updated_at, left_out FROM messages"
@@ -227,6 +236,12 @@ class Store(Protocol):
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
         """Set the title; with ``only_if``, only while the title is still that one."""
+        ...
+
+    async def save_conversation_settings(
+        self, conversation_id: str, session_id: str, settings: Mapping[str, Any]
+    ) -> bool:
+        """Replace the conversation's settings (checked by the caller); False when it is not the session's."""
         ...
 
     # Messages

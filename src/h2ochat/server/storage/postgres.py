@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -260,11 +261,11 @@ class PostgresStore:
         row = await self._db.one(
             f"{SELECT_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id
         )
-        return None if row is None else Conversation(*row)
+        return None if row is None else Conversation.from_row(row)
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._db.all(f"{SELECT_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
         # ILIKE folds case as the database's locale does: ASCII letters in the C locale, more in others.
@@ -274,7 +275,7 @@ class PostgresStore:
             session_id,
             like_pattern(query),
         )
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
         sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
@@ -289,6 +290,12 @@ class PostgresStore:
         if only_if is not None:
             sql, values = sql + " AND title = $4", (*values, only_if)
         return await self._db.execute(sql, *values) > 0
+
+    async def save_conversation_settings(
+        self, conversation_id: str, session_id: str, settings: Mapping[str, Any]
+    ) -> bool:
+        sql = "UPDATE conversations SET settings = $1 WHERE id = $2 AND session_id = $3"
+        return await self._db.execute(sql, json.dumps(dict(settings)), conversation_id, session_id) > 0
 
     # Messages -----------------------------------------------------------------------------
 
