@@ -24,7 +24,7 @@ from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.edge.guard import guard_requests, listen
+from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
@@ -284,14 +284,33 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         shutdown_timeout=config.shutdown_timeout,
         keepalive_timeout=config.keepalive_timeout,
     )
+    guard: ConnectionGuard | None = None
     try:
         await runner.setup()  # inside: a failed startup still closes what started (the store) below
         assert runner.server is not None
-        async with listen(runner.server, config) as listeners:
-            host, port = _bound_address(listeners, config)
+        async with listen(runner.server, config) as guard:
+            host, port = _bound_address(guard.listeners, config)
             yield RunningServer(f"http://{host}:{port}", runner)
     finally:
+        await _shut_down(runner, guard, config.shutdown_timeout)
+
+
+async def _shut_down(runner: web.AppRunner, guard: ConnectionGuard | None, timeout: float) -> None:
+    """aiohttp's shutdown, then what it left: connections whose clients stopped reading.
+
+    aiohttp waits for each answer to drain into its client (``timeout``, then as long again), and its
+    close waits for that too; a client that never reads would hold both for good. So every connection
+    still open ``timeout`` seconds in is dropped, and any left at the end.
+    """
+    drop_late = asyncio.get_running_loop().call_later(timeout, guard.drop_all) if guard is not None else None
+    try:
         await runner.cleanup()
+    finally:
+        if drop_late is not None:
+            drop_late.cancel()
+    if guard is not None:
+        guard.drop_all()
+        await asyncio.sleep(0)  # their connection_lost, on the next turn of the loop
 
 
 def _bound_address(listeners: list[socket.socket], config: ServerConfig) -> tuple[str, int]:

@@ -207,6 +207,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] = 4096
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no limit
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    # Seconds a write to a streaming client may wait for it to take the data; then the answer
+    # ends as if the client had left (a reader that stopped frees the model's place).
+    write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # seconds between saves of a growing answer
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     # Slow and idle clients (guard.py): seconds to send a request head (from the connection's

@@ -176,7 +176,7 @@ async def _stream_answer(
         )
         outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
         try:
-            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), config.keepalive_interval)
+            response, outcome = await stream_answer(request, answer, TgiEvents(inputs))
         finally:
             checkpoints.cancel()
             # Shielded: an answer must be saved even if this handler is being cancelled.
