@@ -46,6 +46,7 @@ Every table forbids unknown keys, so a typo fails at start-up with its path.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -229,6 +230,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
     def __post_init__(self) -> None:
         check_models(self.models)
+        check_proxies(self.forwarded_allow_ips)
         if self.tgi_model is not None and self.model(self.tgi_model) is None:
             raise ConfigError(
                 f"tgi_model {self.tgi_model!r} is not one of the configured models: {', '.join(self.model_names)}"
@@ -329,6 +331,21 @@ def _where(message: str) -> str:
     if "`$.models" in message:
         return message.replace("`$.", "`")
     return message.replace("`$.", "`server.")
+
+
+def check_proxies(entries: list[str]) -> None:
+    """Each ``forwarded_allow_ips`` entry is "*", an IP address or a network; a host name cannot be
+    matched against a request's address (and used to fail every request with a 500)."""
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"forwarded_allow_ips: {entry!r} is not an IP address or network; name each proxy by "
+                'its address (10.0.0.5, ::1) or network (10.0.0.0/8), or "*" for any'
+            ) from None
 
 
 def check_models(models: list[ModelConfig]) -> None:
