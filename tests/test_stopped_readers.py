@@ -17,9 +17,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.client import URL
 from click.testing import CliRunner
 from msgspec.structs import replace
+from yarl import URL
 
 import h2ochat.server
 from h2ochat.cli import cli
