@@ -205,6 +205,9 @@ class EventWriter:
         self._interval = interval
         self._timeout = timeout
         self._stalled = False
+        self._writing = 0  # writes waiting for the client now
+        self._since = 0.0  # since when they have waited (loop time)
+        self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
         self._keepalive = asyncio.ensure_future(self._keep_alive())
@@ -220,17 +223,30 @@ class EventWriter:
         await self._within_timeout(self._response.write_eof(data))
 
     async def _within_timeout(self, writing: Awaitable[None]) -> None:
-        # A timer rather than asyncio.wait_for: no task per token, and the write itself is
-        # never cancelled halfway; the abort ends its wait for the buffer to drain.
-        timer = self._loop.call_later(self._timeout, self._stall)
+        # A watchdog rather than asyncio.wait_for or a timer per write: a token costs two counts, not
+        # a task or a timer, and a write is never cancelled halfway (the abort ends its wait).
+        if not self._writing:
+            self._since = self._loop.time()
+        self._writing += 1
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._timeout, self._watch)
         try:
             await writing
         finally:
-            timer.cancel()
+            self._writing -= 1
+            if self._writing:  # one done, another still waiting: the client took something
+                self._since = self._loop.time()
         if self._stalled:
             raise ConnectionResetError(f"the client read nothing for {self._timeout:g} s (write_timeout)")
 
-    def _stall(self) -> None:
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self._writing:
+            return  # the next write sets it again
+        waited = self._loop.time() - self._since
+        if waited < self._timeout:
+            self._watchdog = self._loop.call_later(self._timeout - waited, self._watch)
+            return
         self._stalled = True
         transport = self._request.transport
         log.info("a client stopped reading its stream for %g s (write_timeout): closing it", self._timeout)
@@ -239,6 +255,8 @@ class EventWriter:
 
     def close(self) -> None:
         self._keepalive.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def _keep_alive(self) -> None:
         while True:
