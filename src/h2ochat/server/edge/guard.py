@@ -20,11 +20,11 @@ callback to aiohttp's own protocol and keeps the clocks.
   connection whose head has arrived is in one); when every connection is in
   a request, the new one is closed at once.
 
-Every close here is a reset (:func:`~h2ochat.server.edge.sockets.drop`):
-``transport.close()`` waits until the unsent answer is delivered, which a
-client that stopped reading never lets happen, so its socket would stay open,
-and counted against the cap, for good. The counts in the log are of
-connections actually closed (``connection_lost``).
+Every close here is an abort (:func:`~h2ochat.server.edge.sockets.drop`, a
+reset when an answer is left unsent): ``transport.close()`` waits until the
+unsent answer is delivered, which a client that stopped reading never lets
+happen, so its socket would stay open, and counted against the cap, for good.
+The counts in the log are of connections actually closed (``connection_lost``).
 
 The :func:`guard_requests` middleware tells a connection when a request
 reaches the application and when it leaves, so a request being answered (a
