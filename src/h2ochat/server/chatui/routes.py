@@ -231,9 +231,7 @@ async def _stream_answer(
         try:
             # Beside the events, which are TGI's: how many earlier messages the model did not see.
             headers = {"H2ochat-Left-Out": str(fitted.left_out)}
-            response, outcome = await stream_answer(
-                request, answer, TgiEvents(inputs), config.keepalive_interval, headers
-            )
+            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), headers)
         finally:
             checkpoints.cancel()
             # Shielded: an answer must be saved even if this handler is being cancelled.
