@@ -1,11 +1,14 @@
-"""The web page in Chromium: every response read to its end."""
+"""The web page in Chromium: every response read to its end, and the embedded model's suggestions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, Request, expect
 
+from h2ochat.server.config import default_models
 from tests.browser import Served, wait_answer
 
 
@@ -45,3 +48,23 @@ def test_every_response_is_read_rename_delete_stop_and_the_welcome(page_server: 
     page.wait_for_load_state("networkidle")
     assert failed == []
     assert v.watcher.errors == []
+
+
+def test_the_embedded_model_offers_suggestions_it_answers_well() -> None:
+    examples = default_models()[0].prompt_examples
+    assert 2 <= len(examples) <= 3
+    assert all(example.title and example.prompt.endswith((".", "?")) for example in examples)
+
+
+@pytest.mark.model
+def test_a_new_chat_on_the_default_server_shows_the_suggestions(tmp_path: Path, visit: Any) -> None:
+    served = Served(["--db", str(tmp_path / "smol.db")]).start()
+    try:
+        page = visit(served.url).page
+        examples = page.locator("#examples").get_by_role("button")
+        expect(examples).to_have_count(len(default_models()[0].prompt_examples))
+        page.get_by_role("button", name="Capital of France").click()
+        answer = wait_answer(page, timeout=120_000)
+        expect(answer.locator(".body")).to_contain_text("Paris")
+    finally:
+        served.stop()
