@@ -3,6 +3,7 @@
 
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
+import { announce, initFrame, setExportable, showTitle } from "./frame.js";
 import { copyText } from "./markdown.js";
 import { sentence, titleFrom } from "./endings.js";
 import { Follower } from "./follow.js";
@@ -27,6 +28,7 @@ const composer = new Composer({
 });
 
 const follower = new Follower($("chat"), $("messages"), $("jump"));
+const drawer = initFrame({ newChat, focusBox: () => composer.focus(), stop: () => stop(), copyLast, exportAs: exported });
 
 const sidebar = new Sidebar({
   list: $("conversation-list"),
@@ -34,13 +36,16 @@ const sidebar = new Sidebar({
   search: $("search"),
   confirm: $("confirm"),
   onOpen: (id) => navigate(`/conversation/${id}`),
-  onDeleted: (id) => {
+  onDeleted: (id, next) => {
     if (state.current?.id === id) navigate("/");
+    // Focus was on the deleted row: to the conversation now in its place, if on screen, else the message box.
+    if (next && getComputedStyle(next).visibility !== "hidden") next.focus();
+    else composer.focus();
   },
   onRenamed: (id, title) => {
     if (state.current?.id !== id) return;
     state.current.title = title; // the exports' name and heading too
-    document.title = `${title} · h2ochat`;
+    showTitle(title);
   },
   onError: (error) => notice(error.message),
 });
@@ -107,7 +112,7 @@ function navigate(path) {
 window.addEventListener("popstate", () => route());
 
 async function route() {
-  closeSidebar();
+  drawer.close();
   const match = location.pathname.match(/^\/conversation\/([^/]+)$/);
   if (state.streaming && state.streaming.conversationId !== match?.[1]) stop();
   if (match) await openConversation(decodeURIComponent(match[1]));
@@ -152,14 +157,14 @@ function showConversation(conversation, messages) {
   if (conversation) showModels(conversation.model);
   follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
-  document.title = conversation ? `${conversation.title} · h2ochat` : "h2ochat";
+  showTitle(conversation?.title);
   refreshChrome();
 }
 
 function refreshChrome() {
   const empty = state.views.length === 0;
   $("empty").hidden = !empty;
-  $("export-md").disabled = $("export-json").disabled = !state.current || empty;
+  setExportable(state.current && !empty);
   state.views.forEach((view, i) => view.setRetry(i === state.views.length - 1 && view.role === "assistant"));
 }
 
@@ -202,6 +207,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
   view.notes.querySelector(".ending")?.remove();
   refreshChrome();
   view.setStreaming(true);
+  announce(""); // the last answer's "ready" is old news
   follower.jump(); // the person asked: show the answer coming, until they scroll away
   const streaming = { conversationId: conversation.id, controller: new AbortController(), stopping: false };
   state.streaming = streaming;
@@ -231,11 +237,14 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
       updatedAt: new Date().toISOString(),
     };
     view.setEnding(ended, { last: true });
+    announce(result.stopped ? "Answer stopped" : "Answer ready");
     ok = true;
   } catch (error) {
     await view.drawn();
-    if (error.name === "AbortError") view.note("Stopped before the answer began.", "info");
-    else if (continued) view.note(error.message); // the answer stays as it was
+    if (error.name === "AbortError") {
+      view.note("Stopped before the answer began.", "info");
+      announce("Answer stopped");
+    } else if (continued) view.note(error.message); // the answer stays as it was
     else refused(user, view, error);
   } finally {
     view.setStreaming(false);
@@ -285,7 +294,7 @@ async function nameConversation(conversation, refusedText) {
     return;
   }
   sidebar.setTitle(conversation.id, conversation.title);
-  if (state.current === conversation) document.title = `${conversation.title} · h2ochat`;
+  if (state.current === conversation) showTitle(conversation.title);
 }
 
 function stop() {
@@ -352,27 +361,16 @@ function exported(kind) {
   else download(`${safe}.json`, "application/json", exportJSON(conversation, sent()));
 }
 
-$("export-md").addEventListener("click", () => exported("md"));
-$("export-json").addEventListener("click", () => exported("json"));
-$("new-chat").addEventListener("click", () => {
+function newChat() {
   navigate("/");
   composer.focus();
-});
-
-function closeSidebar() {
-  document.body.classList.remove("sidebar-open");
-  $("menu").setAttribute("aria-expanded", "false");
-  $("backdrop").hidden = true;
 }
 
-$("menu").addEventListener("click", () => {
-  const open = !document.body.classList.contains("sidebar-open");
-  document.body.classList.toggle("sidebar-open", open);
-  $("menu").setAttribute("aria-expanded", String(open));
-  $("backdrop").hidden = !open;
-  if (open) $("search").focus();
-});
-$("backdrop").addEventListener("click", closeSidebar);
+async function copyLast() {
+  const last = state.views.findLast((view) => view.role === "assistant" && view.text);
+  if (!last) return announce("There is no answer to copy yet.");
+  announce((await copyText(last.text)) ? "Copied the last answer" : "The answer could not be copied.");
+}
 
 function showWelcome() {
   const dialog = $("welcome");

@@ -80,7 +80,14 @@ export class Sidebar {
       ul.append(...items.map((item) => this.row(item)));
       parts.push(heading, ul);
     }
+    const focused = this.list.contains(document.activeElement) ? document.activeElement : null;
+    const row = focused?.closest("li")?.dataset.id;
     this.list.replaceChildren(...parts);
+    // The rows are new: the focus goes to the same control of the same conversation, not to the page's start.
+    if (row) {
+      const control = focused.dataset.action ? `[data-action="${focused.dataset.action}"]` : "a";
+      this.list.querySelector(`li[data-id="${CSS.escape(row)}"] ${control}`)?.focus();
+    }
     this.empty.hidden = this.items.length > 0;
     this.empty.textContent = this.query ? "No conversation matches." : "No conversations yet.";
   }
@@ -130,8 +137,11 @@ export class Sidebar {
       if (done) return;
       done = true;
       const title = input.value.trim();
+      const focused = document.activeElement === input;
       input.replaceWith(link);
       if (this.stale) this.draw();
+      // Back to the conversation's link: with the input gone, focus would fall to the page's start.
+      if (focused) this.list.querySelector(`a[data-id="${CSS.escape(li.dataset.id)}"]`)?.focus();
       if (!save || !title || title === link.textContent) return;
       try {
         await api.rename(li.dataset.id, title);
@@ -144,7 +154,10 @@ export class Sidebar {
     };
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter") finish(true);
-      else if (event.key === "Escape") finish(false);
+      else if (event.key === "Escape") {
+        event.preventDefault(); // cancels the rename only: not also the answer streaming, or the drawer
+        finish(false);
+      }
     });
     input.addEventListener("blur", () => finish(true));
   }
@@ -169,9 +182,12 @@ export class Sidebar {
         return;
       }
       this.asked++;
+      const index = this.items.findIndex((c) => c.id === li.dataset.id);
       this.items = this.items.filter((c) => c.id !== li.dataset.id);
       this.draw();
-      this.onDeleted(li.dataset.id);
+      // The conversation now in its place (the one before it, when it was the last), for the focus.
+      const next = this.items[Math.min(index, this.items.length - 1)];
+      this.onDeleted(li.dataset.id, next && this.list.querySelector(`a[data-id="${CSS.escape(next.id)}"]`));
       this.refresh();
     };
     form.addEventListener("submit", submit);
