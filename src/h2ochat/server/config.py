@@ -275,6 +275,13 @@ def default_models() -> list[ModelConfig]:
             # decoding without a repetition penalty answered best in our trials.
             parameters=Parameters(do_sample=False, repetition_penalty=1.0, max_new_tokens=512),
             endpoints=[LlamaEndpoint()],
+            # Suggestions for an empty chat: questions this small model answered well in our trials
+            # (a poem or a list of ideas made it repeat itself until the token limit).
+            prompt_examples=[
+                PromptExample(title="Capital of France", prompt="What is the capital of France?"),
+                PromptExample(title="Sleep better", prompt="Give me three tips for better sleep."),
+                PromptExample(title="Reverse a string", prompt="Write a Python function that reverses a string."),
+            ],
         )
     ]
 

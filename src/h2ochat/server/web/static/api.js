@@ -84,8 +84,15 @@ export function conversations(query = "") {
   return getJSON(query ? `/api/conversations?q=${encodeURIComponent(query)}` : "/api/conversations");
 }
 
+// A request whose answer carries nothing the page needs: its body is still read to the end, or the
+// browser drops the response and its network log shows a request that succeeded as failed.
+async function call(method, path, options) {
+  const response = await request(method, path, options);
+  await response.arrayBuffer().catch(() => {}); // the status already said it was done
+}
+
 export function acceptSettings(model) {
-  return request("POST", "/settings", {
+  return call("POST", "/settings", {
     form: {
       ethicsModalAccepted: "true",
       shareConversationsWithModelAuthors: "false",
@@ -100,10 +107,10 @@ export async function createConversation(model) {
   return body.conversationId;
 }
 
-export const rename = (id, title) => request("PATCH", `/conversation/${id}`, { json: { title } });
-export const saveSettings = (id, settings) => request("PATCH", `/conversation/${id}`, { json: { settings } });
-export const remove = (id) => request("DELETE", `/conversation/${id}`);
-export const stopGenerating = (id) => request("POST", `/conversation/${id}/stop-generating`);
+export const rename = (id, title) => call("PATCH", `/conversation/${id}`, { json: { title } });
+export const saveSettings = (id, settings) => call("PATCH", `/conversation/${id}`, { json: { settings } });
+export const remove = (id) => call("DELETE", `/conversation/${id}`);
+export const stopGenerating = (id) => call("POST", `/conversation/${id}/stop-generating`);
 
 export async function summarize(id) {
   return (await (await request("POST", `/conversation/${id}/summarize`)).json()).title;

@@ -3,10 +3,11 @@
 
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
+import { announce, initFrame, setExportable, showTitle } from "./frame.js";
 import { copyText } from "./markdown.js";
 import { sentence, streamedEnding, titleFrom } from "./endings.js";
 import { Follower } from "./follow.js";
-import { MessageView, download, exportJSON, exportMarkdown, leftOutNote } from "./messages.js";
+import { MessageView, exportConversation, flash, leftOutNote } from "./messages.js";
 import { ModelPicker } from "./models.js";
 import { Offline } from "./offline.js";
 import { Running } from "./running.js";
@@ -38,19 +39,23 @@ const sidebar = new Sidebar({
   empty: $("list-empty"),
   search: $("search"),
   confirm: $("confirm"),
-  menu: $("menu"),
-  backdrop: $("backdrop"),
+  drawer: { aside: $("sidebar"), menu: $("menu"), close: $("close-drawer"), backdrop: $("backdrop"), behind: [$("skip"), $("main")] },
   onOpen: (id) => navigate(`/conversation/${id}`),
-  onDeleted: (id) => {
+  onDeleted: (id, next) => {
     if (state.current?.id === id) navigate("/");
+    // Focus was on the deleted row: to the conversation now in its place, if on screen, else the message box.
+    if (next && getComputedStyle(next).visibility !== "hidden") next.focus();
+    else composer.focus();
   },
   onRenamed: (id, title) => {
     if (state.current?.id !== id) return;
     state.current.title = title; // the exports' name and heading too
-    document.title = `${title} · h2ochat`;
+    showTitle(title);
   },
   onError: (error) => report(error),
 });
+
+initFrame({ newChat, focusBox: () => composer.focus(), stop, copyLast, exportAs }, sidebar);
 
 const running = new Running((id, on) => {
   sidebar.setAnswering(id, on);
@@ -181,7 +186,7 @@ function shown() {
   follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
   settings.enable(conversation);
-  document.title = conversation ? `${conversation.title} · h2ochat` : "h2ochat";
+  showTitle(conversation?.title);
   const busy = running.has(conversation?.id);
   if (composer.busy !== busy) composer.setBusy(busy); // not again: it would take the focus from the sidebar
   refreshChrome();
@@ -190,7 +195,7 @@ function shown() {
 function refreshChrome() {
   const empty = state.views.length === 0;
   $("empty").hidden = !empty;
-  $("export-md").disabled = $("export-json").disabled = !state.current || empty;
+  setExportable(state.current && !empty);
   state.views.forEach((view, i) => view.setRetry(i === state.views.length - 1 && view.role === "assistant"));
 }
 
@@ -236,6 +241,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
   view.notes.querySelector(".ending")?.remove();
   refreshChrome();
   view.setStreaming(true);
+  announce(""); // the last answer's "ready" is old news
   follower.jump(); // the person asked: show the answer coming, until they scroll away
   const run = running.start(conversation, views);
   let ok = false;
@@ -254,11 +260,14 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
     });
     await view.drawn();
     view.setEnding(streamedEnding(result, started), { last: true });
+    if (here()) announce(result.stopped ? "Answer stopped" : "Answer ready");
     ok = true;
   } catch (error) {
     await view.drawn();
-    if (error.name === "AbortError") view.note("Stopped before the answer began.", "info");
-    else if (continued) view.note(error.message); // the answer stays as it was
+    if (error.name === "AbortError") {
+      view.note("Stopped before the answer began.", "info");
+      if (here()) announce("Answer stopped");
+    } else if (continued) view.note(error.message); // the answer stays as it was
     else refused(user, view, error, views, here());
   } finally {
     view.setStreaming(false);
@@ -310,7 +319,7 @@ async function nameConversation(conversation, refusedText, views) {
     return;
   }
   sidebar.setTitle(conversation.id, conversation.title);
-  if (state.current?.id === conversation.id) document.title = `${conversation.title} · h2ochat`;
+  if (state.current?.id === conversation.id) showTitle(conversation.title);
 }
 
 function stop() {
@@ -354,29 +363,22 @@ $("messages").addEventListener("click", async (event) => {
   }
 });
 
-function flash(button, text) {
-  const label = button.textContent;
-  button.textContent = text;
-  setTimeout(() => (button.textContent = label), 1200);
+// Export, new chat, copy -------------------------------------------------------------------------
+
+function exportAs(kind) {
+  exportConversation(kind, state.current, state.views);
 }
 
-// Export, new chat -------------------------------------------------------------------------------
-
-const sent = () => state.views.filter((view) => !view.unsent);
-
-function exported(kind) {
-  const conversation = state.current;
-  const safe = conversation.title.replace(/[^\w. -]+/g, "_").slice(0, 60) || "conversation";
-  if (kind === "md") download(`${safe}.md`, "text/markdown", exportMarkdown(conversation, sent()));
-  else download(`${safe}.json`, "application/json", exportJSON(conversation, sent()));
-}
-
-$("export-md").addEventListener("click", () => exported("md"));
-$("export-json").addEventListener("click", () => exported("json"));
-$("new-chat").addEventListener("click", () => {
+function newChat() {
   navigate("/");
   composer.focus();
-});
+}
+
+async function copyLast() {
+  const last = state.views.findLast((view) => view.role === "assistant" && view.text);
+  if (!last) return announce("There is no answer to copy yet.");
+  announce((await copyText(last.text)) ? "Copied the last answer" : "The answer could not be copied.");
+}
 
 async function start() {
   initTheme($("theme"));

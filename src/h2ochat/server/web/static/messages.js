@@ -170,3 +170,19 @@ export function download(name, type, text) {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
+
+// The conversation as a file, Markdown (`kind` "md") or JSON, named by its title; messages that were
+// not sent are left out.
+export function exportConversation(kind, conversation, views) {
+  const sent = views.filter((view) => !view.unsent);
+  const safe = conversation.title.replace(/[^\w. -]+/g, "_").slice(0, 60) || "conversation";
+  if (kind === "md") download(`${safe}.md`, "text/markdown", exportMarkdown(conversation, sent));
+  else download(`${safe}.json`, "application/json", exportJSON(conversation, sent));
+}
+
+// A button says for a moment what it did ("Copied").
+export function flash(button, text) {
+  const label = button.textContent;
+  button.textContent = text;
+  setTimeout(() => (button.textContent = label), 1200);
+}

@@ -1,9 +1,10 @@
 // The sidebar: this session's conversations grouped by age, search, rename in place, delete, a mark on
-// those with an answer being written; on narrow screens it folds away behind a menu button.
+// those with an answer being written; on narrow screens a drawer that folds away behind a menu button.
 
 import * as api from "./api.js";
 
 const DAY = 24 * 60 * 60 * 1000;
+const NARROW = window.matchMedia("(max-width: 768px)"); // where the sidebar is a drawer (app.css)
 
 export function groupOf(updatedAt, now = new Date()) {
   const startOfToday = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
@@ -14,8 +15,9 @@ export function groupOf(updatedAt, now = new Date()) {
 }
 
 export class Sidebar {
-  constructor({ list, empty, search, confirm, menu, backdrop, onOpen, onDeleted, onRenamed, onError }) {
-    Object.assign(this, { list, empty, search, confirm, menu, backdrop, onOpen, onDeleted, onRenamed, onError });
+  // `drawer`: the narrow screens' parts, { aside, menu, close, backdrop, behind } (see foldable()).
+  constructor({ list, empty, search, confirm, drawer, onOpen, onDeleted, onRenamed, onError }) {
+    Object.assign(this, { list, empty, search, confirm, drawer, onOpen, onDeleted, onRenamed, onError });
     this.items = [];
     this.answering = new Set(); // ids of the conversations with an answer being written
     this.current = null;
@@ -28,20 +30,47 @@ export class Sidebar {
       this.searchTimer = setTimeout(() => this.refresh(), 150);
     });
     list.addEventListener("click", (event) => this.clicked(event));
-    menu.addEventListener("click", () => this.unfold(!document.body.classList.contains("sidebar-open")));
-    backdrop.addEventListener("click", () => this.fold());
+    this.foldable(drawer);
   }
 
-  // Narrow screens: the sidebar over the page, or folded away.
-  unfold(open = true) {
-    document.body.classList.toggle("sidebar-open", open);
-    this.menu.setAttribute("aria-expanded", String(open));
-    this.backdrop.hidden = !open;
-    if (open) this.search.focus();
+  // Narrow screens: the sidebar is a drawer over the page, opened by the menu button. While it is open
+  // the page behind it is inert (out of reach of Tab, clicks and screen readers); Escape, its close
+  // button, the backdrop or a choice in it folds it away.
+  foldable({ menu, close, backdrop }) {
+    menu.addEventListener("click", () => this.unfold());
+    close.addEventListener("click", () => this.fold());
+    backdrop.addEventListener("click", () => this.fold());
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !this.unfolded || event.defaultPrevented) return;
+      event.preventDefault(); // Escape folds the drawer, and does nothing else (such as stop an answer)
+      this.fold();
+    });
+    // Widened past phone size, the sidebar stands beside the page again, which must not stay inert.
+    NARROW.addEventListener("change", () => NARROW.matches || this.fold());
+  }
+
+  get unfolded() {
+    return document.body.classList.contains("sidebar-open");
+  }
+
+  unfold() {
+    this.show(true);
+    // The close button, not the search box: focusing a text field would raise a phone's keyboard.
+    this.drawer.close.focus();
   }
 
   fold() {
-    this.unfold(false);
+    if (!this.unfolded) return;
+    const inside = this.drawer.aside.contains(document.activeElement);
+    this.show(false);
+    if (inside) this.drawer.menu.focus(); // focus left in the folded drawer would be lost
+  }
+
+  show(open) {
+    document.body.classList.toggle("sidebar-open", open);
+    this.drawer.menu.setAttribute("aria-expanded", String(open));
+    this.drawer.backdrop.hidden = !open;
+    for (const element of this.drawer.behind) element.inert = open;
   }
 
   setAnswering(id, on) {
@@ -104,7 +133,14 @@ export class Sidebar {
       ul.append(...items.map((item) => this.row(item)));
       parts.push(heading, ul);
     }
+    const focused = this.list.contains(document.activeElement) ? document.activeElement : null;
+    const row = focused?.closest("li")?.dataset.id;
     this.list.replaceChildren(...parts);
+    // The rows are new: the focus goes to the same control of the same conversation, not to the page's start.
+    if (row) {
+      const control = focused.dataset.action ? `[data-action="${focused.dataset.action}"]` : "a";
+      this.list.querySelector(`li[data-id="${CSS.escape(row)}"] ${control}`)?.focus();
+    }
     this.empty.hidden = this.items.length > 0;
     this.empty.textContent = this.query ? "No conversation matches." : "No conversations yet.";
   }
@@ -155,8 +191,11 @@ export class Sidebar {
       if (done) return;
       done = true;
       const title = input.value.trim();
+      const focused = document.activeElement === input;
       input.replaceWith(link);
       if (this.stale) this.draw();
+      // Back to the conversation's link: with the input gone, focus would fall to the page's start.
+      if (focused) this.list.querySelector(`a[data-id="${CSS.escape(li.dataset.id)}"]`)?.focus();
       if (!save || !title || title === link.textContent) return;
       try {
         await api.rename(li.dataset.id, title);
@@ -169,7 +208,10 @@ export class Sidebar {
     };
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter") finish(true);
-      else if (event.key === "Escape") finish(false);
+      else if (event.key === "Escape") {
+        event.preventDefault(); // cancels the rename only: not also the answer streaming, or the drawer
+        finish(false);
+      }
     });
     input.addEventListener("blur", () => finish(true));
   }
@@ -194,9 +236,12 @@ export class Sidebar {
         return;
       }
       this.asked++;
+      const index = this.items.findIndex((c) => c.id === li.dataset.id);
       this.items = this.items.filter((c) => c.id !== li.dataset.id);
       this.draw();
-      this.onDeleted(li.dataset.id);
+      // The conversation now in its place (the one before it, when it was the last), for the focus.
+      const next = this.items[Math.min(index, this.items.length - 1)];
+      this.onDeleted(li.dataset.id, next && this.list.querySelector(`a[data-id="${CSS.escape(next.id)}"]`));
       this.refresh();
     };
     form.addEventListener("submit", submit);
