@@ -100,7 +100,7 @@ def test_ctrl_shift_c_copies_the_last_answer(page_server: Served, visit: Any) ->
     assert page.evaluate("navigator.clipboard.readText()") == "the last answer, with *Markdown*"
 
 
-def test_every_response_is_read_rename_delete_stop_and_the_welcome(page_server: Served, visit: Any) -> None:
+def test_every_response_is_read_rename_delete_stop_settings_and_the_welcome(page_server: Served, visit: Any) -> None:
     v = visit(page_server.url, accept=False)
     page = v.page
     failed: list[str] = []
@@ -116,6 +116,9 @@ def test_every_response_is_read_rename_delete_stop_and_the_welcome(page_server: 
     send(page, "one to stop")
     with page.expect_response("**/stop-generating"):
         page.get_by_role("button", name="Stop generating").click()
+    page.get_by_role("button", name="Settings").click()
+    with page.expect_response(lambda response: response.request.method == "PATCH"):
+        page.get_by_role("dialog", name="Conversation settings").get_by_role("button", name="Save").click()
     nav = page.get_by_role("navigation", name="Conversations")
     # Both are named before the rename and delete below, which would otherwise refuse the names (404).
     expect(nav.get_by_role("link", name="New Chat")).to_have_count(0, timeout=30_000)
