@@ -1,5 +1,5 @@
 """The web page on a 360 px phone: touch targets, text fields iOS does not zoom into, the top bar
-(menu, title, New chat, More with the exports), and screenshots: empty, the drawer, the menu, a dialog.
+(menu, title, New chat, More with Settings and the exports), and screenshots: empty, the drawer, the menu, a dialog.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def test_the_exports_are_in_the_more_menu(kind: str, page_server: Served, visit:
     menu = page.get_by_role("menu", name="More")
     expect(more).to_have_attribute("aria-expanded", "true")
     items = menu.get_by_role("menuitem")
-    expect(items).to_have_text(["Export Markdown", "Export JSON"])
+    expect(items).to_have_text(["Settings", "Export Markdown", "Export JSON"])
     expect(items.first).to_be_focused()
-    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")  # round to the last
     expect(items.last).to_be_focused()
     page.keyboard.press("ArrowDown")  # round to the first
     expect(items.first).to_be_focused()
@@ -126,6 +126,24 @@ def test_the_exports_are_in_the_more_menu(kind: str, page_server: Served, visit:
     more.click()
     page.mouse.click(180, 400)  # anywhere else closes it
     expect(menu).to_be_hidden()
+
+
+def test_the_conversation_settings_are_in_the_more_menu(page_server: Served, visit: Any) -> None:
+    page = visit(page_server.url, width=PHONE, reduced_motion="reduce").page
+    send(page, "settings on a phone")
+    wait_answer(page)
+    more = page.get_by_role("button", name="More")
+    more.click()
+    page.get_by_role("menu", name="More").get_by_role("menuitem", name="Settings").click()
+    dialog = page.get_by_role("dialog", name="Conversation settings")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Temperature").fill("0.4")
+    with page.expect_response(lambda response: response.request.method == "PATCH"):
+        dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(more).to_be_focused()  # back where it was opened from, not lost with the hidden item
+    stored = page.request.get("/api/conversation/" + page.url.rsplit("/", 1)[1]).json()
+    assert stored["settings"] == {"temperature": 0.4}
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

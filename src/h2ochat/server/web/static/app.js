@@ -66,7 +66,7 @@ const picker = new ModelPicker({ select: $("model"), composer, onExample: (promp
 const welcome = new WelcomeGate({ facts, model: () => picker.selected, onAccepted: () => composer.focus() });
 
 const settings = new SettingsDialog({
-  button: $("settings"),
+  buttons: [$("settings"), $("more-settings")],
   dialog: $("settings-dialog"),
   limit: facts.maxNewTokens,
   current: () => state.current,
@@ -185,7 +185,6 @@ function shown() {
   if (conversation) picker.show(conversation.model);
   follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
-  settings.enable(conversation);
   showTitle(conversation?.title);
   const busy = running.has(conversation?.id);
   if (composer.busy !== busy) composer.setBusy(busy); // not again: it would take the focus from the sidebar
@@ -195,6 +194,7 @@ function shown() {
 function refreshChrome() {
   const empty = state.views.length === 0;
   $("empty").hidden = !empty;
+  settings.enable(state.current); // before the exports: More opens if either has something to do
   setExportable(state.current && !empty);
   state.views.forEach((view, i) => view.setRetry(i === state.views.length - 1 && view.role === "assistant"));
 }
@@ -222,7 +222,6 @@ async function send(text) {
     }
     history.pushState(null, "", `/conversation/${state.current.id}`);
     sidebar.select(state.current.id);
-    settings.enable(state.current);
     sidebar.refresh();
   }
   const user = new MessageView($("messages"), { id: api.uuid(), role: "user", content: text });

@@ -1,6 +1,6 @@
 // The frame around the chat: the conversation's title as the page's h1, what screen readers are told,
-// the skip link, New chat, the exports (in the top bar, or under More on phones) and the keyboard
-// shortcuts.
+// the skip link, New chat, Settings and the exports (in the top bar, or under More on phones) and the
+// keyboard shortcuts.
 
 import { Menu } from "./menu.js";
 import { initShortcuts } from "./shortcuts.js";
@@ -21,8 +21,10 @@ export function announce(text) {
   setTimeout(() => (box.textContent = text), 100);
 }
 
+// The exports, in the top bar and in More. More itself opens only onto something to do.
 export function setExportable(on) {
-  for (const id of ["export-md", "export-json", "more"]) $(id).disabled = !on;
+  for (const id of ["export-md", "export-json", "more-md", "more-json"]) $(id).disabled = !on;
+  $("more").disabled = !$("more-menu").querySelector('[role="menuitem"]:not(:disabled)');
 }
 
 // `actions`: newChat, focusBox, stop, copyLast, exportAs(kind); `sidebar`: the drawer on phones.

@@ -5,8 +5,9 @@ export class Menu {
   constructor(button, menu) {
     Object.assign(this, { button, menu });
     button.addEventListener("click", () => (menu.hidden ? this.open() : this.close(true)));
-    // After the item's own click handler has run (it is on the item, this is on the menu).
-    menu.addEventListener("click", (event) => event.target.closest('[role="menuitem"]') && this.close(true));
+    // Before the item's own click handler runs (this one captures): a dialog the item opens then
+    // gives the focus back to the More button when it closes, not to the hidden item.
+    menu.addEventListener("click", (event) => event.target.closest('[role="menuitem"]') && this.close(true), true);
     menu.addEventListener("keydown", (event) => this.key(event));
     document.addEventListener("pointerdown", (event) => {
       if (!menu.hidden && !menu.contains(event.target) && !button.contains(event.target)) this.close(false);

@@ -1,5 +1,6 @@
 // A conversation's own settings (temperature, longest answer): a dialog opened from the header's
-// Settings button, stored on the server with the conversation and sent with each of its messages.
+// Settings button (on phones, More's), stored on the server with the conversation and sent with each
+// of its messages.
 
 import * as api from "./api.js";
 
@@ -11,12 +12,12 @@ export const withSettings = (parameters, conversation) => ({ ...parameters, ...(
 
 export class SettingsDialog {
   // current(): the conversation on screen; defaults(model): that model's configured parameters.
-  constructor({ button, dialog, limit, current, defaults }) {
-    Object.assign(this, { button, dialog, current, defaults });
+  constructor({ buttons, dialog, limit, current, defaults }) {
+    Object.assign(this, { buttons, dialog, current, defaults });
     this.form = dialog.querySelector("form");
     this.error = dialog.querySelector(".error");
     if (limit) $(FIELDS.max_new_tokens).max = String(limit);
-    button.addEventListener("click", () => this.open());
+    for (const button of buttons) button.addEventListener("click", () => this.open());
     dialog.querySelector("[data-action=cancel]").addEventListener("click", () => dialog.close());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -26,7 +27,7 @@ export class SettingsDialog {
 
   // Settings belong to a conversation: a new chat has none until its first message makes it.
   enable(conversation) {
-    this.button.disabled = !conversation;
+    for (const button of this.buttons) button.disabled = !conversation;
   }
 
   open() {
