@@ -12,8 +12,10 @@ Where the round trips go (docs/protocol.md section 1):
 - POST /settings: 1; POST /conversation: 1; POST /conversation/<id> until
   its first event: 1.
 
-A one-shot call pays all four: 4 RTT.  A reused ``H2oSession`` has posted
-its settings already, keeps its connections open and created this call's
+A one-shot call pays all four: 4 RTT.  A new session's first call pays one
+more, ``GET /api/models`` for the model's recommended parameters (once per
+session).  A reused ``H2oSession`` has posted its settings and read the
+models already, keeps its connections open and created this call's
 conversation while the previous answer streamed, so only the message is
 left: 1 RTT.
 """
@@ -77,7 +79,8 @@ def run(*, delay: float = 0.02, repeats: int = 10, pause: float = 0.15) -> Secti
     section.notes += [
         "RTT = (time through the proxy - median loopback time) / (2 x delay); spread from the proxied samples.",
         "One RTT each for: a new connection (TCP handshake), POST /settings, POST /conversation, and the message "
-        "until its first event. One-shot calls pay 4; a reused session has its settings, connections and the next "
+        "until its first event. One-shot calls pay 4 (a new session's first call 5: it reads the models list "
+        "once, for the recommended parameters); a reused session has its settings, connections and the next "
         "conversation (prefetched during the previous answer) ready, so it pays only the message: 1.",
         f"Calls are {pause * 1000:g} ms apart (a user's think time), so a session's background work "
         "(the previous delete, the prefetch) is done before the next call.",

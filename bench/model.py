@@ -144,10 +144,8 @@ class _Direct:
             template=llama.metadata["tokenizer.chat_template"], eos_token=eos, bos_token=bos, add_generation_prompt=True
         )
         self._preprompt = default_models()[0].preprompt
-        # What the server's parameters become for these request values (H2o's defaults included).
-        self._parameters = Parameters(
-            temperature=0.4, do_sample=False, repetition_penalty=1.0, max_new_tokens=max_new_tokens, truncate=2048
-        )
+        # What the server's parameters become for these request values (over the model's recommended ones).
+        self._parameters = Parameters(do_sample=False, repetition_penalty=1.0, max_new_tokens=max_new_tokens)
         self._sampling = sampling_arguments(self._parameters)
 
     def generate(self, text: str) -> Generation:

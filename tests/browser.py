@@ -82,7 +82,10 @@ def fixed_toml(models: dict[str, tuple[str, dict[str, Any]]] = FIXED_MODELS, **s
                 'prompt_examples = [{title = "Capital of France", prompt = "What is the capital of France?"}, '
                 '{title = "Write a poem", prompt = "Write a poem about the sea."}]'
             )
-        lines += ["[models.parameters]", "max_new_tokens = 20000", "[[models.endpoints]]", 'type = "fixed"']
+        endpoint = dict(endpoint)
+        parameters = {"max_new_tokens": 20000, **endpoint.pop("parameters", {})}  # "parameters": the model's
+        lines += ["[models.parameters]", *(f"{key} = {_toml(value)}" for key, value in parameters.items())]
+        lines += ["[[models.endpoints]]", 'type = "fixed"']
         lines += [f"{key} = {_toml(value)}" for key, value in endpoint.items()]
     return "\n".join(lines) + "\n"
 

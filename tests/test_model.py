@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import aiohttp
 import pytest
 
 from h2ochat import H2o, H2oSession
@@ -64,12 +65,13 @@ async def test_truncate_keeps_the_end_of_the_prompt(smol_server: RunningServer, 
     assert status == 200 and events(raw)[-1]["generated_text"]
 
 
-async def test_prompt_longer_than_context_is_a_validation_event(smol_server: RunningServer, raw_client: Client) -> None:
-    client = raw_client(smol_server.url)
-    await client.accept(SMOL)
-    conversation = await client.create(SMOL)
-    status, raw, _ = await client.message(conversation, "word " * 5000, **GREEDY)
-    assert status == 200
+async def test_prompt_longer_than_context_is_a_validation_event(smol_server: RunningServer) -> None:
+    # /generate stores nothing and fits nothing: the prompt is the client's, whole (the chat
+    # protocol refuses such a message before storing it: tests/test_context_fit.py).
+    async with aiohttp.ClientSession() as http:
+        body = {"inputs": "word " * 5000, "parameters": GREEDY, "stream": True}
+        async with http.post(f"{smol_server.url}/generate_stream", json=body) as response:
+            raw = await response.read()
     last = events(raw)[-1]
     assert last["error_type"] == "validation" and "context" in last["error"]
 

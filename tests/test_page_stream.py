@@ -153,6 +153,16 @@ def test_retry_regenerates_the_last_answer(page_server: Served, visit: Any) -> N
     expect(page.get_by_role("article", name="Assistant")).to_have_count(1)
 
 
+def test_double_clicking_a_prompt_example_starts_one_conversation(page_server: Served, visit: Any) -> None:
+    page = visit(page_server.url).page
+    before = len(page.request.get("/api/conversations").json())  # the page's own session: none yet
+    page.get_by_role("button", name="Capital of France").dblclick()
+    expect(wait_answer(page)).to_contain_text("Here is Markdown")
+    assert len(page.request.get("/api/conversations").json()) == before + 1
+    expect(page.get_by_role("article", name="You")).to_have_count(1)
+    expect(page.get_by_role("article", name="Assistant")).to_have_count(1)
+
+
 def test_the_title_comes_from_summarize(page_server: Served, visit: Any) -> None:
     page = visit(page_server.url).page
     with page.expect_response("**/summarize") as summarized:

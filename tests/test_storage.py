@@ -133,8 +133,8 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     await asyncio.sleep(0.005)  # times are kept to the millisecond
     await store.rename_conversation(first, mine, "Renamed")
     listed = await store.conversations(mine)
-    assert [c.id for c in listed] == [first, second]  # the rename made the first the most recent
-    assert listed[0].title == "Renamed"
+    assert [c.id for c in listed] == [second, first]  # a new name is no news: the order stays (issue 26)
+    assert listed[1].title == "Renamed"
     assert await store.delete_conversation(first, mine)
     assert await store.conversation(first, mine) is None
 
@@ -312,3 +312,26 @@ async def test_sqlite_databases_of_the_first_schema_are_migrated_with_their_sess
     async with opened(path) as store:
         assert await store.session("legacy") is not None  # its conversations stay reachable, and can expire
         assert [c.id for c in await store.conversations("legacy")] == ["c1"]
+
+
+async def test_an_answer_keeps_how_many_earlier_messages_were_left_out(db: str) -> None:
+    async with opened(db) as store:
+        session = await store.new_session()
+        conversation = await store.create_conversation(session, "m", 10)
+        await exchange(store, conversation, 1)
+        await store.begin_exchange(conversation, "u2", "question 2", "a2", None, left_out=2)
+        rows = await store.messages(conversation)
+    assert [(m.id, m.left_out) for m in rows] == [("u1", 0), ("a1", 0), ("u2", 0), ("a2", 2)]
+
+
+async def test_answers_stored_before_left_out_existed_read_as_none_left_out(db: str) -> None:
+    async with opened(db) as store:
+        session = await store.new_session()
+        conversation = await store.create_conversation(session, "m", 10)
+        await exchange(store, conversation, 1)
+    # The database as the release before it was: without the column and without its migration.
+    await raw(db, "ALTER TABLE messages DROP COLUMN left_out")
+    migration = "003_answers_left_out" if not is_postgres(db) else "002_answers_left_out"
+    await raw(db, f"DELETE FROM _migrations WHERE name = '{migration}'")
+    async with opened(db) as store:
+        assert [m.left_out for m in await store.messages(conversation)] == [0, 0]

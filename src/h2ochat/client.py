@@ -8,7 +8,10 @@ They speak the h2oGPT chat protocol through :class:`H2oSession` (settings,
 conversation, message, delete), not ``/v1``, so they work with the servers the
 ``H2o`` provider works with. The answers have OpenAI's shapes (the structs of
 :mod:`h2ochat.protocol.openai`), and the options map to TGI parameters as
-that module says; options left out take the h2oGPT client's defaults.
+that module says. Options left out take the parameters the server recommends
+for the model (``GET /api/models``), as an OpenAI server applies its own when
+a request leaves them out; ``recommended=False``, or a server that lists no
+models, gives the original h2oGPT provider's defaults instead.
 Without a way to learn the prompt's length over this protocol,
 ``usage.prompt_tokens`` is 0. Failures raise h2ochat's errors
 (:class:`h2ochat.H2oChatError` and its subclasses).
@@ -138,8 +141,8 @@ class AsyncClient:
 
     ``base_url`` is the server's root (``H2OCHAT_URL`` or the historical
     h2oGPT address when left out); the other keyword arguments are
-    :class:`H2oSession`'s (``proxy``, ``timeout``, ``headers``, ``max_retries``...),
-    or pass an open ``session`` to share it. Close the client, or use it in
+    :class:`H2oSession`'s (``proxy``, ``timeout``, ``headers``, ``max_retries``,
+    ``recommended``...), or pass an open ``session`` to share it. Close the client, or use it in
     ``async with``, to delete the conversation prepared in advance.
     """
 

@@ -92,8 +92,7 @@ async def _ask(
         started = time.perf_counter()
         first_token: float | None = None
         parts: list[str] = []
-        parameters = {**connection.parameters, **parameters, "details": True}
-        result = connection.session.stream(messages, connection.model, **parameters)
+        result = connection.session.stream(messages, connection.model, **{**parameters, "details": True})
         spinner = Spinner(enabled=stream_to_stdout)
         try:
             async for token in result:

@@ -174,8 +174,7 @@ class Chat:
             self.messages.pop()  # nothing came back: the question can be asked again
 
     async def answer(self, parts: list[str]) -> None:
-        parameters = {**self.connection.parameters, **self.parameters}
-        result = self.connection.session.stream(self.transcript(), self.model, **parameters)
+        result = self.connection.session.stream(self.transcript(), self.model, **self.parameters)
         if not self.console.is_terminal:
             async for token in result:
                 parts.append(token)

@@ -78,11 +78,10 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass
 class Connection:
+    """A session (which puts -p values over the server's recommended parameters) and the model chosen."""
+
     session: H2oSession
     model: str | None
-    # The model's recommended generation parameters, when the server lists them
-    # (h2ochat servers do); the user's -p values go over them.
-    parameters: dict[str, Any]
 
 
 @contextlib.asynccontextmanager
@@ -93,8 +92,7 @@ async def connect(
     url, model = configured_url(url), configured_model(model)
     if url is not None:
         async with H2oSession(url, proxy=proxy) as session:
-            chosen, parameters = await _model_info(session, model)
-            yield Connection(session, chosen, parameters)
+            yield Connection(session, await _chosen_model(session, model))
         return
     from h2ochat.server import ServerConfig, start_server
 
@@ -104,25 +102,24 @@ async def connect(
         with stderr.status("Loading the embedded model…") if showing else contextlib.nullcontext():
             server = await stack.enter_async_context(start_server(ServerConfig(port=0, db=":memory:")))
         session = await stack.enter_async_context(H2oSession(server.url))
-        chosen, parameters = await _model_info(session, model)
+        chosen = await _chosen_model(session, model)
         if announce:
             stderr.print(f"[dim]{EMBEDDED_NOTE.format(model=chosen)}[/]")
-        yield Connection(session, chosen, parameters)
+        yield Connection(session, chosen)
 
 
-async def _model_info(session: H2oSession, model: str | None) -> tuple[str | None, dict[str, Any]]:
-    """The model to use (asked for, else the server's first) and its recommended parameters.
+async def _chosen_model(session: H2oSession, model: str | None) -> str | None:
+    """The model asked for, else the server's first; None for a server that does not list its models.
 
-    Servers that do not list their models (chat-ui) get the provider's defaults.
+    The session keeps the list, and takes the model's recommended parameters from it.
     """
+    if model is not None:
+        return model
     try:
         models = await session.models()
     except H2oChatError:
-        return model, {}
-    chosen = model or (str(models[0]["id"]) if models else None)
-    listed = next((m for m in models if m.get("id") == chosen), {})
-    parameters = listed.get("parameters")
-    return chosen, dict(parameters) if isinstance(parameters, dict) else {}
+        return None
+    return str(models[0].get("id")) if models else None
 
 
 def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

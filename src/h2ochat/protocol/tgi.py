@@ -9,7 +9,7 @@ add (``index``, ``top_tokens``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -38,7 +38,8 @@ __all__ = [
 DEFAULT_URL = "https://gpt-gm.h2o.ai"
 DEFAULT_MODEL = "h2oai/h2ogpt-gm-oasst1-en-2048-falcon-40b-v1"
 
-# What the original provider sent; the caller's keyword arguments override these.
+# What the original provider sent; the caller's keyword arguments override these. A session that
+# uses the server's recommended parameters sends those instead, where the server lists them.
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "temperature": 0.4,
     "truncate": 2048,
@@ -84,6 +85,9 @@ class MessageOptions(msgspec.Struct):
     id: str
     response_id: str
     is_retry: bool = False
+    # chat-ui 2024: go on with the answer ``id`` (which ``response_id`` repeats). Unset is left out
+    # of what the client sends, so a 2023 server never sees a field it does not know.
+    is_continue: bool | msgspec.UnsetType = msgspec.UNSET
     use_cache: bool = False
     web_search_id: str = ""
 
@@ -108,11 +112,13 @@ def settings_form(model: str) -> dict[str, str]:
     }
 
 
-def message_request(inputs: str, parameters: dict[str, Any]) -> bytes:
-    """The JSON body of ``POST /conversation/<id>`` (step 3), defaults merged in."""
+def message_request(
+    inputs: str, parameters: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULT_PARAMETERS
+) -> bytes:
+    """The JSON body of ``POST /conversation/<id>`` (step 3): ``parameters`` over ``defaults``."""
     request = MessageRequest(
         inputs=inputs,
-        parameters={**DEFAULT_PARAMETERS, **parameters},
+        parameters={**defaults, **parameters},
         stream=True,
         options=MessageOptions(id=str(uuid.uuid4()), response_id=str(uuid.uuid4())),
     )

@@ -14,13 +14,13 @@ from h2ochat.protocol.prompt import Messages
 from h2ochat.protocol.tgi import DEFAULT_MODEL, DEFAULT_URL
 from h2ochat.providers.base import AsyncGeneratorProvider, AsyncResult, CallInfo
 from h2ochat.providers.defaults import server_model, server_url
-from h2ochat.providers.session import H2oSession
+from h2ochat.providers.session import H2oSession, Prepared
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_URL", "TRANSPORT_OPTIONS", "H2o"]
 
 # Keyword arguments that configure the call and are never sent as generation parameters.
 TRANSPORT_OPTIONS = frozenset(
-    {"url", "timeout", "stream", "headers", "cookies", "max_retries", "session", "max_event_size"}
+    {"url", "timeout", "stream", "headers", "cookies", "max_retries", "session", "max_event_size", "recommended"}
 )
 # What gpt4free's clients add to every call: the provider itself, and their API key (h2oGPT has none).
 _CALLER_NOISE = frozenset({"provider", "api_key"})
@@ -32,8 +32,13 @@ class H2o(AsyncGeneratorProvider):
     Keyword arguments are generation parameters (``temperature=0.1``,
     ``max_new_tokens=64``, ``stop=[...]``, ``seed=1``, ``details=True``), except
     the transport options: ``url``, ``timeout``, ``headers``, ``cookies``,
-    ``max_retries``, ``max_event_size``, ``stream`` and ``session`` (an open
-    :class:`H2oSession` to reuse instead of a new one per call).
+    ``max_retries``, ``max_event_size``, ``stream``, ``recommended`` and
+    ``session`` (an open :class:`H2oSession` to reuse instead of a new one per call).
+
+    The parameters not given are the original provider's (``temperature=0.4``,
+    ``repetition_penalty=1.2``...), as code written for it expects; with
+    ``recommended=True`` they are those the server recommends for the model, as
+    :class:`H2oSession` and the clients use by default.
 
     The server is ``url=``, else this class's ``url`` when a subclass (or ``H2o.url = ...``)
     changed it, else ``H2OCHAT_URL``, else the historical address; ``model`` likewise (see
@@ -64,9 +69,10 @@ class H2o(AsyncGeneratorProvider):
                 )
             return session.stream(messages, model, **kwargs)
         options["url"] = server_url(options.get("url"), cls.url)
+        options.setdefault("recommended", False)  # the original provider's defaults, unless asked
         one_shot = H2oSession(proxy=proxy, prefetch=False, **options)
-        model, body = one_shot.prepare(messages, model, kwargs)
-        return AsyncResult(lambda info: _one_shot(one_shot, info, model, body))
+        request = one_shot.prepare(messages, model, kwargs)
+        return AsyncResult(lambda info: _one_shot(one_shot, info, request))
 
 
 def _from_openai_names(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -81,10 +87,10 @@ def _from_openai_names(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-async def _one_shot(session: H2oSession, info: CallInfo, model: str, body: bytes) -> AsyncIterator[str]:
+async def _one_shot(session: H2oSession, info: CallInfo, request: Prepared) -> AsyncIterator[str]:
     """One call on its own session, closed afterwards whatever happens."""
     try:
-        async with contextlib.aclosing(session.call(info, model, body)) as tokens:
+        async with contextlib.aclosing(session.call(info, request)) as tokens:
             async for token in tokens:
                 yield token
     finally:

@@ -8,6 +8,10 @@ A session keeps its connections and cookie, posts the settings once per
 model, and creates the next call's conversation while the current one
 streams, so that a call costs one round trip before its first token. The
 HTTP itself (pool, limits, retries, error answers) is :class:`Transport`'s.
+
+Which generation parameters go under the caller's own is decided here too:
+the ones the server recommends for the model (``GET /api/models``, asked
+once per session) unless ``recommended=False``, else the original provider's.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import AsyncGenerator, Coroutine
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, Coroutine, Mapping
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import msgspec
 from yarl import URL
@@ -25,13 +29,19 @@ from h2ochat.protocol.errors import (
     ConversationNotFound,
     DeleteFailedWarning,
     H2oChatError,
+    HTTPStatusError,
     IncompleteStream,
     ProtocolError,
+    RateLimited,
+    ServerError,
+    TimeoutException,
+    TransportError,
 )
 from h2ochat.protocol.nesting import too_deep
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import (
+    DEFAULT_PARAMETERS,
     StreamEvent,
     TGIStreamDecoder,
     message_request,
@@ -42,10 +52,21 @@ from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
 from h2ochat.providers.transport import ByteStream, Transport
 
-__all__ = ["H2oSession"]
+__all__ = ["H2oSession", "Prepared"]
 
 log = logging.getLogger("h2ochat")
 T = TypeVar("T")
+# Failures that may pass: the models list is asked again on the next call. Any other error
+# answer means the server does not list its models (chat-ui of 2023, h2oGPT), once and for all.
+_PASSING = (TransportError, TimeoutException, RateLimited, ServerError)
+
+
+class Prepared(NamedTuple):
+    """A checked call: the model, the prompt, and the caller's own generation parameters."""
+
+    model: str
+    inputs: str
+    parameters: dict[str, Any]
 
 
 def _root(url: str | None) -> str:
@@ -70,6 +91,10 @@ class H2oSession:
       (and of a message that never reached the server).
     - ``prefetch``: create the next conversation in advance (default True); it
       is deleted when the session closes.
+    - ``recommended``: put the caller's generation parameters over those the
+      server recommends for the model (default True), read once from its
+      models list; a server that lists none gets the original provider's
+      defaults, as it does with ``recommended=False``.
     """
 
     def __init__(
@@ -84,12 +109,14 @@ class H2oSession:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_connections: int = 100,
         prefetch: bool = True,
+        recommended: bool = True,
     ) -> None:
         self.root = _root(url)
         self.proxy = Proxy(proxy if proxy is not None else proxy_from_env(URL(self.root)))
         self.timeout = Timeout() if timeout is UNSET else Timeout.of(timeout)
         self.max_event_size = max_event_size
         self.prefetch = prefetch
+        self.recommended = recommended
         self._http = Transport(
             self.root,
             timeout=self.timeout,
@@ -101,6 +128,7 @@ class H2oSession:
             max_connections=max_connections,
         )
         self._settings: dict[str, asyncio.Task[None]] = {}
+        self._models: asyncio.Task[list[dict[str, Any]]] | None = None
         self._spares: dict[str, asyncio.Task[str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -119,7 +147,7 @@ class H2oSession:
         for spare in self._spares.values():
             self._discard(spare)
         self._spares.clear()
-        for task in self._settings.values():
+        for task in [*self._settings.values(), *([self._models] if self._models else [])]:
             task.cancel()
         # Conversation creations and deletes still running; a finished creation
         # schedules its delete before gather() returns, hence the loop. Shielded: a
@@ -137,32 +165,72 @@ class H2oSession:
 
     def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
         """Stream the answer to ``messages``; keyword arguments are generation parameters."""
-        model, body = self.prepare(messages, model, parameters)
-        return AsyncResult(lambda info: self.call(info, model, body))
+        request = self.prepare(messages, model, parameters)
+        return AsyncResult(lambda info: self.call(info, request))
 
     @staticmethod
-    def prepare(messages: Messages, model: str | None, parameters: dict[str, Any]) -> tuple[str, bytes]:
+    def prepare(messages: Messages, model: str | None, parameters: dict[str, Any]) -> Prepared:
         """Check the input now, so that mistakes raise where the call is made."""
+        inputs = format_prompt(messages)
         try:
-            body = message_request(format_prompt(messages), parameters)
+            msgspec.json.encode(parameters)
         except TypeError as exc:
             raise ValueError(f"generation parameters must be JSON values: {exc}") from None
-        return server_model(model), body
+        return Prepared(server_model(model), inputs, dict(parameters))
 
     async def ask(self, messages: Messages, model: str | None = None, **parameters: Any) -> str:
         """The whole answer to ``messages`` as one string."""
         return await self.stream(messages, model, **parameters).text()
 
     async def models(self) -> list[dict[str, Any]]:
-        """The models the server offers (``GET /api/models``, an h2ochat server extension)."""
-        models = _decode_json(await self._http.request("request", "GET", "/api/models"))
+        """The models the server offers (``GET /api/models``: h2ochat's servers, chat-ui's since 2024).
+
+        Asked once per session and shared by concurrent callers; a failure that may pass
+        (the network, 429, 5xx) is asked again by the next caller, any other is kept.
+        """
+        task = self._models
+        if task is None or (task.done() and (task.cancelled() or isinstance(task.exception(), _PASSING))):
+            task = self._models = asyncio.ensure_future(self._fetch_models())
+        return await asyncio.shield(task)
+
+    async def _fetch_models(self) -> list[dict[str, Any]]:
+        models = _decode_json(await self._http.request("models", "GET", "/api/models"))
         if not isinstance(models, list):
-            raise ProtocolError(f"GET {self.root}/api/models did not answer a list of models")
-        return models
+            raise ProtocolError(f"models step: GET {self.root}/api/models did not answer a list of models")
+        return [model for model in models if isinstance(model, dict)]
+
+    async def recommended_parameters(self, model: str | None = None) -> dict[str, Any] | None:
+        """The generation parameters the server recommends for ``model``, from its models list.
+
+        None when it names none: a server that does not list its models, or a model it
+        lists without them. A failure that may pass (the network, 429, 5xx) is raised.
+        """
+        try:
+            models = await self.models()
+        except (HTTPStatusError, ProtocolError) as exc:
+            if isinstance(exc, _PASSING):
+                raise
+            return None
+        model = server_model(model)
+        listed = next((entry for entry in models if entry.get("id") == model), {})
+        parameters = listed.get("parameters")
+        if not isinstance(parameters, dict):
+            return None
+        return {name: value for name, value in parameters.items() if value is not None}
+
+    async def _defaults(self, model: str) -> Mapping[str, Any]:
+        """What the caller's parameters go over: the server's recommended ones, or the original provider's.
+
+        Not merged with the provider's: a server's recommendation is the whole of it, and what
+        it leaves out is the server's own default (the 1.2 repetition penalty of the original
+        provider is exactly what made the embedded model answer nonsense).
+        """
+        listed = await self.recommended_parameters(model) if self.recommended else None
+        return DEFAULT_PARAMETERS if listed is None else listed
 
     # The four steps -------------------------------------------------------------------------
 
-    async def call(self, info: CallInfo, model: str, body: bytes) -> AsyncGenerator[str, None]:
+    async def call(self, info: CallInfo, request: Prepared) -> AsyncGenerator[str, None]:
         """One call, from settings to delete; ``info`` is filled in as it goes.
 
         Step 3's answer is read here: token texts until the event that carries
@@ -171,7 +239,10 @@ class H2oSession:
         """
         if self._closed:
             raise RuntimeError("this H2oSession is closed; create a new one")
+        model = request.model
         await self._accept_settings(model)
+        # After the settings, whose answer brings the session's cookie; cached after the first call.
+        body = message_request(request.inputs, request.parameters, await self._defaults(model))
         conversation, prefetched = await self._take_conversation(model)
         info.conversation_id = conversation
         texts: list[str] = []

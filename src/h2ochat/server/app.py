@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
+from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.guard import guard_requests, listen
@@ -211,6 +212,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
+    app.add_routes(read_routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
     app.add_routes(page_routes)  # the web chat page at / (server/web/page.py)

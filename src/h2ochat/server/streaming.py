@@ -216,10 +216,10 @@ class EventWriter:
 
 
 async def stream_answer(
-    request: web.Request, answer: Answer, dialect: Dialect, keepalive: float
+    request: web.Request, answer: Answer, dialect: Dialect, keepalive: float, headers: dict[str, str] | None = None
 ) -> tuple[web.StreamResponse, Outcome]:
     """Generate and stream the answer; returns the response and how the answer ended, never raises for the client."""
-    response = web.StreamResponse(headers=_HEADERS)
+    response = web.StreamResponse(headers={**_HEADERS, **(headers or {})})
     generation = answer.generation
     try:
         await response.prepare(request)

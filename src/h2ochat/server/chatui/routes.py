@@ -1,4 +1,4 @@
-"""The chat-ui endpoints (docs/protocol.md, "Endpoints") and the JSON read API.
+"""The chat-ui 2023 endpoints (docs/protocol.md, "Endpoints"): settings, conversations, messages.
 
 Every refusal raises :class:`ApiError`, which the app turns into a JSON 4xx
 that says what was wrong. A conversation of another session is answered
@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from h2ochat.protocol.parameters import request_parameters
-from h2ochat.protocol.tgi import MessageRequest
+from h2ochat.protocol.tgi import MessageOptions, MessageRequest
 from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
@@ -32,8 +32,9 @@ from h2ochat.server.edge.http import (
     parse_json,
 )
 from h2ochat.server.edge.security import printable
-from h2ochat.server.inference.backends import BackendError, Overloaded
-from h2ochat.server.inference.runtime import ModelRuntime, Models, build_request, summarize
+from h2ochat.server.inference.backends import BackendError, InputTooLong, Overloaded
+from h2ochat.server.inference.runtime import Fitted, ModelRuntime, Models
+from h2ochat.server.inference.titles import summarize
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 
@@ -116,26 +117,19 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     config = app[CONFIG]
     conversation = await owned(request)
     body: MessageRequest = decode_body(await request.read(), MessageRequest)
+    options = _options(body)
+    runtime = _runtime(request, conversation)
+    try:
+        parameters = request_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    if options.is_continue is True:
+        return await _continue(request, runtime, conversation, options, parameters)
     inputs = body.inputs
     if not inputs.strip():
         raise ApiError(400, "inputs is empty: send the user's message in inputs")
     if len(inputs) > config.max_input_chars:
         raise ApiError(400, f"inputs is {len(inputs)} characters; this server accepts at most {config.max_input_chars}")
-    options = body.options
-    if options is None:
-        raise ApiError(400, 'options is required: {"id": <uuid>, "response_id": <uuid>, "is_retry": false}')
-    for name in ("id", "response_id"):
-        if not _is_uuid(getattr(options, name)):
-            raise ApiError(400, f"options.{name} must be a UUID, got {getattr(options, name)!r}")
-    runtime = app[MODELS].get(conversation.model)
-    if runtime is None:
-        raise ApiError(
-            410, f"The model {conversation.model!r} of this conversation is no longer served; start a new conversation"
-        )
-    try:
-        parameters = request_parameters(runtime.defaults, body.parameters, ceiling=config.max_new_tokens_limit)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
     store = app[STORE]
     history = await store.messages(conversation.id)
     replace_from = _retry_position(history, options.id, options.is_retry)
@@ -143,40 +137,101 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         history = history[:replace_from]
     if options.response_id == options.id or any(m.id == options.response_id for m in history):
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
-    # Counted once the message is known to be acceptable.
-    per_minute = config.rate_limit_per_minute
+    await _count_message(request, runtime)
+    messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
+    fitted = await _fit(runtime, messages, parameters)
+    await store.begin_exchange(
+        conversation.id, options.id, inputs, options.response_id, replace_from, left_out=fitted.left_out
+    )
+    return await _stream_answer(request, runtime, conversation, fitted, options.response_id, inputs)
+
+
+async def _continue(
+    request: web.Request, runtime: ModelRuntime, conversation: Conversation, options: MessageOptions, parameters: Any
+) -> web.StreamResponse:
+    """``is_continue``: the model goes on with the conversation's last answer, which grows in place."""
+    store = request.app[STORE]
+    history = await store.messages(conversation.id)
+    last = history[-1] if history else None
+    if last is None or last.id != options.id or last.role != "assistant":
+        raise ApiError(
+            400, f"options.id {options.id} is not this conversation's last answer; only that one can be continued"
+        )
+    if options.response_id != options.id:
+        raise ApiError(400, "With is_continue, options.response_id must repeat options.id: the answer goes on in place")
+    await _count_message(request, runtime)
+    messages = [{"role": m.role, "content": m.content} for m in history[:-1]]
+    fitted = await _fit(runtime, messages, parameters, prefix=last.content)
+    if not await store.resume_answer(conversation.id, last.id):
+        raise ApiError(409, "This answer is being generated already; wait for it to end, then continue it")
+    return await _stream_answer(request, runtime, conversation, fitted, last.id, "", before=last)
+
+
+def _options(body: MessageRequest) -> MessageOptions:
+    options = body.options
+    if options is None:
+        raise ApiError(400, 'options is required: {"id": <uuid>, "response_id": <uuid>, "is_retry": false}')
+    for name in ("id", "response_id"):
+        if not _is_uuid(getattr(options, name)):
+            raise ApiError(400, f"options.{name} must be a UUID, got {getattr(options, name)!r}")
+    if options.is_retry and options.is_continue is True:
+        raise ApiError(400, "options.is_retry and options.is_continue exclude each other: send one of them")
+    return options
+
+
+def _runtime(request: web.Request, conversation: Conversation) -> ModelRuntime:
+    runtime = request.app[MODELS].get(conversation.model)
+    if runtime is None:
+        raise ApiError(
+            410, f"The model {conversation.model!r} of this conversation is no longer served; start a new conversation"
+        )
+    return runtime
+
+
+async def _count_message(request: web.Request, runtime: ModelRuntime) -> None:
+    """Counted once the message is known to be acceptable; a full queue refuses before anything is stored."""
+    per_minute = request.app[CONFIG].rate_limit_per_minute
     await limit_rate(
-        store,
+        request.app[STORE],
         f"messages:{request[SESSION]}",
         per_minute,
         f"messages: this server accepts {per_minute} per minute per session",
     )
-    admit(runtime, TgiEvents())  # a full queue refuses before anything is stored
-    messages = [{"role": m.role, "content": m.content} for m in history] + [{"role": "user", "content": inputs}]
-    await store.begin_exchange(conversation.id, options.id, inputs, options.response_id, replace_from)
-    return await _stream_answer(request, runtime, conversation, messages, parameters, options.response_id, inputs)
+    admit(runtime, TgiEvents())
+
+
+async def _fit(runtime: ModelRuntime, messages: list[dict[str, str]], parameters: Any, prefix: str = "") -> Fitted:
+    try:  # a message the model cannot take is refused before it is stored, too
+        return await runtime.fit(messages, parameters, prefix)
+    except InputTooLong as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def _stream_answer(
     request: web.Request,
     runtime: ModelRuntime,
     conversation: Conversation,
-    messages: list[dict[str, str]],
-    parameters: Any,
+    fitted: Fitted,
     answer_id: str,
     inputs: str,
+    before: MessageRow | None = None,
 ) -> web.StreamResponse:
+    """Stream and save the answer; ``before`` is the answer being continued, whose text and tokens it extends."""
     app = request.app
     store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
     with app[MODELS].track(conversation.id) as generation:
-        answer = Answer(runtime, build_request(runtime.config, messages, parameters), generation)
+        answer = Answer(runtime, fitted.request, generation)
         checkpoints = asyncio.ensure_future(
-            _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval)
+            _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval, before)
         )
         outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
         try:
-            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), config.keepalive_interval)
+            # Beside the events, which are TGI's: how many earlier messages the model did not see.
+            headers = {"H2ochat-Left-Out": str(fitted.left_out)}
+            response, outcome = await stream_answer(
+                request, answer, TgiEvents(inputs), config.keepalive_interval, headers
+            )
         finally:
             checkpoints.cancel()
             # Shielded: an answer must be saved even if this handler is being cancelled.
@@ -184,10 +239,10 @@ async def _stream_answer(
                 store.finish_answer(
                     conversation.id,
                     answer_id,
-                    outcome.text,
+                    _text(before) + outcome.text,
                     finish_reason=outcome.finish_reason,
                     interruption=outcome.interruption,
-                    generated_tokens=outcome.generated_tokens,
+                    generated_tokens=_tokens(before) + outcome.generated_tokens,
                 )
             )
     elapsed = time.monotonic() - started
@@ -202,14 +257,24 @@ async def _stream_answer(
     return response
 
 
-async def _checkpoints(store: Store, conversation_id: str, answer_id: str, answer: Answer, every: float) -> None:
+async def _checkpoints(
+    store: Store, conversation_id: str, answer_id: str, answer: Answer, every: float, before: MessageRow | None
+) -> None:
     """Save the answer so far every ``every`` seconds, so that a crash loses at most that much of it."""
     saved = ""
     while True:
         await asyncio.sleep(every)
         if answer.text != saved:
             saved = answer.text
-            await store.save_partial(conversation_id, answer_id, saved, answer.count)
+            await store.save_partial(conversation_id, answer_id, _text(before) + saved, _tokens(before) + answer.count)
+
+
+def _text(before: MessageRow | None) -> str:
+    return before.content if before is not None else ""
+
+
+def _tokens(before: MessageRow | None) -> int:
+    return (before.generated_tokens or 0) if before is not None else 0
 
 
 @routes.delete("/conversation/{id}")
@@ -261,77 +326,6 @@ async def summarize_title(request: web.Request) -> web.StreamResponse:
     if not await store.rename_conversation(conversation.id, request[SESSION], title, only_if=conversation.title):
         title = (await owned(request)).title
     return json_response({"title": title})
-
-
-# JSON read API ----------------------------------------------------------------------------------
-
-
-@routes.get("/api/models")
-async def list_models(request: web.Request) -> web.StreamResponse:
-    return json_response(
-        [
-            {
-                "id": runtime.config.name,
-                "name": runtime.config.name,
-                "displayName": runtime.config.display_name or runtime.config.name,
-                "description": runtime.config.description,
-                "preprompt": runtime.config.preprompt,
-                "parameters": runtime.config.parameters,  # as configured: the model's recommended values
-                "promptExamples": [{"title": e.title, "prompt": e.prompt} for e in runtime.config.prompt_examples],
-            }
-            for runtime in request.app[MODELS].runtimes.values()
-        ]
-    )
-
-
-@routes.get("/api/status")
-async def status(request: web.Request) -> web.StreamResponse:
-    """Per model: answers running and queued, and, for batching backends, places and recent tokens/s."""
-    models = {}
-    for name, runtime in request.app[MODELS].runtimes.items():
-        backends = [backend.stats() for backend in runtime.backends if hasattr(backend, "stats")]
-        models[name] = {"running": runtime.running, "queued": runtime.waiting, "endpoints": backends}
-    return json_response({"models": models})
-
-
-@routes.get("/api/conversations")
-async def list_conversations(request: web.Request) -> web.StreamResponse:
-    store, session, query = request.app[STORE], request[SESSION], request.query.get("q", "").strip()
-    # ?q=: only those whose title or messages hold the text (the web page's search box).
-    conversations = await (store.search_conversations(session, query) if query else store.conversations(session))
-    return json_response([_conversation_json(c) for c in conversations])
-
-
-@routes.get("/api/conversation/{id}")
-async def get_conversation(request: web.Request) -> web.StreamResponse:
-    conversation = await owned(request)
-    messages = await request.app[STORE].messages(conversation.id)
-    return json_response({**_conversation_json(conversation), "messages": [_message_json(m) for m in messages]})
-
-
-def _conversation_json(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "title": conversation.title,
-        "model": conversation.model,
-        "createdAt": conversation.created_at,
-        "updatedAt": conversation.updated_at,
-    }
-
-
-def _message_json(message: MessageRow) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "interrupted": message.status == "interrupted",
-        "interruption": message.interruption,
-        "finishReason": message.finish_reason,
-        "generatedTokens": message.generated_tokens,
-        "createdAt": message.created_at,
-        "updatedAt": message.updated_at,
-    }
 
 
 # Helpers ----------------------------------------------------------------------------------------

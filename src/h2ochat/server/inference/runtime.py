@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import ConfigError, ModelConfig
@@ -25,11 +25,22 @@ from h2ochat.server.inference.backends import (
     EndpointUnavailable,
     GeneratedToken,
     GenerationRequest,
+    InputTooLong,
     Overloaded,
+    TokenCounter,
     create_backend,
 )
 
-__all__ = ["Generation", "Interrupted", "ModelRuntime", "Models", "build_prompt", "build_request", "summarize"]
+__all__ = [
+    "Fitted",
+    "Generation",
+    "Interrupted",
+    "ModelRuntime",
+    "Models",
+    "TokenLimits",
+    "build_prompt",
+    "build_request",
+]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -56,14 +67,29 @@ def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
     return "".join(parts)
 
 
-def build_request(model: ModelConfig, history: list[dict[str, str]], parameters: Parameters) -> GenerationRequest:
+def build_request(
+    model: ModelConfig, history: list[dict[str, str]], parameters: Parameters, prefix: str = ""
+) -> GenerationRequest:
     """The backend's request: the preprompt leads the messages as a system message, and with
-    chat-ui tokens the prompt is built here (backends that take messages use those)."""
+    chat-ui tokens the prompt is built here (backends that take messages use those).
+    ``prefix``: the start of the answer, to be continued."""
     messages = history
     if model.preprompt and (not history or history[0]["role"] != "system"):
         messages = [{"role": "system", "content": model.preprompt}, *history]
-    prompt = build_prompt(model, history) if model.uses_chatui_tokens else None
-    return GenerationRequest(messages, prompt, parameters)
+    prompt = build_prompt(model, history) + prefix if model.uses_chatui_tokens else None
+    return GenerationRequest(messages, prompt, parameters, prefix)
+
+
+class TokenLimits(NamedTuple):
+    """What one answer of a model may hold, in tokens (``GET /api/models`` publishes it)."""
+
+    context: int  # the prompt and the answer together
+    input: int  # the most a prompt may take: the system prompt and the newest message must fit here
+
+
+class Fitted(NamedTuple):
+    request: GenerationRequest
+    left_out: int  # earlier messages that did not fit and were not sent
 
 
 class ModelRuntime:
@@ -91,6 +117,71 @@ class ModelRuntime:
         self.waiting = 0
         self.running = 0
         self._turn_seconds = 10.0  # a running average of how long a turn lasts, for Retry-After
+
+    @property
+    def _counter(self) -> TokenCounter | None:
+        # Endpoints of one model serve the same model; the first that can count tokens speaks for all.
+        return next((backend for backend in self.backends if isinstance(backend, TokenCounter)), None)
+
+    def token_limits(self) -> TokenLimits | None:
+        """The model's limits when a backend can count tokens (the embedded model); None upstream."""
+        counter = self._counter
+        if counter is None:
+            return None
+        context = counter.context_per_answer
+        # An answer always has room for a few sentences, whatever the prompt.
+        floor = min(self.defaults.max_new_tokens or 256, context // 4)
+        return TokenLimits(context=context, input=context - floor)
+
+    async def fit(self, messages: list[dict[str, str]], parameters: Parameters, prefix: str = "") -> Fitted:
+        """The request for ``messages`` (the chat, the newest message last) that fits the model.
+
+        The system prompt and the newest message are always sent (:class:`InputTooLong`, in plain
+        words, when they alone do not fit); then as many earlier messages as fit, newest first,
+        leaving room for the answer. Counted only where a backend counts tokens; upstream
+        servers apply their own ``truncate``. ``prefix``: an answer being continued, which is
+        sent whole too.
+        """
+        counter, limits = self._counter, self.token_limits()
+        if counter is None or limits is None:
+            return Fitted(build_request(self.config, messages, parameters, prefix), 0)
+        return await asyncio.to_thread(self._fit, counter, limits, messages, parameters, prefix)
+
+    def _fit(
+        self,
+        counter: TokenCounter,
+        limits: TokenLimits,
+        messages: list[dict[str, str]],
+        parameters: Parameters,
+        prefix: str,
+    ) -> Fitted:
+        def request(kept: int) -> GenerationRequest:
+            return build_request(self.config, messages[len(messages) - 1 - kept :], parameters, prefix)
+
+        # A client's truncate wins: the backend keeps the prompt's last ``truncate`` tokens.
+        cut = parameters.truncate or limits.context
+        alone = min(counter.count_tokens(request(0)), cut)
+        if alone > limits.input:
+            raise InputTooLong(
+                f"This message is about {alone:,} tokens; this model takes about {limits.input:,} at a time. "
+                "Shorten it."
+            )
+        room = limits.context - min(parameters.max_new_tokens or limits.context // 2, limits.context // 2)
+        earlier = len(messages) - 1
+        if min(counter.count_tokens(request(earlier)), cut) <= max(room, alone):
+            return Fitted(request(earlier), 0)
+        # The most earlier messages that fit: the prompt grows with each one kept, so bisect.
+        low, high = 0, earlier - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if counter.count_tokens(request(middle)) <= room:
+                low = middle
+            else:
+                high = middle - 1
+        kept = low
+        if kept and messages[len(messages) - 1 - kept]["role"] == "assistant":
+            kept -= 1  # an answer without its question would only confuse the model
+        return Fitted(request(kept), earlier - kept)
 
     def admit(self) -> None:
         """Refuse at once (:class:`Overloaded`) when every place is taken and the wait queue is full."""
@@ -302,26 +393,3 @@ class Models:
         for running in list(self.active.values()):
             for generation in list(running):
                 generation.stop(reason)
-
-
-_SUMMARY = (
-    "Write a title of at most five words for a conversation that starts with the message below. "
-    "Answer with the title only.\n\nMessage: {message}"
-)
-
-
-async def summarize(runtime: ModelRuntime, message: str) -> str:
-    """A short title for a conversation, written by its model (greedy, a few tokens)."""
-    parameters = Parameters(do_sample=False, max_new_tokens=24, truncate=1024)
-    request = build_request(
-        runtime.config, [{"role": "user", "content": _SUMMARY.format(message=message[:2000])}], parameters
-    )
-    parts: list[str] = []
-    async for token in runtime.generate(request):
-        if not token.special:
-            parts.append(token.text)
-        if token.finish_reason or len(parts) >= 24:
-            break
-    title = "".join(parts).strip().splitlines()[0:1]
-    cleaned = title[0].strip(" \"'*#.:").strip() if title else ""
-    return (cleaned or " ".join(message.split()[:5]) or "New Chat")[:100]

@@ -140,6 +140,7 @@ class MessageRow:
     generated_tokens: int | None
     created_at: str
     updated_at: str
+    left_out: int  # an answer's: earlier messages that did not fit the model's context and were not sent
 
 
 StopListener = Callable[[str, str], object]
@@ -150,7 +151,7 @@ StopListener = Callable[[str, str], object]
 SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
 SELECT_MESSAGE = (
     "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
-    "created_at, updated_at FROM messages"
+    "created_at, updated_at, left_out FROM messages"
 )
 
 
@@ -221,13 +222,26 @@ class Store(Protocol):
         ...
 
     async def begin_exchange(
-        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+        self,
+        conversation_id: str,
+        user_id: str,
+        inputs: str,
+        answer_id: str,
+        replace_from: int | None,
+        *,
+        left_out: int = 0,
     ) -> None:
         """Store the user's message and an empty answer marked ``generating``, atomically.
 
-        ``replace_from`` (a retry) first removes the messages from that position on. Raises
+        ``replace_from`` (a retry) first removes the messages from that position on; ``left_out``
+        is the number of earlier messages that the answer's prompt could not hold. Raises
         :class:`ConversationGone` or :class:`MessageIdTaken` when a concurrent request won.
         """
+        ...
+
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        """Mark a finished answer ``generating`` again, to be continued (``is_continue``); False when
+        it is not this conversation's last message or is being generated already."""
         ...
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:

@@ -66,6 +66,12 @@ _CHECKPOINT = (
     "UPDATE messages SET content = $1, generated_tokens = $2, updated_at = $3 "
     "WHERE conversation_id = $4 AND id = $5 AND status = 'generating'"
 )
+# An answer is continued only as the conversation's last message, and by one request at a time.
+_RESUME = (
+    "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, replica = $1, "
+    "updated_at = $2 WHERE conversation_id = $3 AND id = $4 AND role = 'assistant' AND status <> 'generating' "
+    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = $3)"
+)
 _FINISH = (
     "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "
     "generated_tokens = $5, updated_at = $6 WHERE conversation_id = $7 AND id = $8"
@@ -256,10 +262,11 @@ class PostgresStore:
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
-        sql = "UPDATE conversations SET title = $1, updated_at = $2 WHERE id = $3 AND session_id = $4"
-        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        # updated_at stays: it orders the sidebar by the last message, and a new name is no news.
+        sql = "UPDATE conversations SET title = $1 WHERE id = $2 AND session_id = $3"
+        values: tuple[str, ...] = (title, conversation_id, session_id)
         if only_if is not None:
-            sql, values = sql + " AND title = $5", (*values, only_if)
+            sql, values = sql + " AND title = $4", (*values, only_if)
         return await self._db.execute(sql, *values) > 0
 
     # Messages -----------------------------------------------------------------------------
@@ -269,7 +276,14 @@ class PostgresStore:
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(
-        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+        self,
+        conversation_id: str,
+        user_id: str,
+        inputs: str,
+        answer_id: str,
+        replace_from: int | None,
+        *,
+        left_out: int = 0,
     ) -> None:
         stamp = now()
         try:
@@ -288,10 +302,20 @@ class PostgresStore:
                 )
                 await db.executemany(
                     "INSERT INTO messages (conversation_id, id, position, role, content, status, replica, created_at, "
-                    "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                    "updated_at, left_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                     [
-                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp),
-                        (conversation_id, answer_id, position + 1, "assistant", "", "generating", self.replica, stamp),
+                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp, 0),
+                        (
+                            conversation_id,
+                            answer_id,
+                            position + 1,
+                            "assistant",
+                            "",
+                            "generating",
+                            self.replica,
+                            stamp,
+                            left_out,
+                        ),
                     ],
                 )
                 await db.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", stamp, conversation_id)
@@ -301,6 +325,9 @@ class PostgresStore:
             ) from None
         except asyncpg.ForeignKeyViolationError:
             raise ConversationGone("The conversation was deleted while the message was being sent") from None
+
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        return await self._db.execute(_RESUME, self.replica, now(), conversation_id, answer_id) > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         # A checkpoint is best effort: the next one, or the final save, carries the text.

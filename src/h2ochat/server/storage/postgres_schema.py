@@ -57,6 +57,11 @@ CREATE INDEX rate_events_by_bucket ON rate_events (bucket, at);
 CREATE INDEX rate_events_by_age ON rate_events (at);
 """
 
+# The server fits a long chat into the model's context by leaving out its earliest messages;
+# each answer records how many, so that the page can say so.
+_SCHEMA_2 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0;"
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
+    ("002_answers_left_out", _SCHEMA_2),
 ]

@@ -41,6 +41,13 @@ from h2ochat.server.storage.sqlite_schema import MIGRATIONS
 
 __all__ = ["SQLiteStore"]
 
+# An answer is continued only as the conversation's last message, and by one request at a time.
+_RESUME = (
+    "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, updated_at = ? "
+    "WHERE conversation_id = ? AND id = ? AND role = 'assistant' AND status <> 'generating' "
+    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = ?)"
+)
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
@@ -244,8 +251,9 @@ class SQLiteStore:
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
-        sql = "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND session_id = ?"
-        values: tuple[str, ...] = (title, now(), conversation_id, session_id)
+        # updated_at stays: it orders the sidebar by the last message, and a new name is no news.
+        sql = "UPDATE conversations SET title = ? WHERE id = ? AND session_id = ?"
+        values: tuple[str, ...] = (title, conversation_id, session_id)
         if only_if is not None:
             sql, values = sql + " AND title = ?", (*values, only_if)
         return await self._execute(sql, values) > 0
@@ -257,7 +265,14 @@ class SQLiteStore:
         return [MessageRow(*row) for row in rows]
 
     async def begin_exchange(
-        self, conversation_id: str, user_id: str, inputs: str, answer_id: str, replace_from: int | None
+        self,
+        conversation_id: str,
+        user_id: str,
+        inputs: str,
+        answer_id: str,
+        replace_from: int | None,
+        *,
+        left_out: int = 0,
     ) -> None:
         stamp = now()
 
@@ -277,10 +292,20 @@ class SQLiteStore:
                 try:
                     db.executemany(
                         "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
-                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "updated_at, left_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp),
-                            (conversation_id, answer_id, position + 1, "assistant", "", "generating", stamp, stamp),
+                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp, 0),
+                            (
+                                conversation_id,
+                                answer_id,
+                                position + 1,
+                                "assistant",
+                                "",
+                                "generating",
+                                stamp,
+                                stamp,
+                                left_out,
+                            ),
                         ],
                     )
                 except sqlite3.IntegrityError:
@@ -290,6 +315,10 @@ class SQLiteStore:
                 db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
 
         await self._call(begin)
+
+    async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
+        resumed = await self._execute(_RESUME, (now(), conversation_id, answer_id, conversation_id))
+        return resumed > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         await self._execute(

@@ -67,7 +67,12 @@ CREATE INDEX rate_events_by_bucket ON rate_events (bucket, at);
 CREATE INDEX rate_events_by_age ON rate_events (at)
 """
 
+# The server fits a long chat into the model's context by leaving out its earliest messages;
+# each answer records how many, so that the page can say so.
+_SCHEMA_3 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0"
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
+    ("003_answers_left_out", _statements(_SCHEMA_3)),
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.config import Endpoint, FixedEndpoint, LlamaEndpoint, ModelConfig, OpenAIEndpoint, TgiEndpoint
@@ -30,6 +30,7 @@ __all__ = [
     "GenerationRequest",
     "InputTooLong",
     "Overloaded",
+    "TokenCounter",
     "create_backend",
 ]
 
@@ -49,12 +50,15 @@ class GenerationRequest:
 
     ``messages`` starts with the model's preprompt as a system message (when it
     has one). ``prompt`` is None when the model's own chat template applies; the
-    backend renders ``messages`` with it then.
+    backend renders ``messages`` with it then. ``prefix`` is the start of an answer
+    to continue (``is_continue``): the model goes on from its last word; with
+    chat-ui tokens it already ends ``prompt``.
     """
 
     messages: list[dict[str, str]]
     prompt: str | None
     parameters: Parameters
+    prefix: str = ""
 
 
 class BackendError(Exception):
@@ -103,6 +107,20 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that knows its model's tokens (the embedded one), so the server can fit a chat to it."""
+
+    @property
+    def context_per_answer(self) -> int:
+        """Tokens one answer may hold, its prompt included."""
+        ...
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        """The request's prompt in tokens, as the backend would send it (before ``truncate``)."""
+        ...
 
 
 def create_backend(endpoint: Endpoint, model: ModelConfig) -> Backend:

@@ -185,23 +185,31 @@ class LlamaBackend:
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The prompt as token ids: rendered, tokenized, truncated from the left; it must leave
         room for an answer in one answer's share of the context."""
-        if request.prompt is not None:  # chat-ui tokens: the prompt is markup and text in one string
-            add_bos = not (self._bos and request.prompt.startswith(self._bos))
-            tokens: list[int] = self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True)
-        elif self._template is not None:
-            tokens = self._template_tokens(request.messages)
-        else:
-            raise BackendError("this GGUF file has no chat template; configure user_message_token and friends")
+        tokens = self._render(request)
         truncate = request.parameters.truncate
         if truncate is not None and len(tokens) > truncate:
             tokens = tokens[-truncate:]
-        share = self._share
+        share = self.context_per_answer
         if len(tokens) >= share:
             raise InputTooLong(
                 f"the prompt is {len(tokens)} tokens but each answer's share of the model's context holds {share} "
                 f"(n_ctx {self.endpoint.n_ctx} for {self.endpoint.parallel} at once); "
                 "send fewer or shorter messages, or set parameters.truncate"
             )
+        return tokens
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self._render(request))
+
+    def _render(self, request: GenerationRequest) -> list[int]:
+        if request.prompt is not None:  # chat-ui tokens: the prompt is markup and text in one string
+            add_bos = not (self._bos and request.prompt.startswith(self._bos))
+            return list(self._llama.tokenize(request.prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        if self._template is None:
+            raise BackendError("this GGUF file has no chat template; configure user_message_token and friends")
+        tokens = self._template_tokens(request.messages)
+        if request.prefix:  # an answer being continued follows the template's "assistant speaks" markup
+            tokens += self._llama.tokenize(request.prefix.encode("utf-8"), add_bos=False, special=False)
         return tokens
 
     def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
@@ -227,7 +235,7 @@ class LlamaBackend:
         return tokens + list(llama.tokenize(rest.encode("utf-8"), add_bos=False, special=True))
 
     @property
-    def _share(self) -> int:
+    def context_per_answer(self) -> int:
         return self._scheduler.share if self._scheduler is not None else self.endpoint.n_ctx
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
@@ -237,7 +245,7 @@ class LlamaBackend:
         # Rendering and tokenizing a long chat takes a while: not on the event loop.
         prompt = await asyncio.to_thread(self.prompt_tokens, request)
         queue: asyncio.Queue[GeneratedToken | BaseException] = asyncio.Queue()
-        budget = min(request.parameters.max_new_tokens or 1024, self._share - len(prompt))
+        budget = min(request.parameters.max_new_tokens or 1024, self.context_per_answer - len(prompt))
         slot = Slot(prompt, request.parameters, budget, queue.put_nowait)
         scheduler.submit(slot)
         try:

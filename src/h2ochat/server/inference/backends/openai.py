@@ -91,7 +91,10 @@ class OpenAIBackend(UpstreamBackend):
 
     def body(self, request: GenerationRequest) -> bytes:
         options = openai_parameters(request.parameters, self.openai.extra_parameters)
-        payload = {"model": self.model, "messages": request.messages, "stream": True, **options}
+        messages = request.messages
+        if request.prefix:  # an answer to continue: servers that can (llama-server, vLLM) go on from it
+            messages = [*messages, {"role": "assistant", "content": request.prefix}]
+        payload = {"model": self.model, "messages": messages, "stream": True, **options}
         return msgspec.json.encode(payload)
 
     def decoder(self) -> _Decoder:

@@ -88,14 +88,17 @@ export async function summarize(id) {
 
 // Send a message and call onToken(text) for each token as it arrives. Resolves with how the answer
 // ended: {finished: true} or, when stopping was asked for, {stopped: true}; anything else throws.
-export async function sendMessage(id, inputs, { messageId, answerId, isRetry = false, signal, onToken, stopping }) {
-  const body = {
-    inputs,
-    parameters: {},
-    stream: true,
-    options: { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" },
-  };
+export async function sendMessage(
+  id,
+  inputs,
+  { messageId, answerId, isRetry = false, isContinue = false, parameters = {}, signal, onToken, onStart, stopping },
+) {
+  const options = { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" };
+  if (isContinue) options.is_continue = true;
+  // details: the final event then says how the answer ended and how many tokens it took.
+  const body = { inputs, parameters: { ...parameters, details: true }, stream: true, options };
   const response = await request("POST", `/conversation/${id}`, { json: body, signal });
+  onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
   const decoder = new EventDecoder();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
@@ -114,7 +117,9 @@ export async function sendMessage(id, inputs, { messageId, answerId, isRetry = f
         throw new ChatError(inStreamMessage(event), { partial: true });
       }
       if (!event.token.special) onToken(event.token.text);
-      if (event.generated_text !== null && event.generated_text !== undefined) return { finished: true };
+      if (event.generated_text !== null && event.generated_text !== undefined) {
+        return { finished: true, details: event.details || {} };
+      }
     }
   }
   if (stopping?.()) return { stopped: true };

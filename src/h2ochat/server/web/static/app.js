@@ -4,13 +4,15 @@
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
 import { copyText } from "./markdown.js";
-import { MessageView, download, exportJSON, exportMarkdown, interruptionNote } from "./messages.js";
+import { sentence, titleFrom } from "./endings.js";
+import { Follower } from "./follow.js";
+import { MessageView, download, exportJSON, exportMarkdown, leftOutNote } from "./messages.js";
 import { Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
-const state = { models: [], current: null, views: [], streaming: null, loadToken: 0 };
+const state = { models: [], current: null, views: [], streaming: null, starting: false, loadToken: 0 };
 const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
 
 const composer = new Composer({
@@ -24,6 +26,8 @@ const composer = new Composer({
   onStop: () => stop(),
 });
 
+const follower = new Follower($("chat"), $("messages"), $("jump"));
+
 const sidebar = new Sidebar({
   list: $("conversation-list"),
   empty: $("list-empty"),
@@ -32,6 +36,11 @@ const sidebar = new Sidebar({
   onOpen: (id) => navigate(`/conversation/${id}`),
   onDeleted: (id) => {
     if (state.current?.id === id) navigate("/");
+  },
+  onRenamed: (id, title) => {
+    if (state.current?.id !== id) return;
+    state.current.title = title; // the exports' name and heading too
+    document.title = `${title} · h2ochat`;
   },
   onError: (error) => notice(error.message),
 });
@@ -63,6 +72,7 @@ function showModels(preferred) {
 function describeModel() {
   const model = modelInfo(selectedModel());
   $("model-description").textContent = model ? `${model.displayName}. ${model.description || ""}` : "";
+  composer.setTokenLimit(model?.maxInputTokens);
   $("welcome-model").textContent = model ? model.displayName : "a language model";
   $("welcome-description").textContent = model?.description || "";
   const examples = (model?.promptExamples || []).map((example) => {
@@ -133,13 +143,14 @@ function showConversation(conversation, messages) {
   for (const view of state.views) view.remove();
   state.current = conversation;
   state.views = [];
-  for (const message of messages) {
+  messages.forEach((message, index) => {
     const view = new MessageView($("messages"), { id: message.id, role: message.role, content: message.content });
-    if (message.status === "interrupted") view.note(interruptionNote(message), "info");
-    if (message.status === "generating") view.note("This answer is still being generated elsewhere.", "info");
+    if (message.leftOut) view.note(leftOutNote(message.leftOut), "info");
+    if (message.role === "assistant") view.setEnding(message, { last: index === messages.length - 1 });
     state.views.push(view);
-  }
+  });
   if (conversation) showModels(conversation.model);
+  follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
   document.title = conversation ? `${conversation.title} · h2ochat` : "h2ochat";
   refreshChrome();
@@ -155,11 +166,14 @@ function refreshChrome() {
 // An exchange -------------------------------------------------------------------------------------
 
 async function send(text) {
-  if (state.streaming || !text.trim()) return;
+  if (state.streaming || state.starting || !text.trim()) return;
   if (facts.welcomeGate && !facts.accepted) return showWelcome();
   composer.take();
   notice("");
   if (!state.current) {
+    // Until the answer streams (answer() sets state.streaming before its first wait), another send,
+    // such as the second click of a double-click on an example, must not make a second conversation.
+    state.starting = true;
     try {
       const id = await api.createConversation(selectedModel());
       state.current = { id, title: NEW_CHAT, model: selectedModel() };
@@ -167,6 +181,8 @@ async function send(text) {
       composer.setText(text);
       notice(error.message);
       return;
+    } finally {
+      state.starting = false;
     }
     history.pushState(null, "", `/conversation/${state.current.id}`);
     sidebar.select(state.current.id);
@@ -174,35 +190,52 @@ async function send(text) {
   }
   const user = new MessageView($("messages"), { id: api.uuid(), role: "user", content: text });
   state.views.push(user);
-  await answer(user, false);
+  await answer(user);
 }
 
-async function answer(user, isRetry) {
+// Streams an answer to `user`: a new one, a retry (`isRetry`, with `parameters`), or more of the
+// last answer (`continued`: its view, which grows).
+async function answer(user, { isRetry = false, parameters = {}, continued = null } = {}) {
   const conversation = state.current;
-  const view = new MessageView($("messages"), { id: api.uuid(), role: "assistant" });
-  state.views.push(view);
+  const view = continued || new MessageView($("messages"), { id: api.uuid(), role: "assistant" });
+  if (!continued) state.views.push(view);
+  view.notes.querySelector(".ending")?.remove();
   refreshChrome();
   view.setStreaming(true);
-  view.article.scrollIntoView({ block: "end" });
+  follower.jump(); // the person asked: show the answer coming, until they scroll away
   const streaming = { conversationId: conversation.id, controller: new AbortController(), stopping: false };
   state.streaming = streaming;
   composer.setBusy(true);
   let ok = false;
+  const before = continued ? { tokens: continued.meta?.generatedTokens || 0, at: continued.meta?.createdAt } : null;
+  const started = new Date().toISOString();
   try {
-    const result = await api.sendMessage(conversation.id, user.text, {
-      messageId: user.id,
+    const result = await api.sendMessage(conversation.id, continued ? "" : user.text, {
+      messageId: continued ? view.id : user.id,
       answerId: view.id,
       isRetry,
+      isContinue: Boolean(continued),
+      parameters,
       signal: streaming.controller.signal,
       onToken: (token) => view.append(token),
+      onStart: ({ leftOut }) => leftOut && view.note(leftOutNote(leftOut), "info"),
       stopping: () => streaming.stopping,
     });
     await view.drawn();
-    if (result.stopped) view.note("Stopped: you stopped this answer before it was complete.", "info");
+    const ended = {
+      status: result.stopped ? "interrupted" : "done",
+      interruption: result.stopped ? "stop-generating" : null,
+      finishReason: result.details?.finish_reason ?? null,
+      generatedTokens: (before?.tokens || 0) + (result.details?.generated_tokens ?? 0),
+      createdAt: before?.at || started,
+      updatedAt: new Date().toISOString(),
+    };
+    view.setEnding(ended, { last: true });
     ok = true;
   } catch (error) {
     await view.drawn();
     if (error.name === "AbortError") view.note("Stopped before the answer began.", "info");
+    else if (continued) view.note(error.message); // the answer stays as it was
     else refused(user, view, error);
   } finally {
     view.setStreaming(false);
@@ -211,14 +244,18 @@ async function answer(user, isRetry) {
     composer.setBusy(false);
     refreshChrome();
   }
-  if (ok) await nameConversation(conversation);
+  await nameConversation(conversation, ok ? null : user.text);
   sidebar.refresh();
 }
 
 // A refusal or a lost connection before the answer began stored nothing: the message goes back in the box.
 function refused(user, view, error) {
-  if (error.partial || view.text) {
-    view.note(`${error.message} The text above is what arrived before that.`);
+  if (view.text) {
+    view.note(`${sentence(error.message)} The text above is what arrived before that.`);
+    return;
+  }
+  if (error.partial) {
+    view.note(error.message); // the answer was begun, and saved empty
     return;
   }
   view.remove();
@@ -229,13 +266,21 @@ function refused(user, view, error) {
   if (!$("message").value) composer.setText(user.text);
 }
 
-async function nameConversation(conversation) {
+// After the first answer the model writes a title; when there was no answer (`refusedText`, the
+// message that was refused) or the model cannot write one, the person's own words make it.
+async function nameConversation(conversation, refusedText) {
   // A title the person gave it in the sidebar, even while the answer streamed, stays.
   const listed = sidebar.titleOf(conversation.id);
   if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return;
   try {
-    conversation.title = await api.summarize(conversation.id);
+    if (refusedText == null) conversation.title = await api.summarize(conversation.id);
+    else {
+      const title = titleFrom(refusedText);
+      await api.rename(conversation.id, title);
+      conversation.title = title;
+    }
   } catch (error) {
+    if (refusedText == null) return nameConversation(conversation, state.views.find((v) => v.role === "user")?.text || "");
     notice(`No title was made: ${error.message}`);
     return;
   }
@@ -259,7 +304,16 @@ function retry() {
   if (state.streaming || !last || last.role !== "assistant" || !user || user.role !== "user") return;
   last.remove();
   state.views.pop();
-  answer(user, true);
+  // A model that answers greedily would give the same text again: a retry samples instead.
+  const greedy = !modelInfo(state.current.model)?.parameters?.do_sample;
+  answer(user, { isRetry: true, parameters: greedy ? { do_sample: true, temperature: 0.7 } : {} });
+}
+
+function continueLast() {
+  const last = state.views[state.views.length - 1];
+  const user = state.views[state.views.length - 2];
+  if (state.streaming || !last || last.role !== "assistant") return;
+  answer(user, { continued: last });
 }
 
 $("messages").addEventListener("click", async (event) => {
@@ -274,6 +328,10 @@ $("messages").addEventListener("click", async (event) => {
     flash(button, (await copyText(view ? view.text : "")) ? "Copied" : "Copy failed");
   } else if (button.dataset.action === "retry") {
     retry();
+  } else if (button.dataset.action === "continue") {
+    continueLast();
+  } else if (button.dataset.action === "details") {
+    state.views.find((v) => v.article === article)?.toggleDetails();
   }
 });
 

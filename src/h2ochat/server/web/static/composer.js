@@ -5,6 +5,7 @@ export class Composer {
   constructor({ form, textarea, send, stop, counter, limit, onSend, onStop }) {
     Object.assign(this, { form, textarea, send, stop, counter, limit, onSend, onStop });
     this.busy = false;
+    this.tokenLimit = null; // the model's, from /api/models, where the server knows its tokens
     textarea.addEventListener("input", () => this.changed());
     textarea.addEventListener("keydown", (event) => {
       // isComposing: Enter that ends an input method's composition (Japanese, Chinese...) is not a send.
@@ -43,11 +44,20 @@ export class Composer {
     area.style.height = "auto"; // CSSOM, not an inline style attribute: the CSP allows it
     area.style.height = `${Math.min(area.scrollHeight, Math.round(window.innerHeight * 0.4))}px`;
     const length = area.value.length;
-    const near = length >= this.limit * 0.9;
-    this.counter.hidden = !near;
-    this.counter.textContent = `${length.toLocaleString("en")} / ${this.limit.toLocaleString("en")} characters`;
-    this.counter.classList.toggle("over", length > this.limit);
+    // About four characters a token in English: an estimate, so the server has the last word.
+    const tokens = Math.ceil(length / 4);
+    const byTokens = this.tokenLimit && tokens >= this.tokenLimit * 0.8 && length <= this.limit;
+    this.counter.hidden = !(byTokens || length >= this.limit * 0.9);
+    this.counter.textContent = byTokens
+      ? `About ${tokens.toLocaleString("en")} of the ${this.tokenLimit.toLocaleString("en")} tokens this model reads at once`
+      : `${length.toLocaleString("en")} / ${this.limit.toLocaleString("en")} characters`;
+    this.counter.classList.toggle("over", length > this.limit || (byTokens && tokens > this.tokenLimit));
     this.updateButtons();
+  }
+
+  setTokenLimit(limit) {
+    this.tokenLimit = limit || null;
+    this.changed();
   }
 
   setBusy(busy) {

@@ -1,6 +1,7 @@
 // Messages on screen: one article per message ("You" or "Assistant"), the growing answer re-rendered
 // at most once per animation frame, and the notes (errors, interruptions) beside a message.
 
+import { detailsText, endingNote, sentence } from "./endings.js";
 import { MarkdownView } from "./markdown.js";
 
 export class MessageView {
@@ -22,6 +23,7 @@ export class MessageView {
     this.actions = document.createElement("div");
     this.actions.className = "actions";
     this.actions.append(actionButton("Copy", "copy"));
+    this.meta = null; // an answer's ending and counts, once known (endings.js)
     this.article.append(who, this.body, this.notes, this.actions);
     container.append(this.article);
     this.markdown = role === "user" ? null : new MarkdownView(this.body);
@@ -79,12 +81,42 @@ export class MessageView {
     const note = document.createElement("p");
     note.className = `note ${kind}`;
     if (kind === "error") note.setAttribute("role", "alert");
-    note.textContent = text;
+    note.textContent = sentence(text);
     this.notes.append(note);
+    return note;
   }
 
-  clearNotes() {
-    this.notes.replaceChildren();
+  // How the answer ended: a note when it is worth one, a Continue button after the token limit,
+  // and Details, which shows the counts on demand.
+  setEnding(meta, { last = false } = {}) {
+    this.meta = meta;
+    this.notes.querySelector(".ending")?.remove();
+    const text = endingNote(meta);
+    if (text) {
+      const note = this.note(text, "info");
+      note.classList.add("ending");
+      if (meta.finishReason === "length" && meta.status === "done" && last) note.append(" ", actionButton("Continue", "continue"));
+    }
+    if (!this.actions.querySelector('[data-action="details"]')) {
+      const details = actionButton("Details", "details");
+      details.setAttribute("aria-expanded", "false");
+      this.actions.append(details);
+    }
+    this.article.querySelector(".details")?.remove();
+    this.actions.querySelector('[data-action="details"]').setAttribute("aria-expanded", "false");
+  }
+
+  toggleDetails() {
+    const button = this.actions.querySelector('[data-action="details"]');
+    const shown = this.article.querySelector(".details");
+    if (shown) shown.remove();
+    else {
+      const line = document.createElement("p");
+      line.className = "details muted";
+      line.textContent = detailsText(this.meta);
+      this.actions.before(line);
+    }
+    button.setAttribute("aria-expanded", String(!shown));
   }
 
   setRetry(on) {
@@ -110,11 +142,11 @@ function actionButton(label, action) {
   return b;
 }
 
-// What an answer's stored state means, in words.
-export function interruptionNote(message) {
-  const why = message.interruption || "unknown";
-  if (/stop-generating/.test(why)) return "Stopped: you stopped this answer before it was complete.";
-  return `Interrupted: this answer was not completed (${why}).`;
+// Why the model did not see the start of a long chat: the server sent only what fits its context.
+export function leftOutNote(count) {
+  return count === 1
+    ? "1 earlier message was not sent to the model: the conversation is longer than it can read at once."
+    : `${count} earlier messages were not sent to the model: the conversation is longer than it can read at once.`;
 }
 
 export function exportMarkdown(conversation, messages) {

@@ -13,8 +13,8 @@ export function groupOf(updatedAt, now = new Date()) {
 }
 
 export class Sidebar {
-  constructor({ list, empty, search, confirm, onOpen, onDeleted, onError }) {
-    Object.assign(this, { list, empty, search, confirm, onOpen, onDeleted, onError });
+  constructor({ list, empty, search, confirm, onOpen, onDeleted, onRenamed, onError }) {
+    Object.assign(this, { list, empty, search, confirm, onOpen, onDeleted, onRenamed, onError });
     this.items = [];
     this.current = null;
     this.query = "";
@@ -136,6 +136,7 @@ export class Sidebar {
       try {
         await api.rename(li.dataset.id, title);
         this.setTitle(li.dataset.id, title);
+        this.onRenamed(li.dataset.id, title);
         this.refresh();
       } catch (error) {
         this.onError(error);
