@@ -3,9 +3,10 @@
 ``h2ochat``: ``H2oSession`` (reused) -> the h2ochat server (its own process,
 default configuration: embedded SmolLM2) -> llama-cpp-python.
 ``direct``: llama-cpp-python called in this process on the same GGUF file,
-loaded the way the server loads it (``load_llama``), with the prompt the
-server builds (the GGUF chat template, the default preprompt as a system
-message) and the same sampling arguments (``sampling_arguments``, greedy).
+with the llama.cpp context settings of the server's batching scheduler (flash
+attention on, batches of 512 tokens), the prompt the server builds (the GGUF
+chat template, the default preprompt as a system message) and the same
+sampling arguments (``sampling_arguments``, greedy).
 
 Each repetition uses a new prompt, the same for both, so that the time to
 first token includes evaluating the prompt (llama-cpp-python reuses the
@@ -127,15 +128,33 @@ async def _through_h2ochat(session: H2oSession, text: str, parameters: dict[str,
     return Generation("".join(parts), len(parts), first, total)
 
 
+def _load_like_the_scheduler() -> Any:
+    """The embedded model in llama-cpp-python with the scheduler's context settings.
+
+    llama-cpp-python turns flash attention off and the scheduler turns it on (llama.cpp's default);
+    their arithmetic differs in the last bits, enough for greedy answers to part after a few dozen
+    tokens, and the comparison needs the same text on both sides.
+    """
+    import llama_cpp
+
+    from h2ochat.server.inference.backends.batch import _BATCH
+    from h2ochat.server.inference.backends.llama import embedded_gguf, extra_buffers_disabled
+
+    with extra_buffers_disabled():
+        return llama_cpp.Llama(
+            model_path=embedded_gguf(), n_ctx=4096, n_batch=_BATCH, n_ubatch=_BATCH, flash_attn=True, verbose=False
+        )
+
+
 class _Direct:
     """llama-cpp-python on its own, set up exactly as the server sets up the default model."""
 
     def __init__(self, max_new_tokens: int) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        from h2ochat.server.inference.backends.llama import embedded_gguf, load_llama, sampling_arguments
+        from h2ochat.server.inference.backends.llama import sampling_arguments
 
-        self.llama = load_llama(embedded_gguf())
+        self.llama = _load_like_the_scheduler()
         llama = self.llama
         bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
         eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")

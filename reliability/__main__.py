@@ -1,6 +1,6 @@
 """``python -m reliability [SUITE ...]``: the long versions, a table of figures, JSON in reliability/results/.
 
-Suites: faults, fuzz, badinput, load, crash, slow, attacks (default: all of them). Exits 1
+Suites: faults, fuzz, badinput, load, crash, slow, readers, attacks (default: all of them). Exits 1
 when a figure misses its requirement.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from reliability.readers import readers_suite
 from reliability.report import Report
 from reliability.slowclients import slow_suite
 from reliability.suites import (
@@ -29,7 +30,7 @@ from reliability.suites import (
 
 __all__ = ["main"]
 
-SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow", "attacks")
+SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow", "readers", "attacks")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -57,6 +58,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--slow", type=int, default=1000, help="slow connections held open (1000)")
     parser.add_argument("--slow-seconds", type=float, default=40, help="normal requests beside them, s (40)")
     parser.add_argument("--open-files", type=int, default=256, help="the slow suite's server ulimit -n (256; 0: none)")
+    parser.add_argument("--readers", type=int, default=1000, help="sockets that stop reading (1000)")
+    parser.add_argument("--reader-streams", type=int, default=32, help="streams whose readers stop (32)")
+    parser.add_argument("--readers-seconds", type=float, default=40, help="normal requests beside them, s (40)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
     unknown = [suite for suite in args.suites if suite not in SUITES]
@@ -85,6 +89,8 @@ async def run(args: argparse.Namespace, console: Console) -> Report:
                 await attacks_suite(report, args.floods, workdir)
             elif suite == "slow":
                 await slow_suite(report, args.slow, args.slow_seconds, args.open_files or None, workdir)
+            elif suite == "readers":
+                await readers_suite(report, args.readers, args.reader_streams, args.readers_seconds, workdir)
             elif suite == "load":
                 await load_suite(report, args.streams, args.seconds, workdir)
             else:

@@ -53,6 +53,7 @@ class ServerProcess:
     starts: list[float] = field(default_factory=list)  # seconds from spawn to listening, per start
     open_files: int | None = None  # the child's RLIMIT_NOFILE, soft and hard (as `ulimit -n`)
     log_level: str = "WARNING"
+    send_buffer: int | None = None  # the server's send buffer per connection, bytes (launcher.py)
     _log_file: IO[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> str:
@@ -69,12 +70,20 @@ class ServerProcess:
             cwd=_ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
-            env={**os.environ, "PYTHONPATH": str(_ROOT), "H2OCHAT_LOG_LEVEL": self.log_level},
+            env=self._environment(),
         )
         self.url = self._read_url(timeout)
         self.starts.append(time.monotonic() - spawned)
         self.port = int(self.url.rsplit(":", 1)[1])
         return self.url
+
+    def _environment(self) -> dict[str, str]:
+        # This checkout's sources first: an editable install may point at another checkout.
+        path = os.pathsep.join([str(_ROOT / "src"), str(_ROOT)])
+        env = {**os.environ, "PYTHONPATH": path, "H2OCHAT_LOG_LEVEL": self.log_level}
+        if self.send_buffer is not None:
+            env["H2OCHAT_SEND_BUFFER"] = str(self.send_buffer)
+        return env
 
     def _read_url(self, timeout: float) -> str:
         assert self.process is not None and self.process.stdout is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -32,10 +33,37 @@ class Figure:
     ok: bool | None = None  # None: a figure reported, no requirement attached
 
 
+def _machine() -> dict[str, Any]:
+    """What the figures depend on; the load average because other work on the machine shows in them."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "load_average": _load(),
+    }
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
 @dataclass
 class Report:
     settings: dict[str, Any]
     figures: list[Figure] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=_machine)  # taken when the run starts
     details: dict[str, Any] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
 
@@ -75,7 +103,7 @@ class Report:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         payload = {
             "when": stamp,
-            "machine": {"python": platform.python_version(), "platform": platform.platform()},
+            "machine": {**self.machine, "load_average_after": _load()},
             "settings": self.settings,
             "passed": self.passed,
             "figures": [vars(figure) for figure in self.figures],

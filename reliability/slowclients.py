@@ -26,7 +26,17 @@ from reliability.process import ServerProcess, write_config
 from reliability.report import Report
 from reliability.slowsockets import Outcome, dribble_body, dribble_head, idle
 
-__all__ = ["SlowResult", "run_slow_clients", "slow_suite"]
+__all__ = [
+    "SlowResult",
+    "allow_files",
+    "latency",
+    "normal_clients",
+    "read_log",
+    "run_slow_clients",
+    "slow_figures",
+    "slow_suite",
+    "watch_lag",
+]
 
 _SUMMARY = re.compile(r"connections: ((?:\w+=\d+ ?)+)")
 _CAP = re.compile(r"leaves room for (\d+) connections")
@@ -55,8 +65,10 @@ class SlowResult:
         return sum(1 for outcome in self.outcomes if outcome.status == 408)
 
     def longest_open(self, kind: str) -> float:
-        """The longest a slow connection of ``kind`` stayed open before the server closed it."""
-        return max((o.seconds for o in self.outcomes if o.kind == kind and o.closed), default=0.0)
+        """The longest a slow connection of ``kind`` stayed open: until the server closed it or, one it
+        never closed, until its client gave up at the end of the run (counting only the closed ones
+        made a server that closed nothing look perfect)."""
+        return max((o.seconds for o in self.outcomes if o.kind == kind), default=0.0)
 
     def left_open(self, kind: str, limit: float) -> int:
         """Slow connections of ``kind`` still open ``limit`` seconds after they connected."""
@@ -69,8 +81,8 @@ class SlowResult:
             "cap": self.cap,
             "opened": dict(self.opened),
             "answered_408": self.answered_408,
-            "normal_alone": _latency(self.alone),
-            "normal_attacked": _latency(self.attacked),
+            "normal_alone": latency(self.alone),
+            "normal_attacked": latency(self.attacked),
             "failed_alone": dict(self.failed_alone),
             "failed_attacked": dict(self.failed_attacked),
             "server": self.server,
@@ -80,7 +92,7 @@ class SlowResult:
         }
 
 
-def _latency(samples: list[float]) -> dict[str, float]:
+def latency(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {"count": 0}
     ordered = sorted(samples)
@@ -108,15 +120,15 @@ async def run_slow_clients(
     log = workdir / "server.log"
     server = ServerProcess(config, log, open_files=open_files, log_level="INFO")
     result = SlowResult(slow, open_files, header_timeout, body_timeout, cap=1000)
-    _allow_files(slow + 256)  # this process holds the client ends
+    allow_files(slow + 256)  # this process holds the client ends
     server.start()
     try:
-        await _normal_clients(server.url, 0.5, workers)  # warm-up, not counted
-        result.alone, result.failed_alone = await _normal_clients(server.url, seconds / 4, workers)
+        await normal_clients(server.url, 0.5, workers)  # warm-up, not counted
+        result.alone, result.failed_alone = await normal_clients(server.url, seconds / 4, workers)
         await _attack(server.url, result, seconds, reopen, workers)
     finally:
         server.stop()
-    _read_log(log.read_text(encoding="utf-8", errors="replace"), result)
+    read_log(log.read_text(encoding="utf-8", errors="replace"), result)
     return result
 
 
@@ -132,10 +144,12 @@ async def _attack(url: str, result: SlowResult, seconds: float, reopen: float, w
     attackers = [
         asyncio.create_task(_slowloris(url, kind, i * stagger, end, reopen, result)) for i, kind in enumerate(kinds)
     ]
-    attackers.append(asyncio.create_task(_watch_lag(result)))
+    attackers.append(asyncio.create_task(watch_lag(result)))
     try:
         await asyncio.sleep(ramp)
-        result.attacked, result.failed_attacked = await _normal_clients(url, seconds, workers)
+        result.attacked, result.failed_attacked = await normal_clients(url, seconds, workers)
+        # Until the slow clients give up by themselves: each records what stayed open to the end.
+        await asyncio.sleep(max(0.0, end - time.monotonic()) + 1.5)
     finally:
         for task in attackers:
             task.cancel()
@@ -158,27 +172,38 @@ async def _slowloris(url: str, kind: str, delay: float, end: float, reopen: floa
         await asyncio.sleep(reopen)
 
 
-async def _watch_lag(result: SlowResult, every: float = 0.1) -> None:
+async def watch_lag(result: SlowResult, every: float = 0.1) -> None:
     while True:
         started = time.monotonic()
         await asyncio.sleep(every)
         result.client_lag = max(result.client_lag, time.monotonic() - started - every)
 
 
-async def _normal_clients(url: str, seconds: float, workers: int) -> tuple[list[float], Counter[str]]:
+async def normal_clients(
+    url: str, seconds: float, workers: int, inputs: str = "hi", failed_at: list[float] | None = None
+) -> tuple[list[float], Counter[str]]:
     """:func:`_normal_traffic` on an event loop of its own, in a thread: the normal clients do not
     wait behind the thousand slow ones' turns of this loop, as they would not on their own machines."""
-    return await asyncio.to_thread(asyncio.run, _normal_traffic(url, seconds, workers))
+    return await asyncio.to_thread(asyncio.run, _normal_traffic(url, seconds, workers, inputs, failed_at))
 
 
 async def _normal_traffic(
-    url: str, seconds: float, workers: int, pause: float = 0.05
+    url: str, seconds: float, workers: int, inputs: str, failed_at: list[float] | None, pause: float = 0.05
 ) -> tuple[list[float], Counter[str]]:
-    """``workers`` clients, each a new connection per request: a model list, then a whole TGI answer, in turn."""
+    """``workers`` clients, each a new connection per request: a model list, then a whole TGI answer, in turn.
+
+    The answer must be "Hello there." (the model's fixed text, or ``inputs`` echoed); ``failed_at``
+    collects the time (``time.monotonic``) of each failure.
+    """
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     end = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=10)
+
+    def fail(kind: str) -> None:
+        failures[kind] += 1
+        if failed_at is not None:
+            failed_at.append(time.monotonic())
 
     async def worker(http: aiohttp.ClientSession) -> None:
         turn = 0
@@ -190,16 +215,16 @@ async def _normal_traffic(
                     async with http.get(url + "/api/models") as response:
                         await response.read()
                 else:
-                    async with http.post(url + "/generate", json={"inputs": "hi"}) as response:
+                    async with http.post(url + "/generate", json={"inputs": inputs}) as response:
                         body = await response.json()
                         if body.get("generated_text") != "Hello there.":
-                            failures["wrong answer"] += 1
+                            fail("wrong answer" if response.status == 200 else f"HTTP {response.status}")
                             continue
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                failures[type(exc).__name__] += 1
+                fail(type(exc).__name__)
                 continue
             if response.status != 200:
-                failures[f"HTTP {response.status}"] += 1
+                fail(f"HTTP {response.status}")
                 continue
             latencies.append(time.monotonic() - started)
             await asyncio.sleep(pause)  # a steady client, not a flood: the attack is the load
@@ -210,7 +235,7 @@ async def _normal_traffic(
     return latencies, failures
 
 
-def _allow_files(count: int) -> None:
+def allow_files(count: int) -> None:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -219,7 +244,7 @@ def _allow_files(count: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _read_log(text: str, result: SlowResult) -> None:
+def read_log(text: str, result: SlowResult) -> None:
     summary = _SUMMARY.search(text)
     if summary:
         result.server = {key: int(value) for key, value in (pair.split("=") for pair in summary.group(1).split())}
@@ -234,11 +259,11 @@ async def slow_suite(report: Report, slow: int, seconds: float, open_files: int 
     for limit in dict.fromkeys([open_files, None]):
         name = "slow clients" + (f", ulimit -n {limit}" if limit else ", no ulimit")
         result = await run_slow_clients(workdir / f"slow-{limit}", slow, seconds, limit)
-        _figures(report, name, result)
+        slow_figures(report, name, result)
         report.details[name] = result.as_json()
 
 
-def _figures(report: Report, suite: str, result: SlowResult) -> None:
+def slow_figures(report: Report, suite: str, result: SlowResult) -> None:
     def add(name: str, value: object, ok: bool | None = None) -> None:
         report.add(suite, name, value, ok)
 
@@ -253,6 +278,9 @@ def _figures(report: Report, suite: str, result: SlowResult) -> None:
         server.get("header_timeout", 0) + server.get("evicted", 0) > 0,
     )
     add("stalled bodies answered 408", result.answered_408, result.answered_408 > 0)
+    never = result.left_open("idle", result.header_timeout + 2) + result.left_open("head", result.header_timeout + 2)
+    never += result.left_open("body", result.body_timeout + 2)
+    add("slow connections never closed, open past their limit (and 2 s)", never, never == 0)
     held = max(result.longest_open("idle"), result.longest_open("head"))
     add("longest a slow head held its connection", f"{held:.1f} s", held <= result.header_timeout + 2)
     body = result.longest_open("body")
@@ -260,7 +288,7 @@ def _figures(report: Report, suite: str, result: SlowResult) -> None:
     answered, failed = len(result.attacked), sum(result.failed_attacked.values())
     share = 100 * failed / max(1, answered + failed)
     add("normal requests answered / failed", f"{answered} / {failed} ({share:.1f}%)", failed == 0 and answered > 0)
-    alone, attacked = _latency(result.alone), _latency(result.attacked)
+    alone, attacked = latency(result.alone), latency(result.attacked)
     add(
         "normal latency p50 / p99: alone -> under attack",
         f"{alone.get('p50_ms')} / {alone.get('p99_ms')} -> {attacked.get('p50_ms')} / {attacked.get('p99_ms')} ms",

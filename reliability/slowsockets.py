@@ -1,4 +1,5 @@
-"""Slow clients over raw loopback sockets: idle, dribbling a request head, dribbling a body.
+"""Slow clients over raw loopback sockets: idle, dribbling a request head, dribbling a body,
+and asking for an answer then never reading it.
 
 Each one records what the server did to it: closed it (after how long), answered
 it (the status, e.g. 408 for a stalled body), or left it open until the end.
@@ -10,12 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Outcome", "dribble_body", "dribble_head", "idle", "open_socket", "read_until_closed", "status_of"]
+__all__ = [
+    "Outcome",
+    "closed_by_server",
+    "dribble_body",
+    "dribble_head",
+    "idle",
+    "open_socket",
+    "read_until_closed",
+    "status_of",
+    "stop_reading",
+]
 
 HEAD = "GET /api/models HTTP/1.1\r\nHost: {host}\r\n"
 BODY_HEAD = "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
@@ -128,3 +141,47 @@ async def _dribble(
     finally:
         writer.close()
     return Outcome(kind, closed, time.monotonic() - started, answer)
+
+
+async def stop_reading(url: str, request: bytes) -> socket.socket:
+    """Send ``request`` ({host} in it is filled in), read the answer's status line, then never read again.
+
+    The receive buffer is the smallest the kernel allows, so that the answer stays in the server's
+    buffers. Once the status line is here the server has finished with the request's head (an
+    answer whole, like a static file, has left its handler). The caller closes the socket.
+    """
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    loop = asyncio.get_running_loop()
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # before connecting: it sets the window
+        client.setblocking(False)
+        await loop.sock_connect(client, (parts.hostname, parts.port))
+        await loop.sock_sendall(client, request.replace(b"{host}", parts.netloc.encode()))
+        status = b""
+        while len(status) < len(b"HTTP/1.1 200"):
+            chunk = await loop.sock_recv(client, len(b"HTTP/1.1 200") - len(status))
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection before answering")
+            status += chunk
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+_TCP_ESTABLISHED = 1
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed (or reset) this connection, seen without reading from it.
+
+    A client that never reads cannot see the close in its data: the kernel's connection state
+    says it (Linux's TCP_INFO; elsewhere, a pending reset error).
+    """
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is not None:
+        state = struct.unpack("B", client.getsockopt(socket.IPPROTO_TCP, tcp_info, 1))[0]
+        return bool(state != _TCP_ESTABLISHED)
+    return client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0

@@ -91,5 +91,7 @@ def test_batching_runs_every_server_and_plots(tmp_path: Path) -> None:
     servers = {row.name for row in section.rows}
     assert {batching.BATCHED, batching.ONE_AT_A_TIME, batching.LLAMA_CPP_PYTHON} <= servers
     assert (batching.LLAMA_SERVER in servers) == (batching.llama_server() is not None)
+    equal = section.row(batching.EQUAL_TO_ALONE, batching.BATCHED)  # 3 answers: 1 at once, then 2
+    assert equal.unit == "of 3" and 0 <= equal.stats.median <= 3
     image = batching.plot(section, tmp_path / "batching.png")
     assert image.read_bytes().startswith(b"\x89PNG")

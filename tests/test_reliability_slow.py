@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reliability.slowclients import run_slow_clients
+from reliability.report import Report
+from reliability.slowclients import SlowResult, run_slow_clients, slow_figures
+from reliability.slowsockets import Outcome
 
 
 async def test_three_hundred_slow_connections_under_a_low_file_limit(tmp_path: Path) -> None:
@@ -32,3 +34,18 @@ async def test_three_hundred_slow_connections_under_a_low_file_limit(tmp_path: P
     assert max(result.longest_open("idle"), result.longest_open("head")) < 1 + 2, details
     assert result.longest_open("body") < 2 + 2, details
     assert result.left_open("idle", 3) == result.left_open("head", 3) == 0, details
+
+
+def test_the_report_counts_connections_the_server_never_closed() -> None:
+    # A slow connection still open at the end of the run, 40 s after connecting: the server never
+    # closed it. The report used to look only at closed ones, and called such a run perfect.
+    result = SlowResult(slow=2, open_files=None, header_timeout=10, body_timeout=30, cap=1000)
+    result.outcomes = [Outcome("idle", closed=False, seconds=40.0), Outcome("head", closed=True, seconds=10.2)]
+    report = Report({})
+    slow_figures(report, "slow clients", result)
+    figures = {figure.name: figure for figure in report.figures}
+    assert result.longest_open("idle") == 40.0
+    held = figures["longest a slow head held its connection"]
+    assert held.value == "40.0 s" and held.ok is False
+    never = figures["slow connections never closed, open past their limit (and 2 s)"]
+    assert never.value == "1" and never.ok is False

@@ -4,8 +4,13 @@ bounded queues, and the inputs that used to end in a 500 (issue 13)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +18,9 @@ import pytest
 from msgspec.structs import replace
 
 from h2ochat.server import ModelConfig, start_server
-from h2ochat.server.config import FixedEndpoint
+from h2ochat.server.config import ConfigError, FixedEndpoint, load_config
 from h2ochat.server.edge.security import allowed_hosts, host_allowed
+from reliability.process import write_config
 from tests.helpers import FIXED_MODEL, events, fixed_config
 
 JSON = {"Content-Type": "application/json"}
@@ -135,6 +141,30 @@ async def test_forwarded_headers_are_believed_from_allowed_proxies_only() -> Non
     async with start_server(config) as server:  # no trusted proxy: the headers are the client's word
         status, _, response = await send(server.url, "POST", "/settings", data={"a": "b"}, headers=form_headers)
         assert status == 403 and "Secure" not in response.headers.get("Set-Cookie", "")
+
+
+@pytest.mark.parametrize("entry", ["proxy.local", "10.0.0.1/33", "10.0.0.256"])
+async def test_a_forwarded_allow_ips_entry_that_is_no_address_stops_the_start(entry: str, tmp_path: Path) -> None:
+    # It used to be accepted, and every request then failed with a plain-text 500.
+    with pytest.raises(ConfigError, match=re.escape(f"forwarded_allow_ips: {entry!r} is not an IP address")):
+        load_config(forwarded_allow_ips=["127.0.0.1", entry])
+    config = tmp_path / "server.toml"
+    config.write_text(f"[server]\nforwarded_allow_ips = [{json.dumps(entry)}]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(repr(entry))):
+        load_config(config)
+    with pytest.raises(ConfigError, match=re.escape(repr(entry))):
+        async with start_server(replace(fixed_config(), forwarded_allow_ips=[entry])):
+            pass
+
+
+def test_h2ochat_serve_stops_at_a_forwarded_allow_ips_entry_that_is_no_address(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "fixed.toml", tmp_path / "fixed.db")
+    command = [sys.executable, "-m", "h2ochat", "serve", "--config", str(config), "--port", "0"]
+    # A bound, not a measure: the server it used to start ran until killed.
+    done = subprocess.run(
+        [*command, "--forwarded-allow-ips", "proxy.local"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "'proxy.local' is not an IP address" in done.stderr, done.stderr
 
 
 # Headers and logs ----------------------------------------------------------------------------------

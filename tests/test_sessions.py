@@ -59,19 +59,38 @@ async def test_accepting_the_welcome_gate_issues_a_fresh_id_and_the_old_one_stop
         assert cookie_of(response) == second
 
 
-async def test_two_cookies_of_different_sessions_are_trusted_for_neither(raw_client: Client) -> None:
+JUNK = ["junk", "A" * 43, "not a session"]  # a dead id of the right shape among them: it is looked up
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["attacker", "victim"],  # the planted one first, as a narrower path is
+        ["victim", "attacker"],
+        [*JUNK, "attacker", "victim"],  # padding: the victim's cookie past the lookups that used to be made
+        [*JUNK, "victim", "attacker"],
+    ],
+)
+async def test_cookies_of_two_sessions_or_too_many_cookies_give_no_session(
+    raw_client: Client, order: list[str]
+) -> None:
     config = replace(fixed_config(), welcome_gate=False)
     async with start_server(config) as server:
         victim, attacker = raw_client(server.url), raw_client(server.url)
         victims = await victim.create()
         await attacker.create()
-        ids = [cookie_of((await c.request("GET", "/api/conversations"))[2]) for c in (victim, attacker)]
+        ids = {
+            name: cookie_of((await c.request("GET", "/api/conversations"))[2])
+            for name, c in [("victim", victim), ("attacker", attacker)]
+        }
+        sent = {"Cookie": "; ".join(f"hf-chat={ids.get(value, value)}" for value in order)}
         async with aiohttp.ClientSession() as browser:
-            both = {"Cookie": f"hf-chat={ids[1]}; hf-chat={ids[0]}"}  # the planted one first, as a narrower path is
-            async with browser.get(f"{server.url}/api/conversations", headers=both) as read:
+            async with browser.get(f"{server.url}/api/conversations", headers=sent) as read:
                 assert await read.json() == [] and "Set-Cookie" not in read.headers
-            async with browser.post(f"{server.url}/conversation", json={"model": FIXED_MODEL}, headers=both) as wrote:
-                assert wrote.status == 200 and cookie_of(wrote) not in ids  # a new session, the attacker's not used
+            async with browser.post(f"{server.url}/conversation", json={"model": FIXED_MODEL}, headers=sent) as wrote:
+                # No session, not even a new one: its cookie would replace the victim's in the browser.
+                assert wrote.status == 400 and "Set-Cookie" not in wrote.headers
+                assert "more than one session" in (await wrote.json())["message"]
         _, listed, _ = await attacker.request("GET", "/api/conversations")
         assert len(listed) == 1  # nothing written into the planted session
         _, listed, _ = await victim.request("GET", "/api/conversations")
@@ -147,6 +166,21 @@ async def test_a_delete_while_the_message_uploads_is_a_404_never_a_500(raw_clien
         deleted.set()
         status, answer, _ = await posting
         assert status == 404 and "deleted" in answer["message"]
+
+
+async def test_a_conversation_never_sent_a_message_is_removed_in_the_background(
+    raw_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h2ochat.server.app, "UPKEEP_INTERVAL", 0.2)
+    config = replace(fixed_config(str(tmp_path / "orphans.db")), welcome_gate=False, orphan_ttl=1.0)
+    async with start_server(config) as server:
+        client = raw_client(server.url)
+        orphan, used = await client.create(), await client.create()
+        status, raw, _ = await client.message(used, "Hi")
+        assert status == 200 and events(raw)
+        await asyncio.sleep(2.0)
+        status, listed, _ = await client.request("GET", "/api/conversations")
+        assert status == 200 and [c["id"] for c in listed] == [used], (orphan, listed)
 
 
 async def test_idle_sessions_expire_with_their_conversations_in_the_background(

@@ -121,6 +121,24 @@ async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:
 # Conversations ----------------------------------------------------------------------------------
 
 
+async def test_a_conversation_left_without_a_message_is_removed_after_orphan_ttl(db: str) -> None:
+    """Issue 19: a conversation whose first message never came (the client lost the answer to its
+    creation) stayed until its session expired. Conversations with messages, or a title given
+    since they were created, stay."""
+    async with opened(db, orphan_ttl=1.0) as store:
+        session = await store.new_session()
+        orphan = await store.create_conversation(session, "m")
+        used = await store.create_conversation(session, "m")
+        await exchange(store, used, 0)
+        named = await store.create_conversation(session, "m")
+        await asyncio.sleep(1.1)
+        assert await store.rename_conversation(named, session, "For later")  # a person's touch
+        fresh = await store.create_conversation(session, "m")
+        assert orphan in {c.id for c in await store.conversations(session)}  # until the upkeep runs
+        await store.upkeep()
+        assert {c.id for c in await store.conversations(session)} == {used, named, fresh}
+
+
 async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     mine, theirs = await store.new_session(), await store.new_session()
     first = await store.create_conversation(mine, "m")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -98,3 +99,42 @@ async def test_the_password_never_reaches_an_error_or_the_log(
     assert redact("postgresql://u:p%40ss@h/db?sslmode=require&password=x") == (
         "postgresql://u:***@h/db?sslmode=require&password=***"
     )
+
+
+async def test_leases_and_the_sweep_read_the_databases_clock_not_a_replicas(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19: a replica whose own clock runs 10 s behind (its time functions shifted while it
+    acts) renewed a lease that the others read as 10 s old, and with a lease shorter than the skew
+    they marked its live answers interrupted. Times now come from the database."""
+    from h2ochat.server import storage
+    from h2ochat.server.storage import postgres
+
+    behind = {"seconds": 0.0}  # how far behind the replica acting now is
+    real_now = storage.now
+
+    def now(seconds_ago: float = 0.0) -> str:
+        return real_now(seconds_ago + behind["seconds"])
+
+    # The store read its replica's clock through this name; raising=False: once it reads none, it has none.
+    monkeypatch.setattr(postgres, "now", now, raising=False)
+
+    behind["seconds"] = 10.0
+    late = await open_store(postgres_url, StoreOptions(lease=2.0))
+    session = await late.new_session()
+    conversation = await late.create_conversation(session, "m")
+    await late.begin_exchange(conversation, "u", "hello", "a", None)
+    await late.save_partial(conversation, "a", "still going", 2)
+    await late.upkeep()
+    behind["seconds"] = 0.0
+    on_time = await open_store(postgres_url, StoreOptions(lease=2.0))
+    try:
+        await on_time.upkeep()
+        answer = (await on_time.messages(conversation))[1]
+        assert (answer.status, answer.content) == ("generating", "still going")
+        assert await on_time.session(session) is not None
+        stored = (await on_time.conversation(conversation, session)).created_at  # type: ignore[union-attr]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stored)  # as SQLite stores times
+    finally:
+        await on_time.close()
+        await late.close()

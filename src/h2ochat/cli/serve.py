@@ -73,6 +73,11 @@ _LIST = _CommaList()
     help="Seconds an idle connection stays open (75).",
 )
 @click.option(
+    "--write-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a streaming client may take to read what was sent (30); then its answer ends as if it left.",
+)
+@click.option(
     "--max-connections", type=click.IntRange(1), help="Most open connections (1000); full: the oldest idle goes."
 )
 @click.option("--api-key", envvar="H2OCHAT_API_KEY", help="Bearer key required on /v1 (env H2OCHAT_API_KEY).")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-__all__ = ["Parameters", "check_parameters", "merge_parameters", "request_parameters"]
+__all__ = ["SETTINGS", "Parameters", "check_parameters", "check_settings", "merge_parameters", "request_parameters"]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -62,6 +62,24 @@ def check_parameters(raw: Any, *, ceiling: int | None, where: str = "parameters"
             f"{where}.max_new_tokens is {parameters.max_new_tokens}, over this server's limit of {ceiling}"
         )
     return parameters
+
+
+# What a person may choose for a whole conversation; the page sends them with each of its messages.
+SETTINGS = ("temperature", "max_new_tokens")
+
+
+def check_settings(raw: Any, *, ceiling: int | None) -> dict[str, Any]:
+    """A conversation's settings, checked as parameters are; ``None`` (null: the model's default) is left out."""
+    if not isinstance(raw, dict):
+        raise ValueError(
+            'settings must be an object such as {"temperature": 0.7, "max_new_tokens": 256}, '
+            f"got {type(raw).__name__}"
+        )
+    unknown = sorted(set(raw) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"settings holds {' and '.join(SETTINGS)} only, not {', '.join(map(repr, unknown))}")
+    parameters = check_parameters(raw, ceiling=ceiling, where="settings")
+    return {name: getattr(parameters, name) for name in SETTINGS if getattr(parameters, name) is not None}
 
 
 def merge_parameters(defaults: Parameters, raw: Any, *, ceiling: int) -> Parameters:

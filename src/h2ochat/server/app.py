@@ -25,7 +25,7 @@ from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.edge.guard import guard_requests, listen
+from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
@@ -69,6 +69,12 @@ COOKIE = "hf-chat"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
+MAX_COOKIES = 4  # hf-chat values looked up per request; more and none is trusted
+_AMBIGUOUS = (
+    "This request carries hf-chat cookies of more than one session (or more than {max} of them), so it is "
+    "served under none: another site on this domain may have set some. Delete this site's cookies "
+    "(and its parent domain's) and reload to start a new session."
+)
 # What the store's refusals mean in HTTP; the message is the error's own.
 _STORE_STATUS: dict[type[StoreError], int] = {
     StoreUnavailable: 503,
@@ -113,14 +119,18 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
 
     Sessions are the server's: a cookie counts only if it names a live session the server issued.
     Without one, a request that writes to the chat protocol gets a new session (at most
-    ``new_sessions_per_minute`` per client address); a read gets none (and no cookie).
+    ``new_sessions_per_minute`` per client address); a read gets none (and no cookie). Cookies
+    that are ambiguous (:func:`_cookie_session`) give a read no session and refuse a write.
     """
     store, config = request.app[STORE], request.app[CONFIG]
-    session = await _cookie_session(request, store)
+    session, ambiguous = await _cookie_session(request, store)
     request[SESSION] = session.id if session is not None else ""
     if session is not None:
         request[SESSION_FOUND] = session
     writes = request.method not in SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
+    if ambiguous and writes:
+        # No new session either: its cookie would replace the person's own in the browser.
+        raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
     gated = config.welcome_gate and writes and request.path.startswith("/conversation")
     if gated and (session is None or session.ethics_accepted_at is None):
         message = "You need to accept the welcome modal first"
@@ -132,23 +142,29 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     return await handler(request)
 
 
-async def _cookie_session(request: web.Request, store: Store) -> Session | None:
-    """The live session the request's hf-chat cookies name, if exactly one of them names one.
+async def _cookie_session(request: web.Request, store: Store) -> tuple[Session | None, bool]:
+    """The live session the request's hf-chat cookies name, if exactly one of them names one; and
+    whether they were ambiguous (several live sessions, or too many cookies to look up).
 
     Two hf-chat cookies arrive when one was planted from a sibling host (``Domain=.example.com``) or
     for a narrower path; browsers send the narrower path first, so "the first" would let a planted
-    cookie win. When several cookies name different live sessions, none is trusted: the request is
-    treated as having no session (a write gets a new one), so a planted session never receives the
-    victim's messages.
+    cookie win. When several cookies name different live sessions, none is trusted, so a planted
+    session never receives the victim's messages. The lookups are bounded, and a request with more
+    cookies than that trusts none: checking only the first few would let junk values in front push
+    the victim's cookie out of sight, leaving the planted one the only live session seen.
     """
+    values = _cookie_values(request)
+    if len(values) > MAX_COOKIES:
+        log.warning("a request carried %d hf-chat cookies, more than %d; none is used", len(values), MAX_COOKIES)
+        return None, True
     found: Session | None = None
-    for value in _cookie_values(request)[:4]:  # a bounded number of lookups, whatever is sent
+    for value in values:
         session = await store.session(value) if _SESSION_ID.fullmatch(value) else None
         if session is not None and found is not None and session.id != found.id:
             log.warning("a request carried hf-chat cookies of two different sessions; neither is used")
-            return None
+            return None, True
         found = found or session
-    return found
+    return found, False
 
 
 def _cookie_values(request: web.Request) -> list[str]:
@@ -221,7 +237,9 @@ def create_app(config: ServerConfig) -> web.Application:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    options = StoreOptions(pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400)
+    options = StoreOptions(
+        pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400, orphan_ttl=config.orphan_ttl
+    )
     app[STORE] = await open_store(config.db_path(), options)
     yield
     await app[STORE].close()
@@ -286,14 +304,33 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         shutdown_timeout=config.shutdown_timeout,
         keepalive_timeout=config.keepalive_timeout,
     )
+    guard: ConnectionGuard | None = None
     try:
         await runner.setup()  # inside: a failed startup still closes what started (the store) below
         assert runner.server is not None
-        async with listen(runner.server, config) as listeners:
-            host, port = _bound_address(listeners, config)
+        async with listen(runner.server, config) as guard:
+            host, port = _bound_address(guard.listeners, config)
             yield RunningServer(f"http://{host}:{port}", runner)
     finally:
+        await _shut_down(runner, guard, config.shutdown_timeout)
+
+
+async def _shut_down(runner: web.AppRunner, guard: ConnectionGuard | None, timeout: float) -> None:
+    """aiohttp's shutdown, then what it left: connections whose clients stopped reading.
+
+    aiohttp waits for each answer to drain into its client (``timeout``, then as long again), and its
+    close waits for that too; a client that never reads would hold both for good. So every connection
+    still open ``timeout`` seconds in is dropped, and any left at the end.
+    """
+    drop_late = asyncio.get_running_loop().call_later(timeout, guard.drop_all) if guard is not None else None
+    try:
         await runner.cleanup()
+    finally:
+        if drop_late is not None:
+            drop_late.cancel()
+    if guard is not None:
+        guard.drop_all()
+        await asyncio.sleep(0)  # their connection_lost, on the next turn of the loop
 
 
 def _bound_address(listeners: list[socket.socket], config: ServerConfig) -> tuple[str, int]:

@@ -46,6 +46,7 @@ Every table forbids unknown keys, so a typo fails at start-up with its path.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -199,6 +200,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     db: str = ""
     db_pool_size: Annotated[int, msgspec.Meta(ge=1)] = 10  # PostgreSQL connections per replica
     session_idle_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # then a session expires with its conversations
+    # Seconds a conversation that never got a message (nor a new title) is kept: a client that
+    # lost the answer to its creation leaves one behind.
+    orphan_ttl: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_conversations: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per session; 0: no limit
     new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True
@@ -207,6 +211,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] = 4096
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no limit
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    # Seconds a write to a streaming client may wait for it to take the data; then the answer
+    # ends as if the client had left (a reader that stopped frees the model's place).
+    write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # seconds between saves of a growing answer
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     # Slow and idle clients (guard.py): seconds to send a request head (from the connection's
@@ -226,6 +233,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
     def __post_init__(self) -> None:
         check_models(self.models)
+        check_proxies(self.forwarded_allow_ips)
         if self.tgi_model is not None and self.model(self.tgi_model) is None:
             raise ConfigError(
                 f"tgi_model {self.tgi_model!r} is not one of the configured models: {', '.join(self.model_names)}"
@@ -326,6 +334,21 @@ def _where(message: str) -> str:
     if "`$.models" in message:
         return message.replace("`$.", "`")
     return message.replace("`$.", "`server.")
+
+
+def check_proxies(entries: list[str]) -> None:
+    """Each ``forwarded_allow_ips`` entry is "*", an IP address or a network; a host name cannot be
+    matched against a request's address (and used to fail every request with a 500)."""
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"forwarded_allow_ips: {entry!r} is not an IP address or network; name each proxy by "
+                'its address (10.0.0.5, ::1) or network (10.0.0.0/8), or "*" for any'
+            ) from None
 
 
 def check_models(models: list[ModelConfig]) -> None:

@@ -5,7 +5,9 @@ the model's tokens. ``stream_answer`` owns the event stream (headers,
 ``prepare``, writes, keep-alives, the stop, the errors) and asks the dialect
 only how to encode a token, the end, and an error; ``complete_answer`` is the
 same loop for an answer sent whole. A failure after the stream has begun is
-the stream's last event, never a cut (docs/protocol.md, "Event stream").
+the stream's last event, never a cut (docs/protocol.md, "Event stream"). A
+write the client does not take within ``write_timeout`` ends the answer as if
+the client had left: a reader that stopped must not keep a place of the model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,8 +25,9 @@ from aiohttp import web
 from h2ochat.protocol.openai import StopTrimmer
 from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
-from h2ochat.server.edge.http import ApiError
+from h2ochat.server.edge.http import CONFIG, ApiError
 from h2ochat.server.edge.security import printable
+from h2ochat.server.edge.sockets import drop
 from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
 from h2ochat.server.inference.runtime import Generation, Interrupted, ModelRuntime
 
@@ -181,12 +184,30 @@ def describe(error: BackendError | Interrupted) -> tuple[str, str]:
 
 
 class EventWriter:
-    """Writes events to a prepared response; sends a keep-alive after ``interval`` s of silence."""
+    """Writes events to a prepared response; sends a keep-alive after ``interval`` s of silence.
 
-    def __init__(self, response: web.StreamResponse, interval: float, generation: Generation) -> None:
+    A write not taken by the client within ``write_timeout`` s aborts the connection and
+    raises :class:`ConnectionResetError`, as a client that left does: aiohttp's writes wait
+    for a full send buffer to drain, which a client that stopped reading never lets happen.
+    """
+
+    def __init__(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        generation: Generation,
+        interval: float,
+        timeout: float,
+    ) -> None:
+        self._request = request
         self._response = response
-        self._interval = interval
         self._generation = generation
+        self._interval = interval
+        self._timeout = timeout
+        self._stalled = False
+        self._writing = 0  # writes waiting for the client now
+        self._since = 0.0  # since when they have waited (loop time)
+        self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
         self._keepalive = asyncio.ensure_future(self._keep_alive())
@@ -194,15 +215,48 @@ class EventWriter:
     async def write(self, data: bytes) -> None:
         if data:
             self._last = self._loop.time()
-            await self._response.write(data)
+            await self._within_timeout(self._response.write(data))
 
     async def finish(self, data: bytes) -> None:
         """The last event and the end of the body, in one write."""
         self._keepalive.cancel()
-        await self._response.write_eof(data)
+        await self._within_timeout(self._response.write_eof(data))
+
+    async def _within_timeout(self, writing: Awaitable[None]) -> None:
+        # A watchdog rather than asyncio.wait_for or a timer per write: a token costs two counts, not
+        # a task or a timer, and a write is never cancelled halfway (the abort ends its wait).
+        if not self._writing:
+            self._since = self._loop.time()
+        self._writing += 1
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._timeout, self._watch)
+        try:
+            await writing
+        finally:
+            self._writing -= 1
+            if self._writing:  # one done, another still waiting: the client took something
+                self._since = self._loop.time()
+        if self._stalled:
+            raise ConnectionResetError(f"the client read nothing for {self._timeout:g} s (write_timeout)")
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self._writing:
+            return  # the next write sets it again
+        waited = self._loop.time() - self._since
+        if waited < self._timeout:
+            self._watchdog = self._loop.call_later(self._timeout - waited, self._watch)
+            return
+        self._stalled = True
+        transport = self._request.transport
+        log.info("a client stopped reading its stream for %g s (write_timeout): closing it", self._timeout)
+        if transport is not None:
+            drop(transport)
 
     def close(self) -> None:
         self._keepalive.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     async def _keep_alive(self) -> None:
         while True:
@@ -216,16 +270,17 @@ class EventWriter:
 
 
 async def stream_answer(
-    request: web.Request, answer: Answer, dialect: Dialect, keepalive: float, headers: dict[str, str] | None = None
+    request: web.Request, answer: Answer, dialect: Dialect, headers: dict[str, str] | None = None
 ) -> tuple[web.StreamResponse, Outcome]:
     """Generate and stream the answer; returns the response and how the answer ended, never raises for the client."""
+    config = request.app[CONFIG]
     response = web.StreamResponse(headers={**_HEADERS, **(headers or {})})
     generation = answer.generation
     try:
         await response.prepare(request)
     except ConnectionError:
         return response, answer.outcome("client disconnected")
-    writer = EventWriter(response, keepalive, generation)
+    writer = EventWriter(request, response, generation, config.keepalive_interval, config.write_timeout)
     try:
         with generation.interruptible():
             await writer.write(dialect.start(answer))

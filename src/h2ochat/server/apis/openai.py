@@ -196,7 +196,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream:
-            response, _ = await stream_answer(request, answer, dialect, request.app[CONFIG].keepalive_interval)
+            response, _ = await stream_answer(request, answer, dialect)
             return response
         return json_response(await complete_answer(answer, dialect))
 

@@ -94,7 +94,7 @@ async def _answer(request: web.Request, *, stream: bool | None, listed: bool = F
     with request.app[MODELS].track(f"tgi-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation)
         if body.stream if stream is None else stream:
-            response, _ = await stream_answer(request, answer, dialect, request.app[CONFIG].keepalive_interval)
+            response, _ = await stream_answer(request, answer, dialect)
             return response
         result = await complete_answer(answer, dialect)
         return json_response([result] if listed else result)

@@ -77,6 +77,7 @@ def _conversation_json(conversation: Conversation) -> dict[str, Any]:
         "model": conversation.model,
         "createdAt": conversation.created_at,
         "updatedAt": conversation.updated_at,
+        "settings": dict(conversation.settings),
     }
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from h2ochat.protocol.parameters import request_parameters
+from h2ochat.protocol.parameters import check_settings, request_parameters
 from h2ochat.protocol.tgi import MessageOptions, MessageRequest
+from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import (
     CONFIG,
     MODELS,
@@ -49,8 +50,9 @@ class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
     model: str
 
 
-class TitleUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    title: str
+class ConversationUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    title: str | None = None
+    settings: Any = None  # checked by check_settings, whose errors say more than msgspec's would
 
 
 def unknown_model(name: object, models: Models) -> ApiError:
@@ -229,9 +231,7 @@ async def _stream_answer(
         try:
             # Beside the events, which are TGI's: how many earlier messages the model did not see.
             headers = {"H2ochat-Left-Out": str(fitted.left_out)}
-            response, outcome = await stream_answer(
-                request, answer, TgiEvents(inputs), config.keepalive_interval, headers
-            )
+            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), headers)
         finally:
             checkpoints.cancel()
             # Shielded: an answer must be saved even if this handler is being cancelled.
@@ -287,14 +287,32 @@ async def delete_conversation(request: web.Request) -> web.StreamResponse:
 
 
 @routes.patch("/conversation/{id}")
-async def rename_conversation(request: web.Request) -> web.StreamResponse:
+async def update_conversation(request: web.Request) -> web.StreamResponse:
+    """A new title, new settings, or both; everything is checked before anything is stored."""
     await owned(request)
-    body: TitleUpdate = decode_body(await request.read(), TitleUpdate)
-    title = body.title.strip()
-    if not 1 <= len(title) <= 100:
-        raise ApiError(400, f"title must be 1 to 100 characters, got {len(title)}")
-    await request.app[STORE].rename_conversation(request.match_info["id"], request[SESSION], title)
+    title, settings = _update(decode_body(await request.read(), ConversationUpdate), request.app[CONFIG])
+    store, conversation_id, session = request.app[STORE], request.match_info["id"], request[SESSION]
+    if title is not None:
+        await store.rename_conversation(conversation_id, session, title)
+    if settings is not None:
+        await store.save_conversation_settings(conversation_id, session, settings)
     return web.Response(status=200)
+
+
+def _update(body: ConversationUpdate, config: ServerConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """The title and the settings of a PATCH, checked; None for what it leaves as it is."""
+    if body.title is None and body.settings is None:
+        raise ApiError(
+            400, 'Send {"title": "<text>"}, {"settings": {"temperature": 0.7, "max_new_tokens": 256}} or both'
+        )
+    title = body.title.strip() if body.title is not None else None
+    if title is not None and not 1 <= len(title) <= 100:
+        raise ApiError(400, f"title must be 1 to 100 characters, got {len(title)}")
+    try:
+        settings = None if body.settings is None else check_settings(body.settings, ceiling=config.max_new_tokens_limit)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return title, settings
 
 
 @routes.post("/conversation/{id}/stop-generating")

@@ -20,6 +20,12 @@ callback to aiohttp's own protocol and keeps the clocks.
   connection whose head has arrived is in one); when every connection is in
   a request, the new one is closed at once.
 
+Every close here is an abort (:func:`~h2ochat.server.edge.sockets.drop`, a
+reset when an answer is left unsent): ``transport.close()`` waits until the
+unsent answer is delivered, which a client that stopped reading never lets
+happen, so its socket would stay open, and counted against the cap, for good.
+The counts in the log are of connections actually closed (``connection_lost``).
+
 The :func:`guard_requests` middleware tells a connection when a request
 reaches the application and when it leaves, so a request being answered (a
 long stream, its keep-alives) is never cut by any of these limits.
@@ -30,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections import Counter
@@ -40,20 +45,18 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from h2ochat.server.config import ServerConfig
+from h2ochat.server.edge.sockets import BACKLOG, SLACK, bind, drop, fit_open_files
 
 __all__ = ["ConnectionGuard", "GuardedConnection", "Limits", "fit_open_files", "guard_requests", "listen"]
 
 log = logging.getLogger("h2ochat.server.edge.guard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BACKLOG = 128  # the listen() backlog, aiohttp's
-# Descriptors kept free beyond the client connections: the database, upstream
-# engines, log files, the listening sockets.
-RESERVED_FILES = 64
-# Sockets beyond the cap: connections just evicted, whose descriptors close on the
-# next turn of the event loop, and the new ones that evicted them.
-SLACK = 16
 _WARN_EVERY = 60.0  # seconds between two "server full" warnings
+# The kernel's send buffer for each accepted socket (None: its own, which grows to
+# megabytes on loopback). A test-scoped hook: tests and the reliability suites shrink
+# it so that a client that stops reading fills it, as it would over a real network.
+SEND_BUFFER: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class GuardedConnection(asyncio.Protocol):
         self.in_request = False
         self.head_seen = False  # the blank line that ends a request head has arrived
         self.body_timed_out = False
+        self.closed_by: str | None = None  # the limit that closed it, counted once it is really closed
         self._admitted = False
         self._tail = b""  # the last bytes of a head so far (none: no head byte yet), to find its end across reads
         self._head_clock: asyncio.TimerHandle | None = None
@@ -84,7 +88,7 @@ class GuardedConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         if not self.guard.admit(self):
-            transport.close()
+            self.close("refused")
             return
         self._admitted = True
         self._start_head_clock()
@@ -104,6 +108,8 @@ class GuardedConnection(asyncio.Protocol):
         self._stop_clocks()
         self.guard.forget(self)
         self.guard.closed_socket()
+        if self.closed_by is not None:
+            self.guard.count(self.closed_by)
         self.transport = None
         if self._admitted:
             self.inner.connection_lost(exc)
@@ -178,10 +184,12 @@ class GuardedConnection(asyncio.Protocol):
         self._stop_body_clock()
 
     def close(self, why: str) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.guard.count(why)
+        # Even when already closing: aiohttp's own close (keepalive_timeout) may be waiting on a
+        # client that reads nothing.
+        if self.transport is not None and self.closed_by is None:
+            self.closed_by = why
             log.debug("closing %s: %s", self.transport.get_extra_info("peername"), why)
-            self.transport.close()
+            drop(self.transport)
 
 
 class ConnectionGuard:
@@ -195,6 +203,7 @@ class ConnectionGuard:
         self.factory = factory
         self.limits = limits
         self.open: set[GuardedConnection] = set()  # admitted, not yet closed
+        self.listeners: list[socket.socket] = []
         self.waiting: dict[GuardedConnection, None] = {}
         self.sockets = 0  # every accepted socket not yet closed, evicted ones included
         self._room = asyncio.Event()
@@ -231,6 +240,8 @@ class ConnectionGuard:
     def _connect(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
         """Hand an accepted socket to a :class:`GuardedConnection`, in a task of its own."""
         client.setblocking(False)
+        if SEND_BUFFER is not None:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._opened_socket()
         task = loop.create_task(self._set_up(loop, client))
         self._setting_up.add(task)
@@ -260,13 +271,19 @@ class ConnectionGuard:
             victim = next(iter(self.waiting), None)
             self._warn_full()
             if victim is None:
-                self.count("refused")
                 return False
             self.forget(victim)  # at once: its connection_lost comes later
             victim.close("evicted")
         self.open.add(connection)
         self.waiting[connection] = None
         return True
+
+    def drop_all(self) -> None:
+        """Drop every connection still open: at the end, what aiohttp's close left waiting on a
+        client that reads nothing (the limits' counts are left alone)."""
+        for connection in list(self.open):
+            if connection.transport is not None:
+                drop(connection.transport)
 
     def busy(self, connection: GuardedConnection) -> None:
         self.waiting.pop(connection, None)
@@ -319,57 +336,18 @@ async def guard_requests(request: web.Request, handler: Handler) -> web.StreamRe
         connection.request_ended()
 
 
-def fit_open_files(max_connections: int) -> int:
-    """Raise the soft open-file limit towards the hard one for ``max_connections``; the cap that fits.
-
-    Under a limit too low even so (``ulimit -n 256``), the cap shrinks to what
-    fits: evicting a slow connection beats failing ``accept`` with EMFILE.
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows: no such limit
-        return max_connections
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    reserve = _files_in_use() + RESERVED_FILES
-    needed = max_connections + SLACK + reserve
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return max_connections
-    raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-    if raised > soft:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            log.info("raised the open-file limit from %d to %d for max_connections=%d", soft, raised, max_connections)
-            soft = raised
-    if soft >= needed:
-        return max_connections
-    cap = max(1, soft - reserve - SLACK)
-    log.warning(
-        "the open-file limit (%d, hard limit %d) leaves room for %d connections, not max_connections=%d; "
-        "raise it (ulimit -n) to allow more",
-        soft,
-        hard,
-        cap,
-        max_connections,
-    )
-    return cap
-
-
-def _files_in_use() -> int:
-    for directory in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(directory))
-    return 0
-
-
 @contextlib.asynccontextmanager
-async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) -> AsyncIterator[list[socket.socket]]:
-    """Accept connections where ``config`` says, for aiohttp's protocol ``factory``, until the block ends."""
+async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) -> AsyncIterator[ConnectionGuard]:
+    """Accept connections where ``config`` says, for aiohttp's protocol ``factory``, until the block ends.
+
+    The guard it yields has the listening sockets (``listeners``).
+    """
     limits = Limits(config.header_timeout, config.body_timeout, fit_open_files(config.max_connections))
     guard = ConnectionGuard(factory, limits)
-    listeners = _bind(config.host, config.port)
+    guard.listeners = listeners = bind(config.host, config.port)
     accepting = [asyncio.create_task(guard.accept(listener)) for listener in listeners]
     try:
-        yield listeners
+        yield guard
     finally:
         for task in accepting:
             task.cancel()
@@ -377,24 +355,3 @@ async def listen(factory: Callable[[], asyncio.Protocol], config: ServerConfig) 
         for listener in listeners:
             listener.close()
         log.info("connections: %s", guard.summary())
-
-
-def _bind(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets on every address of ``host``, as ``loop.create_server`` binds them."""
-    addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(addresses):
-            listener = socket.socket(family, kind, proto)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:  # each family on its own socket
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listener.bind(address)
-            listener.listen(BACKLOG)
-            listener.setblocking(False)
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners

@@ -20,7 +20,8 @@ only: another session's conversation is treated exactly like a missing one.
 Sessions are issued by the server (:meth:`Store.new_session`): an id the
 server did not issue, or one idle longer than ``session_idle``, is no session.
 Idle sessions are deleted with their conversations by :meth:`Store.upkeep`,
-which the server calls every few seconds.
+which the server calls every few seconds; so are conversations that never got
+a message (:data:`ORPHANS`).
 
 Errors (the routes turn each into a 4xx or a 503)::
 
@@ -34,13 +35,15 @@ Errors (the routes turn each into a 4xx or a 503)::
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
+    "ORPHANS",
     "SELECT_CONVERSATION",
     "SELECT_MESSAGE",
     "ConversationGone",
@@ -108,6 +111,7 @@ class StoreOptions:
     pool_size: int = 10  # PostgreSQL connections per replica
     session_idle: float = 30 * 86400.0  # seconds after its last use a session expires, with its conversations
     lease: float = 15.0  # seconds without a heartbeat after which a replica's answers are marked interrupted
+    orphan_ttl: float = 3600.0  # seconds a conversation that never got a message is kept (ORPHANS)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,14 @@ class Conversation:
     title: str
     created_at: str
     updated_at: str
+    # Generation parameters the person chose for this conversation (temperature, max_new_tokens).
+    settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Conversation:
+        """A row of ``SELECT_CONVERSATION``: its last column is the settings as JSON text."""
+        id_, session_id, model, title, created_at, updated_at, settings = row
+        return cls(id_, session_id, model, title, created_at, updated_at, json.loads(settings) if settings else {})
 
 
 @dataclass(frozen=True)
@@ -148,10 +160,19 @@ StopListener = Callable[[str, str], object]
 
 
 # The columns of the row types, in their order: the same SQL reads them on either database.
-SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at FROM conversations"
+SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at, settings FROM conversations"
 SELECT_MESSAGE = (
     "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
     "created_at, updated_at, left_out FROM messages"
+)
+
+# Conversations created and then left: no message and no new title since they were created (their
+# first message never came, e.g. a client that lost the creation's answer), and that long ago.
+# ``{cutoff}`` is the database's expression for the oldest time kept. "updated_at = created_at" is
+# what a small partial index holds (conversations_untouched), so the sweep reads only those rows.
+ORPHANS = (
+    "DELETE FROM conversations WHERE updated_at = created_at AND updated_at < {cutoff} AND title = 'New Chat' "
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = conversations.id)"
 )
 
 
@@ -162,8 +183,9 @@ class Store(Protocol):
 
     async def upkeep(self) -> None:
         """One round of background work: renew this replica's lease, mark the answers of replicas
-        whose lease ran out as interrupted, delete expired sessions and old rate-limit entries,
-        and retry final saves that failed while the database was away."""
+        whose lease ran out as interrupted, delete expired sessions, conversations left without a
+        message for ``orphan_ttl`` (:data:`ORPHANS`) and old rate-limit entries, and retry final
+        saves that failed while the database was away."""
         ...
 
     # Sessions
@@ -214,6 +236,12 @@ class Store(Protocol):
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
     ) -> bool:
         """Set the title; with ``only_if``, only while the title is still that one."""
+        ...
+
+    async def save_conversation_settings(
+        self, conversation_id: str, session_id: str, settings: Mapping[str, Any]
+    ) -> bool:
+        """Replace the conversation's settings (checked by the caller); False when it is not the session's."""
         ...
 
     # Messages

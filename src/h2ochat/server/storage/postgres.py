@@ -12,7 +12,11 @@ What SQLite gets from being one process, PostgreSQL gets from the database:
   connection of its own, reconnected when the database comes back;
 - every replica renews a lease (``replicas.seen_at``) in :meth:`upkeep`; the
   answers a replica generates carry its id, and any replica marks those of a
-  replica whose lease ran out ``interrupted``, keeping the text saved last.
+  replica whose lease ran out ``interrupted``, keeping the text saved last;
+- every time stored or compared is the database's (``now()``), never a
+  replica's own clock: with replicas' clocks 10 s apart, a lease written by one
+  and read by another would otherwise run out 10 s early, and that replica's
+  live answers be marked interrupted.
 
 A database that cannot be reached raises :class:`StoreUnavailable` within
 seconds (connect, acquire and command timeouts); the pool replaces broken
@@ -24,15 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 
 from h2ochat.server.storage import (
+    ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
     Conversation,
@@ -46,7 +51,6 @@ from h2ochat.server.storage import (
     StoreUnavailable,
     TooManyConversations,
     like_pattern,
-    now,
     redact,
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
@@ -58,23 +62,35 @@ log = logging.getLogger("h2ochat.server")
 
 FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 
+
+def _clock(seconds_ago: str | None = None) -> str:
+    """SQL for the database's time as stored (ISO 8601 text in UTC, as :func:`.now` writes it), or
+    ``seconds_ago`` (a placeholder, e.g. ``$2``) seconds before it. ``now()`` is the transaction's
+    start: one time for every row and column a transaction writes."""
+    moment = "now()" if seconds_ago is None else f"(now() - make_interval(secs => {seconds_ago}))"
+    return f"""to_char({moment} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+
+_NOW = _clock()
+# The rate limit's entries are seconds since the epoch, taken when the bucket's lock is held.
+_EPOCH = "extract(epoch FROM clock_timestamp())::float8"
 _INTERRUPT = (
-    "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = $1 "
+    f"UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = {_NOW} "
     "WHERE status = 'generating'"
 )
 _CHECKPOINT = (
-    "UPDATE messages SET content = $1, generated_tokens = $2, updated_at = $3 "
-    "WHERE conversation_id = $4 AND id = $5 AND status = 'generating'"
+    f"UPDATE messages SET content = $1, generated_tokens = $2, updated_at = {_NOW} "
+    "WHERE conversation_id = $3 AND id = $4 AND status = 'generating'"
 )
 # An answer is continued only as the conversation's last message, and by one request at a time.
 _RESUME = (
     "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, replica = $1, "
-    "updated_at = $2 WHERE conversation_id = $3 AND id = $4 AND role = 'assistant' AND status <> 'generating' "
-    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = $3)"
+    f"updated_at = {_NOW} WHERE conversation_id = $2 AND id = $3 AND role = 'assistant' "
+    "AND status <> 'generating' AND position = (SELECT max(position) FROM messages WHERE conversation_id = $2)"
 )
 _FINISH = (
     "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "
-    "generated_tokens = $5, updated_at = $6 WHERE conversation_id = $7 AND id = $8"
+    f"generated_tokens = $5, updated_at = {_NOW} WHERE conversation_id = $6 AND id = $7"
 )
 
 
@@ -113,7 +129,7 @@ class PostgresStore:
         try:
             # Whatever this replica leaves generating is interrupted now, not when its lease runs out.
             async with self._db.pooled() as db:
-                await db.execute(f"{_INTERRUPT} AND replica = $2", now(), self.replica)
+                await db.execute(f"{_INTERRUPT} AND replica = $1", self.replica)
                 await db.execute("DELETE FROM replicas WHERE id = $1", self.replica)
         except StoreUnavailable:
             pass  # logged; the other replicas mark them when this one's lease runs out
@@ -124,19 +140,19 @@ class PostgresStore:
 
     async def _renew_lease(self, db: Any) -> None:
         await db.execute(
-            "INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, $2, $2) "
-            "ON CONFLICT (id) DO UPDATE SET seen_at = $2",
+            f"INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, {_NOW}, {_NOW}) "
+            "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
             self.replica,
-            now(),
         )
 
     async def upkeep(self) -> None:
         async with self._db.own() as db:
             await self._renew_lease(db)
-            alive = "SELECT id FROM replicas WHERE seen_at >= $2"
+            cutoff = _clock("$1")
+            alive = f"SELECT id FROM replicas WHERE seen_at >= {cutoff}"
             # An answer checkpointed within the lease is alive, whatever its replica's lease says.
-            sweep = f"{_INTERRUPT} AND updated_at < $2 AND (replica IS NULL OR replica NOT IN ({alive}))"
-            marked = rows(await db.execute(sweep, now(), now(self.options.lease)))
+            sweep = f"{_INTERRUPT} AND updated_at < {cutoff} AND (replica IS NULL OR replica NOT IN ({alive}))"
+            marked = rows(await db.execute(sweep, self.options.lease))
             if marked:
                 log.warning("%d answer(s) of a replica that stopped renewing its lease marked interrupted", marked)
             await self._clean(db)
@@ -145,72 +161,79 @@ class PostgresStore:
             del self._unsaved[key]
 
     async def _clean(self, db: Any) -> None:
-        """Delete what has expired: replicas long gone, idle sessions with their conversations, old rate entries."""
+        """Delete what has expired: replicas long gone, idle sessions with their conversations,
+        conversations left without a message (:data:`ORPHANS`), old rate entries."""
+        ago = _clock("$1")  # $1 seconds ago
         async with db.transaction():
-            await db.execute("DELETE FROM replicas WHERE seen_at < $1", now(FORGET_REPLICAS))
-            cutoff = now(self.options.session_idle)
+            await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
             await db.execute(
-                "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < $1)", cutoff
+                f"DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < {ago})",
+                self.options.session_idle,
             )
-            await db.execute("DELETE FROM sessions WHERE seen_at < $1", cutoff)
-            await db.execute("DELETE FROM rate_events WHERE at < $1", time.time() - 60)
+            await db.execute(f"DELETE FROM sessions WHERE seen_at < {ago}", self.options.session_idle)
+            await db.execute(ORPHANS.format(cutoff=ago), self.options.orphan_ttl)
+            await db.execute(f"DELETE FROM rate_events WHERE at < {_EPOCH} - 60")
 
     # Sessions -----------------------------------------------------------------------------
 
     async def new_session(self) -> str:
         session_id = secrets.token_urlsafe(32)
-        stamp = now()
         await self._db.execute(
-            "INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, $2, $2, $2)", session_id, stamp
+            f"INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, {_NOW}, {_NOW}, {_NOW})",
+            session_id,
         )
         return session_id
 
     async def session(self, session_id: str) -> Session | None:
         row = await self._db.one(
-            "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at FROM sessions "
-            "WHERE id = $1 AND seen_at >= $2",
+            f"SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at < {_clock('$3')} "
+            f"FROM sessions WHERE id = $1 AND seen_at >= {_clock('$2')}",
             session_id,
-            now(self.options.session_idle),
+            self.options.session_idle,
+            min(60.0, self.options.session_idle / 4),
         )
         if row is None:
             return None
-        if row[4] < now(min(60.0, self.options.session_idle / 4)):  # a read mostly stays a read
-            await self._db.execute("UPDATE sessions SET seen_at = $1 WHERE id = $2", now(), session_id)
+        if row[4]:  # seen over a minute ago: a read mostly stays a read
+            await self._db.execute(f"UPDATE sessions SET seen_at = {_NOW} WHERE id = $1", session_id)
         return Session(row[0], row[1], row[2], row[3])
 
     async def renew_session(self, session_id: str) -> str:
         fresh = secrets.token_urlsafe(32)
         async with self._db.pooled() as db, db.transaction():
-            await db.execute("UPDATE sessions SET id = $1, seen_at = $2 WHERE id = $3", fresh, now(), session_id)
+            await db.execute(f"UPDATE sessions SET id = $1, seen_at = {_NOW} WHERE id = $2", fresh, session_id)
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
     async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
-        stamp = now()
         await self._db.execute(
-            """
+            f"""
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
                                   seen_at)
-            VALUES ($1, $2, $3, $4, $5, $5, $5)
+            VALUES ($1, $2, $3, CASE WHEN $4 THEN {_NOW} END, {_NOW}, {_NOW}, {_NOW})
             ON CONFLICT (id) DO UPDATE SET
                 active_model = coalesce($2, sessions.active_model),
                 share_conversations = $3,
-                ethics_accepted_at = coalesce(sessions.ethics_accepted_at, $4),
-                updated_at = $5,
-                seen_at = $5
+                ethics_accepted_at = coalesce(sessions.ethics_accepted_at, excluded.ethics_accepted_at),
+                updated_at = excluded.updated_at,
+                seen_at = excluded.seen_at
             """,
-            *(session_id, active_model, share, stamp if accepted else None, stamp),
+            *(session_id, active_model, share, accepted),
         )
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         async with self._db.pooled() as db, db.transaction():
             # One bucket is counted by one replica at a time; other buckets go on in parallel.
-            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", bucket)
-            moment = time.time()
+            # The moment is the database's, read with the lock held: no later entry can be older.
+            moment = float(
+                await db.fetchval(
+                    f"SELECT {_EPOCH} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked", bucket
+                )
+            )
             await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
             used, oldest = await db.fetchrow("SELECT count(*), min(at) FROM rate_events WHERE bucket = $1", bucket)
             if used >= per_minute:
-                return min(60.0, max(0.001, float(oldest) + 60 - moment))  # replicas' clocks differ a little
+                return min(60.0, max(0.001, float(oldest) + 60 - moment))
             await db.execute("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)", bucket, moment)
             return 0.0
 
@@ -218,7 +241,6 @@ class PostgresStore:
 
     async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
         conversation_id = secrets.token_hex(12)
-        stamp = now()
         async with self._db.pooled() as db, db.transaction():
             if limit:
                 # The session's row is the lock: replicas creating for one session count in turn.
@@ -227,11 +249,11 @@ class PostgresStore:
                 if count >= limit:
                     raise TooManyConversations(limit)
             await db.execute(
-                "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                "INSERT INTO conversations (id, session_id, model, created_at, updated_at) "
+                f"VALUES ($1, $2, $3, {_NOW}, {_NOW})",
                 conversation_id,
                 session_id,
                 model,
-                stamp,
             )
         return conversation_id
 
@@ -239,11 +261,11 @@ class PostgresStore:
         row = await self._db.one(
             f"{SELECT_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id
         )
-        return None if row is None else Conversation(*row)
+        return None if row is None else Conversation.from_row(row)
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._db.all(f"{SELECT_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
         # ILIKE folds case as the database's locale does: ASCII letters in the C locale, more in others.
@@ -253,7 +275,7 @@ class PostgresStore:
             session_id,
             like_pattern(query),
         )
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
         sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
@@ -268,6 +290,12 @@ class PostgresStore:
         if only_if is not None:
             sql, values = sql + " AND title = $4", (*values, only_if)
         return await self._db.execute(sql, *values) > 0
+
+    async def save_conversation_settings(
+        self, conversation_id: str, session_id: str, settings: Mapping[str, Any]
+    ) -> bool:
+        sql = "UPDATE conversations SET settings = $1 WHERE id = $2 AND session_id = $3"
+        return await self._db.execute(sql, json.dumps(dict(settings)), conversation_id, session_id) > 0
 
     # Messages -----------------------------------------------------------------------------
 
@@ -285,11 +313,11 @@ class PostgresStore:
         *,
         left_out: int = 0,
     ) -> None:
-        stamp = now()
         try:
             async with self._db.pooled() as db, db.transaction():
                 # The conversation's row is the lock: exchanges of one conversation take positions in turn.
-                if await db.fetchval("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", conversation_id) is None:
+                stamp = await db.fetchval(f"SELECT {_NOW} FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+                if stamp is None:
                     raise ConversationGone("The conversation was deleted while the message was being sent")
                 if replace_from is not None:
                     await db.execute(
@@ -327,12 +355,12 @@ class PostgresStore:
             raise ConversationGone("The conversation was deleted while the message was being sent") from None
 
     async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
-        return await self._db.execute(_RESUME, self.replica, now(), conversation_id, answer_id) > 0
+        return await self._db.execute(_RESUME, self.replica, conversation_id, answer_id) > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         # A checkpoint is best effort: the next one, or the final save, carries the text.
         with contextlib.suppress(StoreUnavailable):
-            await self._db.execute(_CHECKPOINT, content, generated_tokens, now(), conversation_id, answer_id)
+            await self._db.execute(_CHECKPOINT, content, generated_tokens, conversation_id, answer_id)
 
     async def finish_answer(
         self,
@@ -345,7 +373,7 @@ class PostgresStore:
         generated_tokens: int,
     ) -> None:
         status = "interrupted" if interruption else "done"
-        values = (content, status, finish_reason, interruption, generated_tokens, now(), conversation_id, answer_id)
+        values = (content, status, finish_reason, interruption, generated_tokens, conversation_id, answer_id)
         save = functools.partial(self._db.execute, _FINISH, *values)
         try:
             await save()

@@ -60,8 +60,16 @@ CREATE INDEX rate_events_by_age ON rate_events (at);
 # The server fits a long chat into the model's context by leaving out its earliest messages;
 # each answer records how many, so that the page can say so.
 _SCHEMA_2 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0;"
+# Conversations never touched since they were created: the few rows the orphan sweep reads.
+_UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at) WHERE updated_at = created_at"
+
+# The person's own generation settings for a conversation (temperature, max_new_tokens), as JSON text:
+# text, as on SQLite, so that both stores read the same.
+_SCHEMA_4 = "ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';"
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
     ("002_answers_left_out", _SCHEMA_2),
+    ("003_untouched_conversations", _UNTOUCHED),
+    ("004_conversation_settings", _SCHEMA_4),
 ]

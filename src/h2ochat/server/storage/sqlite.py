@@ -14,22 +14,22 @@ directly, and answers left ``generating`` by a previous run are marked
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from h2ochat.server.storage import (
+    ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
     Conversation,
     ConversationGone,
     MessageIdTaken,
     MessageRow,
-    SchemaTooNew,
     Session,
     StopListener,
     StoreOptions,
@@ -37,7 +37,7 @@ from h2ochat.server.storage import (
     like_pattern,
     now,
 )
-from h2ochat.server.storage.sqlite_schema import MIGRATIONS
+from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 
 __all__ = ["SQLiteStore"]
 
@@ -104,14 +104,14 @@ class SQLiteStore:
     def _open(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
-        _use_wal(db)
+        use_wal(db)
         # NORMAL in WAL mode survives a killed process (only a power cut may lose
         # the last commits), at a fraction of the cost of FULL.
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 5000")
-        _migrate(db)
-        with _transaction(db):
+        migrate(db)
+        with transaction(db):
             db.execute(
                 "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = ? "
                 "WHERE status = 'generating'",
@@ -119,15 +119,17 @@ class SQLiteStore:
             )
 
     async def upkeep(self) -> None:
-        cutoff = now(self.options.session_idle)
+        # One process, one clock: every time here is this process's (PostgreSQL's are the database's).
+        cutoff, orphaned = now(self.options.session_idle), now(self.options.orphan_ttl)
 
         def expire(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute(
                     "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < ?)",
                     (cutoff,),
                 )
                 db.execute("DELETE FROM sessions WHERE seen_at < ?", (cutoff,))
+                db.execute(ORPHANS.format(cutoff="?"), (orphaned,))
                 db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 60,))
 
         await self._call(expire)
@@ -159,7 +161,7 @@ class SQLiteStore:
         fresh = secrets.token_urlsafe(32)
 
         def move(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute("UPDATE sessions SET id = ?, seen_at = ? WHERE id = ?", (fresh, now(), session_id))
                 db.execute("UPDATE conversations SET session_id = ? WHERE session_id = ?", (fresh, session_id))
 
@@ -191,7 +193,7 @@ class SQLiteStore:
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         def count(db: sqlite3.Connection) -> float:
-            with _transaction(db):
+            with transaction(db):
                 moment = time.time()  # taken under the write lock: no later entry can be older
                 db.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, moment - 60))
                 used, oldest = db.execute(
@@ -211,7 +213,7 @@ class SQLiteStore:
         stamp = now()
 
         def create(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 if limit:
                     (count,) = db.execute(
                         "SELECT count(*) FROM conversations WHERE session_id = ?", (session_id,)
@@ -228,11 +230,11 @@ class SQLiteStore:
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
         row = await self._one(f"{SELECT_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
-        return None if row is None else Conversation(*row)
+        return None if row is None else Conversation.from_row(row)
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._all(f"{SELECT_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def search_conversations(self, session_id: str, query: str) -> list[Conversation]:
         pattern = like_pattern(query)  # LIKE folds ASCII letters only, as the interface says
@@ -242,7 +244,7 @@ class SQLiteStore:
             "ORDER BY updated_at DESC",
             (session_id, pattern, pattern),
         )
-        return [Conversation(*row) for row in rows]
+        return [Conversation.from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
         sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
@@ -257,6 +259,12 @@ class SQLiteStore:
         if only_if is not None:
             sql, values = sql + " AND title = ?", (*values, only_if)
         return await self._execute(sql, values) > 0
+
+    async def save_conversation_settings(
+        self, conversation_id: str, session_id: str, settings: Mapping[str, Any]
+    ) -> bool:
+        sql = "UPDATE conversations SET settings = ? WHERE id = ? AND session_id = ?"
+        return await self._execute(sql, (json.dumps(dict(settings)), conversation_id, session_id)) > 0
 
     # Messages -----------------------------------------------------------------------------
 
@@ -277,7 +285,7 @@ class SQLiteStore:
         stamp = now()
 
         def begin(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
                     raise ConversationGone("The conversation was deleted while the message was being sent")
                 if replace_from is not None:
@@ -352,51 +360,3 @@ class SQLiteStore:
     async def request_stop(self, conversation_id: str, reason: str) -> None:
         for listener in self._stop_listeners:
             listener(conversation_id, reason)
-
-
-def _use_wal(db: sqlite3.Connection, tries: int = 50) -> None:
-    """Switch a database to WAL, waiting for others doing the same.
-
-    The switch needs the database to itself and SQLite answers "locked" at once,
-    without its busy handler, when another connection is switching it too (seen
-    when several stores open a new file together): wait and try again.
-    """
-    for attempt in range(tries):
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == tries - 1:
-                raise
-            time.sleep(0.1)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    known = {name for name, _ in MIGRATIONS}
-    if applied - known:
-        raise SchemaTooNew(
-            f"the database was migrated by a newer h2ochat (migrations {', '.join(sorted(applied - known))} "
-            "are unknown to this version); upgrade h2ochat or use another database"
-        )
-    for name, migrate in MIGRATIONS:
-        if name not in applied:
-            with _transaction(db):
-                # Checked again under the write lock: another process opening the file may have applied it.
-                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                    continue
-                migrate(db)
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")

@@ -1,11 +1,16 @@
-"""The SQLite schema, as numbered migrations applied in order, each once (names kept in ``_migrations``)."""
+"""The SQLite schema, as numbered migrations applied in order, each once (names kept in ``_migrations``),
+and what applying them needs: the switch to WAL and a write transaction."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["MIGRATIONS"]
+from h2ochat.server.storage import SchemaTooNew, now
+
+__all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
 
 def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
@@ -71,8 +76,64 @@ CREATE INDEX rate_events_by_age ON rate_events (at)
 # each answer records how many, so that the page can say so.
 _SCHEMA_3 = "ALTER TABLE messages ADD COLUMN left_out INTEGER NOT NULL DEFAULT 0"
 
+# Conversations never touched since they were created: the few rows the orphan sweep reads.
+_UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at) WHERE updated_at = created_at"
+
+# The person's own generation settings for a conversation (temperature, max_new_tokens), as a JSON object.
+_SCHEMA_5 = "ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'"
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
     ("003_answers_left_out", _statements(_SCHEMA_3)),
+    ("004_untouched_conversations", _statements(_UNTOUCHED)),
+    ("005_conversation_settings", _statements(_SCHEMA_5)),
 ]
+
+
+def use_wal(db: sqlite3.Connection, tries: int = 50) -> None:
+    """Switch a database to WAL, waiting for others doing the same.
+
+    The switch needs the database to itself and SQLite answers "locked" at once,
+    without its busy handler, when another connection is switching it too (seen
+    when several stores open a new file together): wait and try again.
+    """
+    for attempt in range(tries):
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    known = {name for name, _ in MIGRATIONS}
+    if applied - known:
+        raise SchemaTooNew(
+            f"the database was migrated by a newer h2ochat (migrations {', '.join(sorted(applied - known))} "
+            "are unknown to this version); upgrade h2ochat or use another database"
+        )
+    for name, step in MIGRATIONS:
+        if name not in applied:
+            with transaction(db):
+                # Checked again under the write lock: another process opening the file may have applied it.
+                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    continue
+                step(db)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error (the connection is in autocommit mode)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

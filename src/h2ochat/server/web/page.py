@@ -89,6 +89,7 @@ async def page(request: web.Request) -> web.StreamResponse:
         "accepted": session is not None and session.ethics_accepted_at is not None,
         "activeModel": session.active_model if session is not None else None,
         "maxInputChars": config.max_input_chars,
+        "maxNewTokens": config.max_new_tokens_limit,  # the most a conversation's settings may ask for
     }
     text = _index().replace("__FACTS__", html.escape(json.dumps(facts), quote=True))
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}

@@ -2,14 +2,36 @@
 // Every failure becomes a ChatError whose message a person can read.
 
 export class ChatError extends Error {
-  constructor(message, { status = 0, partial = false } = {}) {
+  constructor(message, { status = 0, partial = false, lost = false } = {}) {
     super(message);
     this.status = status;
     this.partial = partial;
+    this.lost = lost; // the server was not reached, or the connection broke: the page's banner says so
   }
 }
 
 const LOST = "The connection to the server was lost. Check that it is running, then try again.";
+
+let lostListener = () => {};
+
+// Called whenever a request does not reach the server or its connection breaks.
+export function onLost(listener) {
+  lostListener = listener;
+}
+
+function lost(partial = false) {
+  lostListener();
+  return new ChatError(LOST, { partial, lost: true });
+}
+
+// Whether the server answers now; its own failure is not reported as a lost request.
+export async function reachable() {
+  try {
+    return (await fetch("/api/models", { cache: "no-store", signal: AbortSignal.timeout(5000) })).ok;
+  } catch {
+    return false;
+  }
+}
 
 async function request(method, path, { json, form, signal } = {}) {
   const init = { method, signal, headers: { Accept: "application/json" } };
@@ -24,7 +46,7 @@ async function request(method, path, { json, form, signal } = {}) {
     response = await fetch(path, init);
   } catch (error) {
     if (error.name === "AbortError") throw error;
-    throw new ChatError(LOST);
+    throw lost();
   }
   if (!response.ok) throw await failure(response);
   return response;
@@ -79,6 +101,7 @@ export async function createConversation(model) {
 }
 
 export const rename = (id, title) => request("PATCH", `/conversation/${id}`, { json: { title } });
+export const saveSettings = (id, settings) => request("PATCH", `/conversation/${id}`, { json: { settings } });
 export const remove = (id) => request("DELETE", `/conversation/${id}`);
 export const stopGenerating = (id) => request("POST", `/conversation/${id}/stop-generating`);
 
@@ -107,7 +130,7 @@ export async function sendMessage(
       chunk = await reader.read();
     } catch (error) {
       if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
-      throw new ChatError(LOST, { partial: true });
+      throw lost(true);
     }
     if (chunk.done) break;
     for (const data of decoder.push(chunk.value)) {

@@ -1,18 +1,23 @@
 // The page: wires the modules together, keeps the address in step with the conversation shown,
-// and runs an exchange (send, stream, stop, retry, title).
+// and runs an exchange (send, stream, stop, retry, title), one at a time in each conversation.
 
 import * as api from "./api.js";
 import { Composer } from "./composer.js";
 import { copyText } from "./markdown.js";
-import { sentence, titleFrom } from "./endings.js";
+import { sentence, streamedEnding, titleFrom } from "./endings.js";
 import { Follower } from "./follow.js";
 import { MessageView, download, exportJSON, exportMarkdown, leftOutNote } from "./messages.js";
+import { ModelPicker } from "./models.js";
+import { Offline } from "./offline.js";
+import { Running } from "./running.js";
+import { SettingsDialog, withSettings } from "./settings.js";
 import { Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
+import { WelcomeGate } from "./welcome.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
-const state = { models: [], current: null, views: [], streaming: null, starting: false, loadToken: 0 };
+const state = { current: null, views: [], starting: false, loadToken: 0 };
 const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
 
 const composer = new Composer({
@@ -33,6 +38,8 @@ const sidebar = new Sidebar({
   empty: $("list-empty"),
   search: $("search"),
   confirm: $("confirm"),
+  menu: $("menu"),
+  backdrop: $("backdrop"),
   onOpen: (id) => navigate(`/conversation/${id}`),
   onDeleted: (id) => {
     if (state.current?.id === id) navigate("/");
@@ -42,8 +49,28 @@ const sidebar = new Sidebar({
     state.current.title = title; // the exports' name and heading too
     document.title = `${title} · h2ochat`;
   },
-  onError: (error) => notice(error.message),
+  onError: (error) => report(error),
 });
+
+const running = new Running((id, on) => {
+  sidebar.setAnswering(id, on);
+  if (id === state.current?.id) composer.setBusy(on);
+});
+
+const picker = new ModelPicker({ select: $("model"), composer, onExample: (prompt) => send(prompt) });
+const welcome = new WelcomeGate({ facts, model: () => picker.selected, onAccepted: () => composer.focus() });
+
+const settings = new SettingsDialog({
+  button: $("settings"),
+  dialog: $("settings-dialog"),
+  limit: facts.maxNewTokens,
+  current: () => state.current,
+  defaults: (model) => picker.info(model)?.parameters,
+});
+
+// Back after being away: what failed meanwhile is asked again.
+const offline = new Offline({ banner: $("offline"), reachable: api.reachable, onBack: () => caughtUp() });
+api.onLost(() => offline.lost());
 
 function notice(text) {
   const box = $("page-notice");
@@ -51,50 +78,24 @@ function notice(text) {
   box.hidden = !text;
 }
 
+// A failure in words, unless the server was out of reach: the banner says that, once.
+function report(error) {
+  if (!error.lost) notice(error.message);
+}
+
+function caughtUp() {
+  sidebar.refresh();
+  if (!picker.models.length) api.models().then((models) => picker.show(facts.activeModel, models), report);
+  if (conversationInAddress() !== (state.current?.id ?? null)) route();
+}
+
 // Models ---------------------------------------------------------------------------------------
 
-const selectedModel = () => $("model").value;
-const modelInfo = (name) => state.models.find((m) => m.id === name);
-
-function showModels(preferred) {
-  const select = $("model");
-  select.replaceChildren(
-    ...state.models.map((m) => {
-      const option = new Option(m.displayName, m.id);
-      option.title = m.description || "";
-      return option;
-    }),
-  );
-  if (preferred && modelInfo(preferred)) select.value = preferred;
-  describeModel();
-}
-
-function describeModel() {
-  const model = modelInfo(selectedModel());
-  $("model-description").textContent = model ? `${model.displayName}. ${model.description || ""}` : "";
-  composer.setTokenLimit(model?.maxInputTokens);
-  $("welcome-model").textContent = model ? model.displayName : "a language model";
-  $("welcome-description").textContent = model?.description || "";
-  const examples = (model?.promptExamples || []).map((example) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "example";
-    const title = document.createElement("strong");
-    title.textContent = example.title;
-    const prompt = document.createElement("span");
-    prompt.textContent = example.prompt;
-    button.append(title, prompt);
-    button.addEventListener("click", () => send(example.prompt));
-    return button;
-  });
-  $("examples").replaceChildren(...examples);
-}
-
 $("model").addEventListener("change", () => {
-  describeModel();
-  if (facts.accepted || !facts.welcomeGate) api.acceptSettings(selectedModel()).catch((e) => notice(e.message));
+  picker.describe();
+  if (welcome.passed) api.acceptSettings(picker.selected).catch(report);
   // A conversation keeps its model: another model means a new chat.
-  if (state.current && state.current.model !== selectedModel()) navigate("/");
+  if (state.current && state.current.model !== picker.selected) navigate("/");
 });
 
 // Conversations and the address ---------------------------------------------------------------------
@@ -106,16 +107,22 @@ function navigate(path) {
 
 window.addEventListener("popstate", () => route());
 
-async function route() {
-  closeSidebar();
+function conversationInAddress() {
   const match = location.pathname.match(/^\/conversation\/([^/]+)$/);
-  if (state.streaming && state.streaming.conversationId !== match?.[1]) stop();
-  if (match) await openConversation(decodeURIComponent(match[1]));
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+// An answer running in the conversation left goes on; the one coming back to shows, still growing.
+async function route() {
+  sidebar.fold();
+  const id = conversationInAddress();
+  if (id) await openConversation(id);
   else showConversation(null, []);
 }
 
 async function openConversation(id) {
   const token = ++state.loadToken;
+  if (running.has(id)) return showRun(running.get(id));
   let data;
   // An answer cut by a reload is saved as interrupted a moment after the page comes back: wait for it.
   for (let attempt = 0; attempt < 20; attempt++) {
@@ -124,35 +131,59 @@ async function openConversation(id) {
     } catch (error) {
       if (token !== state.loadToken) return;
       showConversation(null, []);
-      notice(error.status === 404 ? "This conversation does not exist, or belongs to another browser." : error.message);
+      if (error.status === 404) notice("This conversation does not exist, or belongs to another browser.");
+      else report(error);
       return;
     }
     if (token !== state.loadToken) return;
     const last = data.messages[data.messages.length - 1];
-    if (!last || last.status !== "generating" || state.streaming?.conversationId === id) break;
+    if (!last || last.status !== "generating" || running.has(id)) break;
     await new Promise((resolve) => setTimeout(resolve, 150));
   }
   if (token !== state.loadToken) return;
+  if (running.has(id)) return showRun(running.get(id)); // begun while this was read
   const { messages, ...conversation } = data;
   showConversation(conversation, messages);
 }
 
 function showConversation(conversation, messages) {
-  if (state.streaming && state.streaming.conversationId === conversation?.id) return; // already on screen
-  notice("");
-  for (const view of state.views) view.remove();
+  leaveScreen();
   state.current = conversation;
-  state.views = [];
-  messages.forEach((message, index) => {
+  state.views = messages.map((message, index) => {
     const view = new MessageView($("messages"), { id: message.id, role: message.role, content: message.content });
     if (message.leftOut) view.note(leftOutNote(message.leftOut), "info");
     if (message.role === "assistant") view.setEnding(message, { last: index === messages.length - 1 });
-    state.views.push(view);
+    return view;
   });
-  if (conversation) showModels(conversation.model);
+  shown();
+}
+
+// A conversation whose answer is running: its own views, which kept growing off screen.
+function showRun(run) {
+  if (state.views === run.views) return; // on screen already
+  leaveScreen();
+  state.current = run.conversation;
+  state.views = run.views;
+  $("messages").append(...run.views.map((view) => view.article));
+  shown();
+}
+
+// Off the screen: the views of a running answer are kept, to come back to; others are done with.
+function leaveScreen() {
+  notice("");
+  const kept = running.get(state.current?.id)?.views === state.views;
+  for (const view of state.views) kept ? view.article.remove() : view.remove();
+}
+
+function shown() {
+  const conversation = state.current;
+  if (conversation) picker.show(conversation.model);
   follower.jump(); // a conversation opens on its newest message
   sidebar.select(conversation?.id ?? null);
+  settings.enable(conversation);
   document.title = conversation ? `${conversation.title} · h2ochat` : "h2ochat";
+  const busy = running.has(conversation?.id);
+  if (composer.busy !== busy) composer.setBusy(busy); // not again: it would take the focus from the sidebar
   refreshChrome();
 }
 
@@ -166,26 +197,27 @@ function refreshChrome() {
 // An exchange -------------------------------------------------------------------------------------
 
 async function send(text) {
-  if (state.streaming || state.starting || !text.trim()) return;
-  if (facts.welcomeGate && !facts.accepted) return showWelcome();
+  if (running.has(state.current?.id) || state.starting || !text.trim()) return;
+  if (!welcome.passed) return welcome.show();
   composer.take();
   notice("");
   if (!state.current) {
-    // Until the answer streams (answer() sets state.streaming before its first wait), another send,
+    // Until the answer streams (answer() starts its run before its first wait), another send,
     // such as the second click of a double-click on an example, must not make a second conversation.
     state.starting = true;
     try {
-      const id = await api.createConversation(selectedModel());
-      state.current = { id, title: NEW_CHAT, model: selectedModel() };
+      const id = await api.createConversation(picker.selected);
+      state.current = { id, title: NEW_CHAT, model: picker.selected, settings: {} };
     } catch (error) {
       composer.setText(text);
-      notice(error.message);
+      report(error);
       return;
     } finally {
       state.starting = false;
     }
     history.pushState(null, "", `/conversation/${state.current.id}`);
     sidebar.select(state.current.id);
+    settings.enable(state.current);
     sidebar.refresh();
   }
   const user = new MessageView($("messages"), { id: api.uuid(), role: "user", content: text });
@@ -194,62 +226,52 @@ async function send(text) {
 }
 
 // Streams an answer to `user`: a new one, a retry (`isRetry`, with `parameters`), or more of the
-// last answer (`continued`: its view, which grows).
+// last answer (`continued`: its view, which grows). It goes on if the person opens another conversation.
 async function answer(user, { isRetry = false, parameters = {}, continued = null } = {}) {
   const conversation = state.current;
+  const views = state.views;
+  const here = () => state.views === views; // this conversation is the one on screen
   const view = continued || new MessageView($("messages"), { id: api.uuid(), role: "assistant" });
-  if (!continued) state.views.push(view);
+  if (!continued) views.push(view);
   view.notes.querySelector(".ending")?.remove();
   refreshChrome();
   view.setStreaming(true);
   follower.jump(); // the person asked: show the answer coming, until they scroll away
-  const streaming = { conversationId: conversation.id, controller: new AbortController(), stopping: false };
-  state.streaming = streaming;
-  composer.setBusy(true);
+  const run = running.start(conversation, views);
   let ok = false;
-  const before = continued ? { tokens: continued.meta?.generatedTokens || 0, at: continued.meta?.createdAt } : null;
-  const started = new Date().toISOString();
+  const started = { at: new Date().toISOString(), before: continued?.meta };
   try {
     const result = await api.sendMessage(conversation.id, continued ? "" : user.text, {
       messageId: continued ? view.id : user.id,
       answerId: view.id,
       isRetry,
       isContinue: Boolean(continued),
-      parameters,
-      signal: streaming.controller.signal,
+      parameters: withSettings(parameters, conversation),
+      signal: run.controller.signal,
       onToken: (token) => view.append(token),
       onStart: ({ leftOut }) => leftOut && view.note(leftOutNote(leftOut), "info"),
-      stopping: () => streaming.stopping,
+      stopping: () => run.stopping,
     });
     await view.drawn();
-    const ended = {
-      status: result.stopped ? "interrupted" : "done",
-      interruption: result.stopped ? "stop-generating" : null,
-      finishReason: result.details?.finish_reason ?? null,
-      generatedTokens: (before?.tokens || 0) + (result.details?.generated_tokens ?? 0),
-      createdAt: before?.at || started,
-      updatedAt: new Date().toISOString(),
-    };
-    view.setEnding(ended, { last: true });
+    view.setEnding(streamedEnding(result, started), { last: true });
     ok = true;
   } catch (error) {
     await view.drawn();
     if (error.name === "AbortError") view.note("Stopped before the answer began.", "info");
     else if (continued) view.note(error.message); // the answer stays as it was
-    else refused(user, view, error);
+    else refused(user, view, error, views, here());
   } finally {
     view.setStreaming(false);
-    clearTimeout(streaming.abortTimer);
-    if (state.streaming === streaming) state.streaming = null;
-    composer.setBusy(false);
-    refreshChrome();
+    running.end(run);
+    if (here()) refreshChrome();
   }
-  await nameConversation(conversation, ok ? null : user.text);
+  await nameConversation(conversation, ok ? null : user.text, views);
   sidebar.refresh();
 }
 
-// A refusal or a lost connection before the answer began stored nothing: the message goes back in the box.
-function refused(user, view, error) {
+// A refusal or a lost connection before the answer began stored nothing: the message goes back in
+// the box (`here`: its conversation is on screen). The banner alone says that the server is away.
+function refused(user, view, error, views, here) {
   if (view.text) {
     view.note(`${sentence(error.message)} The text above is what arrived before that.`);
     return;
@@ -259,16 +281,17 @@ function refused(user, view, error) {
     return;
   }
   view.remove();
-  state.views = state.views.filter((v) => v !== view);
-  user.note(error.message);
+  views.splice(views.indexOf(view), 1);
+  if (error.lost) user.note("Not sent.", "info");
+  else user.note(error.message);
   user.unsent = true;
   user.article.classList.add("unsent");
-  if (!$("message").value) composer.setText(user.text);
+  if (here && !$("message").value) composer.setText(user.text);
 }
 
 // After the first answer the model writes a title; when there was no answer (`refusedText`, the
 // message that was refused) or the model cannot write one, the person's own words make it.
-async function nameConversation(conversation, refusedText) {
+async function nameConversation(conversation, refusedText, views) {
   // A title the person gave it in the sidebar, even while the answer streamed, stays.
   const listed = sidebar.titleOf(conversation.id);
   if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return;
@@ -280,39 +303,35 @@ async function nameConversation(conversation, refusedText) {
       conversation.title = title;
     }
   } catch (error) {
-    if (refusedText == null) return nameConversation(conversation, state.views.find((v) => v.role === "user")?.text || "");
-    notice(`No title was made: ${error.message}`);
+    if (error.status === 404) return; // deleted meanwhile: nothing to name
+    const first = views.find((v) => v.role === "user")?.text || "";
+    if (refusedText == null) return nameConversation(conversation, first, views);
+    if (!error.lost) notice(`No title was made: ${error.message}`);
     return;
   }
   sidebar.setTitle(conversation.id, conversation.title);
-  if (state.current === conversation) document.title = `${conversation.title} · h2ochat`;
+  if (state.current?.id === conversation.id) document.title = `${conversation.title} · h2ochat`;
 }
 
 function stop() {
-  const streaming = state.streaming;
-  if (!streaming || streaming.stopping) return;
-  streaming.stopping = true;
-  // The server stops, saves the partial answer and ends the stream; reading it to the end keeps
-  // on screen exactly what was saved. If the end does not come, the fetch is abandoned.
-  api.stopGenerating(streaming.conversationId).catch(() => streaming.controller.abort());
-  streaming.abortTimer = setTimeout(() => streaming.controller.abort(), 3000);
+  running.stop(state.current?.id);
 }
 
 function retry() {
   const last = state.views[state.views.length - 1];
   const user = state.views[state.views.length - 2];
-  if (state.streaming || !last || last.role !== "assistant" || !user || user.role !== "user") return;
+  if (running.has(state.current?.id) || !last || last.role !== "assistant" || !user || user.role !== "user") return;
   last.remove();
   state.views.pop();
   // A model that answers greedily would give the same text again: a retry samples instead.
-  const greedy = !modelInfo(state.current.model)?.parameters?.do_sample;
+  const greedy = !picker.info(state.current.model)?.parameters?.do_sample;
   answer(user, { isRetry: true, parameters: greedy ? { do_sample: true, temperature: 0.7 } : {} });
 }
 
 function continueLast() {
   const last = state.views[state.views.length - 1];
   const user = state.views[state.views.length - 2];
-  if (state.streaming || !last || last.role !== "assistant") return;
+  if (running.has(state.current?.id) || !last || last.role !== "assistant") return;
   answer(user, { continued: last });
 }
 
@@ -341,7 +360,7 @@ function flash(button, text) {
   setTimeout(() => (button.textContent = label), 1200);
 }
 
-// Export, sidebar on narrow screens, welcome gate ------------------------------------------------------
+// Export, new chat -------------------------------------------------------------------------------
 
 const sent = () => state.views.filter((view) => !view.unsent);
 
@@ -359,56 +378,21 @@ $("new-chat").addEventListener("click", () => {
   composer.focus();
 });
 
-function closeSidebar() {
-  document.body.classList.remove("sidebar-open");
-  $("menu").setAttribute("aria-expanded", "false");
-  $("backdrop").hidden = true;
-}
-
-$("menu").addEventListener("click", () => {
-  const open = !document.body.classList.contains("sidebar-open");
-  document.body.classList.toggle("sidebar-open", open);
-  $("menu").setAttribute("aria-expanded", String(open));
-  $("backdrop").hidden = !open;
-  if (open) $("search").focus();
-});
-$("backdrop").addEventListener("click", closeSidebar);
-
-function showWelcome() {
-  const dialog = $("welcome");
-  if (!dialog.open) dialog.showModal();
-  $("start").focus();
-}
-
-$("welcome").addEventListener("cancel", (event) => event.preventDefault()); // Escape does not skip it
-$("welcome-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  try {
-    await api.acceptSettings(selectedModel());
-  } catch (error) {
-    $("welcome-error").textContent = error.message;
-    $("welcome-error").hidden = false;
-    return;
-  }
-  facts.accepted = true;
-  $("welcome").close();
-  composer.focus();
-});
-
 async function start() {
   initTheme($("theme"));
   const listed = sidebar.refresh(); // in parallel with the models: one round trip less before the page is usable
+  let models = [];
   try {
-    state.models = await api.models();
+    models = await api.models();
   } catch (error) {
-    notice(error.message);
+    report(error);
   }
-  showModels(facts.activeModel);
-  if (facts.welcomeGate && !facts.accepted) showWelcome();
+  picker.show(facts.activeModel, models);
+  if (!welcome.passed) welcome.show();
   await Promise.all([route(), listed]);
   document.body.dataset.ready = "true"; // for tests and the benchmark: the page is usable
   performance.mark("h2ochat-ready");
-  if (!$("welcome").open) composer.focus();
+  if (welcome.passed) composer.focus();
 }
 
 start();

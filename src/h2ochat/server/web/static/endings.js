@@ -2,6 +2,20 @@
 // `message` is an answer as the server stores it (GET /api/conversation/<id>), or as the page
 // measured it while it streamed: { status, finishReason, interruption, generatedTokens, createdAt, updatedAt }.
 
+// How an answer that streamed here ended (`result`: api.sendMessage's), as the server stores it;
+// `started.before`: what a continued answer was before it went on.
+export function streamedEnding(result, started) {
+  const before = started.before;
+  return {
+    status: result.stopped ? "interrupted" : "done",
+    interruption: result.stopped ? "stop-generating" : null,
+    finishReason: result.details?.finish_reason ?? null,
+    generatedTokens: (before?.generatedTokens || 0) + (result.details?.generated_tokens ?? 0),
+    createdAt: before?.createdAt || started.at,
+    updatedAt: new Date().toISOString(),
+  };
+}
+
 // A note under the answer: why it ended, when that is worth saying; null when it simply ended.
 export function endingNote(message) {
   if (message.status === "interrupted") return interruptionNote(message);

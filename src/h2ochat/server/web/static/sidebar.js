@@ -1,4 +1,5 @@
-// The sidebar: this session's conversations grouped by age, search, rename in place, delete.
+// The sidebar: this session's conversations grouped by age, search, rename in place, delete, a mark on
+// those with an answer being written; on narrow screens it folds away behind a menu button.
 
 import * as api from "./api.js";
 
@@ -13,9 +14,10 @@ export function groupOf(updatedAt, now = new Date()) {
 }
 
 export class Sidebar {
-  constructor({ list, empty, search, confirm, onOpen, onDeleted, onRenamed, onError }) {
-    Object.assign(this, { list, empty, search, confirm, onOpen, onDeleted, onRenamed, onError });
+  constructor({ list, empty, search, confirm, menu, backdrop, onOpen, onDeleted, onRenamed, onError }) {
+    Object.assign(this, { list, empty, search, confirm, menu, backdrop, onOpen, onDeleted, onRenamed, onError });
     this.items = [];
+    this.answering = new Set(); // ids of the conversations with an answer being written
     this.current = null;
     this.query = "";
     this.searchTimer = 0;
@@ -26,6 +28,28 @@ export class Sidebar {
       this.searchTimer = setTimeout(() => this.refresh(), 150);
     });
     list.addEventListener("click", (event) => this.clicked(event));
+    menu.addEventListener("click", () => this.unfold(!document.body.classList.contains("sidebar-open")));
+    backdrop.addEventListener("click", () => this.fold());
+  }
+
+  // Narrow screens: the sidebar over the page, or folded away.
+  unfold(open = true) {
+    document.body.classList.toggle("sidebar-open", open);
+    this.menu.setAttribute("aria-expanded", String(open));
+    this.backdrop.hidden = !open;
+    if (open) this.search.focus();
+  }
+
+  fold() {
+    this.unfold(false);
+  }
+
+  setAnswering(id, on) {
+    if (on) this.answering.add(id);
+    else this.answering.delete(id);
+    const li = this.list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+    if (li) li.querySelector(".answering")?.remove();
+    if (li && on) li.querySelector("a, input.rename").after(answeringMark());
   }
 
   async refresh() {
@@ -96,6 +120,7 @@ export class Sidebar {
     link.title = item.title;
     if (item.id === this.current) link.setAttribute("aria-current", "page");
     li.append(link, button("Rename", "✎", "rename"), button("Delete", "×", "delete"));
+    if (this.answering.has(item.id)) link.after(answeringMark());
     return li;
   }
 
@@ -180,6 +205,17 @@ export class Sidebar {
     this.confirm.showModal();
     this.confirm.querySelector("#confirm-delete").focus();
   }
+}
+
+// The mark of a conversation whose answer is being written, named for assistive technology.
+function answeringMark() {
+  const mark = document.createElement("span");
+  mark.className = "answering";
+  mark.setAttribute("role", "img");
+  mark.setAttribute("aria-label", "Answering");
+  mark.title = "Answering";
+  mark.textContent = "…";
+  return mark;
 }
 
 function button(label, icon, action) {
