@@ -4,7 +4,9 @@
 each, a distinct prompt each) over ``/v1/chat/completions`` with the openai
 SDK, against, in the same run and level by level in turn:
 
-- ``h2ochat batched``: the h2ochat server with ``parallel = 8``;
+- ``h2ochat batched``: the h2ochat server with ``parallel = 8``, the context one pool;
+- ``h2ochat batched, fixed shares``: the same with ``kv_unified = false`` (the scheduler before
+  the pool: a fixed share of the context per answer), to show what the pool costs;
 - ``h2ochat parallel=1``: the same server computing one answer at a time;
 - ``llama_cpp.server``: llama-cpp-python's own server on the same GGUF file
   (through ``tests.llama_server``, which turns off the extra CPU buffers that crash here);
@@ -13,6 +15,9 @@ SDK, against, in the same run and level by level in turn:
 
 Figures per level: total tokens/s (every answer's tokens over the wall time
 from the first request to the last token) and the first token's p50 and p95.
+At 8 at once the same 8 prompts are then asked again ("asked again": a retried
+question, a chat's next turn): the first token on prompts the server has just
+answered, beside the cold one.
 The two h2ochat servers get the same prompts, so the batched answers are
 compared with the one-at-a-time ones: the figure "greedy answers equal to the
 lone answer" (per repeat, out of every answer of the repeat), and where the
@@ -43,12 +48,14 @@ from h2ochat.server.config import DEFAULT_MODEL_ID
 __all__ = ["BATCHED", "EQUAL_TO_ALONE", "ONE_AT_A_TIME", "plot", "run"]
 
 BATCHED = "h2ochat batched (parallel=8)"
+FIXED_SHARES = "h2ochat batched, fixed shares (kv_unified=false)"
 ONE_AT_A_TIME = "h2ochat parallel=1"
 LLAMA_CPP_PYTHON = "llama_cpp.server"
 LLAMA_SERVER = "llama-server -np 8"
 PARALLEL = 8
 EQUAL_TO_ALONE = "greedy answers equal to the lone answer"
-N_CTX = 8192  # the default: 1,024 tokens per answer at parallel=8
+N_CTX = 8192  # the default: each answer sure of 1,024 tokens at parallel=8
+AGAIN = 8  # the level whose prompts are asked a second time
 
 
 @dataclass
@@ -88,6 +95,7 @@ def run(*, concurrency: tuple[int, ...] = (1, 2, 4, 8, 16), max_new_tokens: int 
     with contextlib.ExitStack() as stack:
         urls = {
             BATCHED: stack.enter_context(_h2ochat(PARALLEL)),
+            FIXED_SHARES: stack.enter_context(_h2ochat(PARALLEL, fixed_shares=True)),
             ONE_AT_A_TIME: stack.enter_context(_h2ochat(1)),
             LLAMA_CPP_PYTHON: stack.enter_context(_llama_cpp_python()),
         }
@@ -113,6 +121,9 @@ async def _measure(
                 for name, client in clients.items():  # every server in turn: a burst of load hits them alike
                     level = await _level(client, count, max_new_tokens, round_)
                     results.setdefault((name, count), []).append(level)
+                    if count == AGAIN:  # the same prompts at once, just answered: what the prompt cache holds
+                        level = await _level(client, count, max_new_tokens, round_)
+                        results.setdefault((name, -count), []).append(level)
     finally:
         for client in clients.values():
             await client.close()
@@ -159,6 +170,13 @@ def _report(
         section.compare(f"{count} at once: tokens/s", BATCHED, higher_is_better=True)
         section.compare(f"{count} at once: first token p50", BATCHED, higher_is_better=False)
         section.compare(f"{count} at once: first token p95", BATCHED, higher_is_better=False)
+    if AGAIN in concurrency:
+        for name in names:
+            levels = results[(name, -AGAIN)]
+            section.add(f"{AGAIN} asked again: first token p50", name, [level.first(0.5) for level in levels], "s")
+            section.add(f"{AGAIN} asked again: first token p95", name, [level.first(0.95) for level in levels], "s")
+        section.compare(f"{AGAIN} asked again: first token p50", BATCHED, higher_is_better=False)
+        section.compare(f"{AGAIN} asked again: first token p95", BATCHED, higher_is_better=False)
     _targets(section, concurrency, found)
     section.notes += [_equal_to_alone(section, results, concurrency), *_memory_notes()]
     section.notes.append(
@@ -184,6 +202,14 @@ def _targets(section: Section, concurrency: tuple[int, ...], found: str | None) 
                 Target("8 at once: batched ≥ llama-server -np 8 tokens/s", peer >= 1.0, f"{peer:.2f}x llama-server")
             )
             # The ratio is llama-server's p95 over ours: within 1.5x means at least 1/1.5.
+            again = section.row(f"{AGAIN} asked again: first token p95", LLAMA_SERVER).ratio or 0.0
+            section.targets.append(
+                Target(
+                    "8 asked again: first token p95 at most 1.2x llama-server's",
+                    again >= 1 / 1.2,
+                    f"ours is {1 / again:.2f}x llama-server's" if again else "no figure",
+                )
+            )
             p95 = section.row("8 at once: first token p95", LLAMA_SERVER).ratio or 0.0
             section.targets.append(
                 Target(
@@ -249,8 +275,9 @@ def _memory_notes() -> list[str]:
 
 
 @contextlib.contextmanager
-def _h2ochat(parallel: int) -> Iterator[str]:
-    with start_child("bench.server", "--llama", "--parallel", str(parallel), ready_timeout=300) as server:
+def _h2ochat(parallel: int, fixed_shares: bool = False) -> Iterator[str]:
+    flags = ["--fixed-shares"] if fixed_shares else []
+    with start_child("bench.server", "--llama", "--parallel", str(parallel), *flags, ready_timeout=300) as server:
         yield server.url + "/v1"
 
 

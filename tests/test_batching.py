@@ -114,9 +114,9 @@ async def test_every_parameter_holds_per_answer_in_one_batch(server: RunningServ
     assert answers["stop"]["generated_text"].endswith("5.") and "5." not in answers["stop"]["generated_text"][:-2]
     assert (details["short"]["finish_reason"], details["short"]["generated_tokens"]) == ("length", 5)
     assert details["truncated"]["generated_tokens"] <= 20
-    # Without truncate the filler is longer than one answer's share of the context (512 tokens).
-    status, refused = await generate(server, filler, max_new_tokens=20)
-    assert status == 422 and "share" in refused["error"]
+    # Without truncate a filler longer than the whole context (2,048 tokens) is refused.
+    status, refused = await generate(server, filler * 4, max_new_tokens=20)
+    assert status == 422 and "holds at most 2048" in refused["error"]
 
 
 async def test_a_request_run_the_same_way_gives_the_same_answer() -> None:
@@ -144,9 +144,9 @@ async def test_a_request_run_the_same_way_gives_the_same_answer() -> None:
 
 
 async def test_a_too_long_prompt_is_refused_alone(sdk: openai.AsyncOpenAI) -> None:
-    long = "word " * 700  # over 512 tokens: one answer's share of 2048 for 4
+    long = "word " * 2500  # over the whole context of 2,048 tokens
     normal = asyncio.ensure_future(chat(sdk, "What is the capital of France?", max_tokens=24))
-    with pytest.raises(openai.BadRequestError, match="share of the model's context"):
+    with pytest.raises(openai.BadRequestError, match="holds at most 2048"):
         await sdk.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": long}], max_tokens=8)
     text, finish = await normal
     assert "Paris" in text and finish == "stop"
@@ -222,6 +222,8 @@ async def test_a_client_that_leaves_frees_its_place(server: RunningServer, sdk: 
         "waiting": 0,
         "free": PARALLEL,
         "context_per_answer": N_CTX // PARALLEL,
+        "context_max": N_CTX,
+        "cells_reserved": 0,  # every answer's cells given back
         **counted,
     }
 

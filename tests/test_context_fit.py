@@ -1,17 +1,18 @@
 """A chat longer than the model's context (issue 26): the server sends what fits, and says so.
 
-On the real embedded model (1,024 tokens per answer by default): the system prompt and the
-newest message always go, then as many earlier messages as fit, newest first; a message that
-cannot fit alone is refused before it is stored.
+On the real embedded model with a context of 1,024 tokens (``n_ctx = 1024``, one place): the
+system prompt and the newest message always go, then as many earlier messages as fit, newest
+first; a message that cannot fit alone is refused before it is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from h2ochat.server import RunningServer
+from h2ochat.server import RunningServer, ServerConfig, start_server
+from h2ochat.server.config import LlamaEndpoint, default_models
 from tests.helpers import SMOL, RawClient, events
 
 pytestmark = pytest.mark.model
@@ -21,8 +22,19 @@ SHORT = {"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": 12}
 FACT = "Here is a fact about the number {n}: " + "it is a number that people write and say often. " * 8
 
 
-async def test_a_twenty_turn_chat_keeps_answering(smol_server: RunningServer, raw_client: Client) -> None:
-    client = raw_client(smol_server.url)
+@pytest.fixture
+async def small_server() -> AsyncIterator[RunningServer]:
+    """The embedded model with a context of 1,024 tokens: a chat outgrows it in a few turns."""
+    model = default_models()[0]
+    endpoint = model.endpoints[0]
+    assert isinstance(endpoint, LlamaEndpoint)
+    endpoint.n_ctx, endpoint.parallel = 1024, 1
+    async with start_server(ServerConfig(port=0, db=":memory:", models=[model])) as server:
+        yield server
+
+
+async def test_a_twenty_turn_chat_keeps_answering(small_server: RunningServer, raw_client: Client) -> None:
+    client = raw_client(small_server.url)
     await client.accept(SMOL)
     conversation = await client.create(SMOL)
     left_out = []
@@ -40,9 +52,9 @@ async def test_a_twenty_turn_chat_keeps_answering(smol_server: RunningServer, ra
 
 
 async def test_a_message_too_long_for_the_model_is_refused_before_it_is_stored(
-    smol_server: RunningServer, raw_client: Client
+    small_server: RunningServer, raw_client: Client
 ) -> None:
-    client = raw_client(smol_server.url)
+    client = raw_client(small_server.url)
     await client.accept(SMOL)
     conversation = await client.create(SMOL)
     status, body, _ = await client.message(conversation, "word " * 5000, **SHORT)
@@ -53,8 +65,12 @@ async def test_a_message_too_long_for_the_model_is_refused_before_it_is_stored(
     assert read["messages"] == []
 
 
-async def test_the_models_list_publishes_the_token_limits(smol_server: RunningServer, raw_client: Client) -> None:
+async def test_the_models_list_publishes_the_token_limits(
+    smol_server: RunningServer, small_server: RunningServer, raw_client: Client
+) -> None:
+    # One answer may hold the whole context (the shared pool); room for an answer (max_new_tokens,
+    # at most a quarter of the context) is kept out of what a message may take.
     status, models, _ = await raw_client(smol_server.url).request("GET", "/api/models")
-    assert status == 200
-    # n_ctx 8,192 for 8 answers at once; a quarter of an answer's share is kept for the answer.
-    assert (models[0]["contextTokens"], models[0]["maxInputTokens"]) == (1024, 768)
+    assert status == 200 and (models[0]["contextTokens"], models[0]["maxInputTokens"]) == (8192, 8192 - 512)
+    status, models, _ = await raw_client(small_server.url).request("GET", "/api/models")
+    assert status == 200 and (models[0]["contextTokens"], models[0]["maxInputTokens"]) == (1024, 768)

@@ -31,8 +31,25 @@ def post_turn(page: Page, conversation: str, text: str) -> None:
     assert response.ok, response.text()
 
 
+SMALL_CONTEXT = """
+[[models]]
+name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+preprompt = "You are a helpful assistant."
+[models.parameters]
+do_sample = false
+repetition_penalty = 1.0
+max_new_tokens = 512
+[[models.endpoints]]
+type = "llama"
+n_ctx = 1024
+parallel = 1
+"""
+
+
 def test_a_long_chat_says_what_the_model_did_not_see(tmp_path: Path, visit: Any) -> None:
-    served = Served(["--db", str(tmp_path / "smol.db")]).start()
+    config = tmp_path / "small.toml"  # the embedded model with 1,024 tokens of context: a chat outgrows it
+    config.write_text(SMALL_CONTEXT, encoding="utf-8")
+    served = Served(["--config", str(config), "--db", str(tmp_path / "smol.db")]).start()
     try:
         page = visit(served.url).page
         box = page.get_by_role("textbox", name="Message")
@@ -43,13 +60,13 @@ def test_a_long_chat_says_what_the_model_did_not_see(tmp_path: Path, visit: Any)
         for n in range(4):  # about 300 tokens each: more than one answer's share holds
             post_turn(page, conversation, FACT.format(n=n))
         page.reload()
-        notes = page.locator("article .note.info")
-        expect(notes.last).to_contain_text("earlier messages were not sent to the model")
+        left_out = page.locator("article.assistant .note.info", has_text="earlier messages were not sent to the model")
+        expect(left_out.last).to_be_visible()
 
         box.fill("Say OK again.")  # the newest answer says so while it streams
         box.press("Enter")
         answer = wait_answer(page, timeout=120_000)
-        expect(answer.locator(".note.info")).to_contain_text("earlier messages were not sent to the model")
+        expect(answer.locator(".note.info", has_text="earlier messages were not sent to the model")).to_be_visible()
 
         box.fill("word " * 4000)  # far past the model's 768 input tokens
         expect(page.locator("#counter")).to_have_text("About 5,000 of the 768 tokens this model reads at once")

@@ -91,14 +91,17 @@ class LlamaEndpoint(_Table, tag="llama", tag_field="type"):
     """A GGUF model run in-process by llama-cpp-python (``gguf`` unset: the embedded SmolLM2)."""
 
     gguf: str | None = None  # a path, or "hf:REPO[:QUANT]" pulled from the Hugging Face Hub (server/inference/hub.py)
-    # 8 answers at once with 1,024 tokens each (measured in bench/README.md, "Batching").
+    # 8 answers at once, each sure of 1,024 tokens (measured in bench/README.md, "Batching").
     n_ctx: Annotated[int, msgspec.Meta(ge=64)] = 8192
     n_threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # Threads for reading the prompt (llama-cpp-python's default: every core). On a busy
     # machine, the same as n_threads keeps prompt times steady.
     n_threads_batch: Annotated[int, msgspec.Meta(ge=1)] | None = None
     n_gpu_layers: int = 0
-    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8  # answers batched at once; each gets n_ctx / parallel
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8  # answers batched at once; each is sure of n_ctx / parallel
+    # One pool of n_ctx cells (llama.cpp's unified KV cache): an answer may grow past its share
+    # while others leave room, up to the whole context. False: a fixed share each (split streams).
+    kv_unified: bool = True
     # A new answer reuses what a free place's memory holds of its prompt's start (a chat's
     # earlier turns). Off: every prompt is read whole, and the first token's delay cannot
     # tell anyone whether another user's prompt started the same way.

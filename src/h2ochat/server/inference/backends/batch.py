@@ -1,8 +1,9 @@
 """Continuous batching for llama.cpp: one context, one sequence per answer, one batch per step.
 
 A :class:`Scheduler` owns a llama.cpp context whose memory holds ``parallel``
-sequences, each with its own share of the context (``n_ctx / parallel``
-cells, llama.cpp's split streams: one answer never reads another's cells).
+sequences in one pool of ``n_ctx`` cells (:mod:`.pool`: each answer sure of its
+share, ``n_ctx / parallel``, and free to grow past it while cells are free; or,
+with ``unified = False``, llama.cpp's split streams of one share each).
 A worker thread runs the steps. A step decodes one batch holding the last
 sampled token of every answer that is generating and the next chunks of the
 prompts still being read, up to the step's token budget, so a long prompt
@@ -13,10 +14,10 @@ typical, top-p, temperature and a seeded draw), so its parameters and seed
 hold whatever else shares the batch. A new answer joins at the next step; an
 answer that ends, or whose consumer cancels it, gives its place to the next
 one waiting at once. With ``prompt_cache`` the place keeps what its memory
-holds, and a new answer takes the free place whose memory shares the longest
-start with its prompt (:meth:`Scheduler._place` says when): a chat's next
-message, resent with the whole chat before it, reads only what is new
-(llama.cpp's server does the same).
+holds, and a new answer starts from the longest start of its prompt that
+memory holds (:meth:`.pool.Pool._place` says where): a chat's next message,
+resent with the whole chat before it, reads only what is new (llama.cpp's
+server does the same).
 
 The event loop never waits on llama.cpp: :meth:`Scheduler.submit` and
 :meth:`Scheduler.cancel` only take a lock for a moment, and a step's tokens
@@ -36,6 +37,7 @@ from typing import Any
 
 from h2ochat.protocol.parameters import Parameters
 from h2ochat.server.inference.backends import BackendError, GeneratedToken
+from h2ochat.server.inference.backends.pool import Pool
 from h2ochat.server.inference.backends.sampling import sampler_chain
 
 __all__ = ["Outcome", "Scheduler", "Slot"]
@@ -61,7 +63,7 @@ class Slot:
 
     prompt: list[int]
     parameters: Parameters
-    budget: int  # new tokens at most (max_new_tokens, or what is left of its share of the context)
+    budget: int  # new tokens at most (max_new_tokens, or what the context has room for); the pool may shrink it
     emit: Callable[[GeneratedToken | BaseException], None]  # called by the hand-over, on the consumer's side
     seq_id: int = -1
     read: int = 0  # prompt tokens in the memory so far (reused or decoded)
@@ -94,6 +96,7 @@ class Scheduler:
         sampling: Callable[[Parameters], dict[str, Any]],
         hand_over: Callable[[list[Outcome]], None],
         prompt_cache: bool = True,
+        unified: bool = True,
     ):
         import llama_cpp
 
@@ -103,12 +106,11 @@ class Scheduler:
         self._deliver = hand_over
         self._outbox: list[Outcome] = []
         self.parallel = parallel
-        self.prompt_cache = prompt_cache
         params = type(llama.context_params).from_buffer_copy(llama.context_params)
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = _BATCH
         params.n_seq_max = parallel
-        params.kv_unified = False  # a fixed share per answer: one answer cannot starve another of memory
+        params.kv_unified = unified  # one pool (.pool), or a fixed share per answer
         params.no_perf = True
         # llama.cpp's own default (llama-cpp-python turns it off): on the 2-core machine this was
         # built on, 8 answers at once gave 257-261 tokens/s with it and 233-235 without.
@@ -121,12 +123,10 @@ class Scheduler:
         self._vocab = llama._model.vocab
         self._n_vocab = llama.n_vocab()
         self._pieces: dict[int, tuple[bytes, bool]] = {}
-        #: Tokens each answer may hold (prompt and answer), its share of the context.
-        self.share = llama_cpp.llama_n_ctx_seq(self._ctx)
-        self._free = list(range(parallel))  # least recently used first
-        #: The tokens each place's memory holds: what a free place offers the next prompt.
-        self._cached: list[list[int]] = [[] for _ in range(parallel)]
-        self._prompt_tokens = {"read": 0, "reused": 0}
+        cells = llama_cpp.llama_n_ctx(self._ctx)
+        self._pool = Pool(llama_cpp, self._memory, cells, parallel, unified, prompt_cache)
+        #: Tokens each answer is sure of (prompt and answer), and the most one may hold.
+        self.share, self.capacity = self._pool.share, self._pool.capacity
         self._waiting: deque[Slot] = deque()
         self._running: list[Slot] = []
         self._recent: deque[tuple[float, int]] = deque()
@@ -159,11 +159,13 @@ class Scheduler:
                 "parallel": self.parallel,
                 "running": len(self._running),
                 "waiting": len(self._waiting),
-                "free": len(self._free),
+                "free": len(self._pool.free),
                 "context_per_answer": self.share,
+                "context_max": self.capacity,
+                "cells_reserved": sum(self._pool.reserved.values()),
                 "tokens_per_second": round(recent / _WINDOW, 1),
-                "prompt_tokens_read": self._prompt_tokens["read"],
-                "prompt_tokens_reused": self._prompt_tokens["reused"],
+                "prompt_tokens_read": self._pool.read,
+                "prompt_tokens_reused": self._pool.reused,
             }
 
     def close(self) -> None:
@@ -230,15 +232,20 @@ class Scheduler:
             self._deliver(outbox)
 
     def _admit(self) -> None:
-        """Drop cancelled answers; give free places to those waiting, first come first served."""
+        """Drop cancelled answers; give places to those waiting, first come first served: the
+        first waits until the pool has room for it, and those behind it wait too."""
         for slot in [slot for slot in self._running if slot.cancelled]:
             self._finish(slot)
         self._waiting = deque(slot for slot in self._waiting if not slot.cancelled)
-        while self._waiting and self._free:
+        while self._waiting and self._pool.free:
             slot = self._waiting.popleft()
+            others = list(self._running)
             self._running.append(slot)  # from here on, a failure frees its place (_fail, _finish)
             try:
-                self._place(slot)
+                if not self._pool.admit(slot, others):
+                    self._running.remove(slot)
+                    self._waiting.appendleft(slot)
+                    return
                 slot.sampler = sampler_chain(
                     self._lib, self._sampling(slot.parameters), self._n_vocab, slot.parameters.seed
                 )
@@ -247,28 +254,6 @@ class Scheduler:
                 self._fail([slot], exc)
                 continue
             log.debug("answer joined the batch: %d running, %d waiting", len(self._running), len(self._waiting))
-
-    def _place(self, slot: Slot) -> None:
-        """Give ``slot`` a free place, keeping what its memory shares with the prompt's start.
-
-        A place is chosen for its memory only if the prompt keeps at least half of it
-        (the one that keeps the most): every prompt starts with the chat template's
-        system turn, and taking a place for that alone would throw away a whole
-        conversation held there. Otherwise the least recently used place is taken.
-        """
-        prompt, free = slot.prompt, self._free
-        shared = {place: _common_start(self._cached[place], prompt) if self.prompt_cache else 0 for place in free}
-        worth = [place for place in free if 2 * shared[place] >= len(self._cached[place])]
-        place = max(worth, key=shared.__getitem__) if worth else free[0]  # max: the first of equals
-        free.remove(place)
-        slot.seq_id = place  # the slot holds the place now: a failure below gives it back (_finish)
-        # The last prompt token is always decoded: its logits give the first answer token.
-        reuse = min(shared[place], len(prompt) - 1)
-        self._cached[place] = []
-        self._lib.llama_memory_seq_rm(self._memory, place, reuse, -1)
-        slot.read = reuse
-        self._prompt_tokens["reused"] += reuse
-        self._prompt_tokens["read"] += len(prompt) - reuse
 
     def _step(self) -> None:
         """One step, one decode: every generating answer's next token and prompt chunks up to the budget.
@@ -368,35 +353,16 @@ class Scheduler:
             if slot not in self._running:
                 return  # finished already: its place may be another answer's by now
             self._running.remove(slot)
-            if slot.seq_id >= 0:
-                self._free.append(slot.seq_id)
             try:
                 self._release(slot)
             except Exception:  # the place is free all the same, and forgotten: _place clears it whole
                 log.exception("clearing a finished answer's memory failed")
 
     def _release(self, slot: Slot) -> None:
-        """Free the slot's sampler; its place keeps what the memory holds for the next prompt
-        (every token but the last sampled, which was never decoded), or forgets it."""
+        """Free the slot's sampler and its place (which keeps its memory for the next prompt)."""
         sampler, slot.sampler = slot.sampler, None
         try:
-            if slot.seq_id >= 0:
-                # Forgotten first: if clearing fails, the next prompt there reuses nothing, and
-                # _place clears the whole sequence before reading it.
-                self._cached[slot.seq_id] = []
-                kept = slot.prompt[: slot.read] + slot.sampled[:-1] if self.prompt_cache else []
-                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, len(kept), -1)
-                self._cached[slot.seq_id] = kept
+            self._pool.release(slot)
         finally:
             if sampler is not None:
                 self._lib.llama_sampler_free(sampler)
-
-
-def _common_start(a: list[int], b: list[int]) -> int:
-    """How many tokens ``a`` and ``b`` share from the start."""
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count

@@ -140,6 +140,7 @@ class LlamaBackend:
                 sampling=sampling_arguments,
                 hand_over=self._hand_over,
                 prompt_cache=endpoint.prompt_cache,
+                unified=endpoint.kv_unified,
             )
         except BaseException:
             llama.close()
@@ -184,17 +185,16 @@ class LlamaBackend:
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         """The prompt as token ids: rendered, tokenized, truncated from the left; it must leave
-        room for an answer in one answer's share of the context."""
+        room for an answer in what one answer may hold of the context."""
         tokens = self._render(request)
         truncate = request.parameters.truncate
         if truncate is not None and len(tokens) > truncate:
             tokens = tokens[-truncate:]
-        share = self.context_per_answer
-        if len(tokens) >= share:
+        most = self.context_per_answer
+        if len(tokens) >= most:
             raise InputTooLong(
-                f"the prompt is {len(tokens)} tokens but each answer's share of the model's context holds {share} "
-                f"(n_ctx {self.endpoint.n_ctx} for {self.endpoint.parallel} at once); "
-                "send fewer or shorter messages, or set parameters.truncate"
+                f"the prompt is {len(tokens)} tokens but one answer of this model holds at most {most} "
+                f"(n_ctx {self.endpoint.n_ctx}); send fewer or shorter messages, or set parameters.truncate"
             )
         return tokens
 
@@ -236,7 +236,8 @@ class LlamaBackend:
 
     @property
     def context_per_answer(self) -> int:
-        return self._scheduler.share if self._scheduler is not None else self.endpoint.n_ctx
+        """The most one answer may hold: the whole context in the shared pool (when the others leave room)."""
+        return self._scheduler.capacity if self._scheduler is not None else self.endpoint.n_ctx
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
         scheduler = self._scheduler
