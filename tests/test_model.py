@@ -69,7 +69,7 @@ async def test_prompt_longer_than_context_is_a_validation_event(smol_server: Run
     # /generate stores nothing and fits nothing: the prompt is the client's, whole (the chat
     # protocol refuses such a message before storing it: tests/test_context_fit.py).
     async with aiohttp.ClientSession() as http:
-        body = {"inputs": "word " * 5000, "parameters": GREEDY, "stream": True}
+        body = {"inputs": "word " * 9000, "parameters": GREEDY, "stream": True}  # past all 8,192
         async with http.post(f"{smol_server.url}/generate_stream", json=body) as response:
             raw = await response.read()
     last = events(raw)[-1]

@@ -193,8 +193,8 @@ class LlamaBackend:
         most = self.context_per_answer
         if len(tokens) >= most:
             raise InputTooLong(
-                f"the prompt is {len(tokens)} tokens but one answer of this model holds at most {most} "
-                f"(n_ctx {self.endpoint.n_ctx}); send fewer or shorter messages, or set parameters.truncate"
+                f"the prompt is {len(tokens)} tokens but one answer of this model holds at most {most} of its "
+                f"context (n_ctx {self.endpoint.n_ctx}); send fewer or shorter messages, or set parameters.truncate"
             )
         return tokens
 
