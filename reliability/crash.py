@@ -195,10 +195,12 @@ async def _check_all(client: _Client, expected: dict[str, Expected], result: Cra
 def _compare(status: int, stored: Any, wanted: Expected) -> str:
     if status != 200:
         return f"HTTP {status}"
-    messages = stored["messages"]
-    if len({m["id"] for m in messages}) != len(messages) or len(messages) != 2:
+    messages = stored["messages"]  # the tree: the system root, the question, the answer
+    if len({m["id"] for m in messages}) != len(messages) or len(messages) != 3:
         return f"{len(messages)} messages: {[(m['role'], m['status']) for m in messages]}"
-    user, answer = messages
+    root, user, answer = messages
+    if root["role"] != "system" or user["parentId"] != root["id"] or answer["parentId"] != user["id"]:
+        return f"the messages are not one branch: {messages}"
     if (user["role"], user["content"], user["status"]) != ("user", wanted.question, "done"):
         return f"user message {user}"
     if wanted.answer is not None:

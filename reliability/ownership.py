@@ -25,6 +25,7 @@ NOT_FOUND = (404, {"message": "Conversation not found"})
 # Non-GET requests from a session that never accepted the welcome modal meet the gate first (405);
 # that answer does not depend on the id either.
 GATED = (405, {"error": "You need to accept the welcome modal first"})
+_ANY_MESSAGE = "5b0c6c8e-2f4e-4c8f-9d7a-3a1f2e4b6c10"
 _ENDPOINTS = [
     ("GET", "/api/conversation/{id}", None),
     ("DELETE", "/conversation/{id}", None),
@@ -32,6 +33,10 @@ _ENDPOINTS = [
     ("POST", "/conversation/{id}", "message"),
     ("POST", "/conversation/{id}/stop-generating", None),
     ("POST", "/conversation/{id}/summarize", None),
+    # The tree's routes: a guessed conversation with any message id is still no conversation.
+    ("PATCH", "/conversation/{id}", {"preprompt": "mine now", "activeMessageId": _ANY_MESSAGE}),
+    ("DELETE", "/conversation/{id}/message/" + _ANY_MESSAGE, None),
+    ("POST", "/conversation/{id}/message/" + _ANY_MESSAGE + "/vote", {"score": 1}),
 ]
 
 

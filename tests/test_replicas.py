@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,37 @@ async def test_two_replicas_are_one_service(tmp_path: Path, postgres_url: str, c
     for replica in (a, b):  # the serve line names the database, never its password
         log = replica.log.read_text()
         assert "database: postgresql://h2ochat:***@127.0.0.1" in " ".join(log.split()) and PASSWORD not in log
+
+
+async def test_the_tree_and_the_branch_shown_are_the_same_on_every_replica(
+    tmp_path: Path, postgres_url: str, clients: Any
+) -> None:
+    config = write_config(tmp_path / "tree.toml", postgres_url, text="Fine.")
+    with replicas(2, config) as (a, b):
+        on_a, on_b = clients([a.url, b.url])
+        await on_a.accept()
+        conversation = await on_b.create()
+        first = on_a.message_body("one")
+        assert (await on_a.request("POST", f"/conversation/{conversation}", json=first))[0] == 200
+        again = {**first, "options": {**first["options"], "response_id": str(uuid.uuid4()), "is_retry": True}}
+        assert (await on_b.request("POST", f"/conversation/{conversation}", json=again))[0] == 200
+        old_answer = first["options"]["response_id"]
+        # Chosen on A, shown on B; voted on B, read on A; deleted on A, gone on B.
+        status, body, _ = await on_a.request(
+            "PATCH", f"/conversation/{conversation}", json={"activeMessageId": old_answer}
+        )
+        assert (status, body) == (200, {"activeMessageId": old_answer})
+        _, tree, _ = await on_b.request("GET", f"/api/conversation/{conversation}")
+        assert tree["activeMessageId"] == old_answer and len(tree["messages"]) == 4
+        vote = f"/conversation/{conversation}/message/{old_answer}/vote"
+        assert (await on_b.request("POST", vote, json={"score": 1}))[0] == 200
+        _, tree, _ = await on_a.request("GET", f"/api/conversation/{conversation}")
+        assert {m["id"]: m["score"] for m in tree["messages"]}[old_answer] == 1
+        status, body, _ = await on_a.request("DELETE", f"/conversation/{conversation}/message/{old_answer}")
+        newer = again["options"]["response_id"]
+        assert (status, body) == (200, {"activeMessageId": newer})
+        _, tree, _ = await on_b.request("GET", f"/api/conversation/{conversation}")
+        assert tree["activeMessageId"] == newer and old_answer not in {m["id"] for m in tree["messages"]}
 
 
 def test_h2ochat_db_selects_postgresql_and_a_refusal_hides_the_password(tmp_path: Path, postgres_url: str) -> None:

@@ -418,10 +418,11 @@ async def test_cooldown_ends_and_the_endpoint_is_tried_again(aiohttp_server: Ser
     url = await overloaded.serve(aiohttp_server)
     async with upstream(text="alive") as alive:
         endpoints = (OpenAIEndpoint(url=url, weight=1000), OpenAIEndpoint(url=alive.url, model="up"))
-        async with start_server(config_with("down", *endpoints, cooldown=0.3)) as down:
+        # Five chats must fit in the cool-down: 2 s leaves room on a loaded machine (0.3 s did not).
+        async with start_server(config_with("down", *endpoints, cooldown=2.0)) as down:
             assert [await chat(down, "Hi") for _ in range(5)] == ["alive"] * 5
             assert len(overloaded.bodies) == 1
-            await asyncio.sleep(0.35)
+            await asyncio.sleep(2.05)
             assert await chat(down, "Hi") == "alive"
             assert len(overloaded.bodies) == 2
 

@@ -41,6 +41,9 @@ _LIST = _CommaList()
     "--max-conversations", type=click.IntRange(0), help="Conversations a session may keep (default 1000; 0: any)."
 )
 @click.option(
+    "--max-messages", type=click.IntRange(0), help="Messages a conversation may hold, every branch (default 1000)."
+)
+@click.option(
     "--new-sessions-per-minute",
     type=click.IntRange(0),
     help="New sessions per client address per minute (default 60; 0: any).",

@@ -58,11 +58,10 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     if options.response_id == options.id or options.response_id in rows:
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
     await _count_message(request, runtime)
-    path = [rows[i] for i in tree.path(parent_id)]
-    messages = [{"role": m.role, "content": m.content} for m in path[1:]]
+    system, messages = _branch(rows, tree.path(parent_id))
     if user is not None:
         messages.append({"role": "user", "content": inputs})
-    fitted = await _fit(runtime, messages, parameters, system=path[0].content)
+    fitted = await _fit(runtime, messages, parameters, system=system)
     await store.begin_exchange(
         conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
     )
@@ -76,6 +75,11 @@ async def _tree(store: Store, conversation: Conversation) -> tuple[dict[str, Mes
     if not rows:
         raise ConversationGone("The conversation was deleted while the message was being sent")
     return rows, Tree(rows.values())
+
+
+def _branch(rows: dict[str, MessageRow], path: list[str]) -> tuple[str, list[dict[str, str]]]:
+    """What the model is sent for a path from the root: the system prompt, and the messages after it."""
+    return rows[path[0]].content, [{"role": rows[i].role, "content": rows[i].content} for i in path[1:]]
 
 
 def _place(
@@ -117,9 +121,8 @@ async def _continue(
     if options.response_id != options.id:
         raise ApiError(400, "With is_continue, options.response_id must repeat options.id: the answer goes on in place")
     await _count_message(request, runtime)
-    path = [rows[i] for i in tree.ancestors(last.id)]
-    messages = [{"role": m.role, "content": m.content} for m in path[1:]]
-    fitted = await _fit(runtime, messages, parameters, prefix=last.content, system=path[0].content)
+    system, messages = _branch(rows, tree.ancestors(last.id))
+    fitted = await _fit(runtime, messages, parameters, prefix=last.content, system=system)
     if not await store.resume_answer(conversation.id, last.id):
         raise ApiError(409, "This answer is being generated already; wait for it to end, then continue it")
     return await _stream_answer(request, runtime, conversation, fitted, last.id, "", before=last)
