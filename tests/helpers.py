@@ -14,6 +14,7 @@ import aiohttp
 
 from h2ochat.server import ModelConfig, ServerConfig
 from h2ochat.server.config import FixedEndpoint
+from h2ochat.server.storage import Store
 
 __all__ = ["FIXED_MODEL", "SMOL", "RawClient", "events", "fixed_config"]
 
@@ -78,3 +79,21 @@ class RawClient:
 def events(raw: bytes) -> list[dict[str, Any]]:
     """The JSON events of a raw TGI stream (keep-alive comments dropped)."""
     return [json.loads(block[5:]) for block in raw.split(b"\n\n") if block.startswith(b"data:")]
+
+
+async def append(store: Store, conversation: str, user_id: str, text: str, answer_id: str, **options: Any) -> None:
+    """A question and its empty answer after the newest message, as the 2023 protocol appends to a
+    conversation read as a list."""
+    rows = await store.messages(conversation)
+    parent = rows[-1].id if rows else "no-such-message"  # a deleted conversation: the store says so
+    await store.begin_exchange(conversation, parent, (user_id, text), answer_id, **options)
+
+
+def branch(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages of the branch shown, without the system root: a conversation as a 2023 client
+    reads it (``GET /api/conversation/<id>`` lists the whole tree)."""
+    by_id = {message["id"]: message for message in conversation["messages"]}
+    leaf = by_id.get(conversation["activeMessageId"])
+    if leaf is None or leaf["parentId"] is None:
+        return []
+    return [by_id[i] for i in leaf["ancestors"][1:]] + [leaf]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from h2ochat.server import RunningServer, start_server
-from tests.helpers import SMOL, RawClient, events, fixed_config
+from tests.helpers import SMOL, RawClient, branch, events, fixed_config
 
 
 def continue_body(answer_id: str, **parameters: Any) -> dict[str, Any]:
@@ -31,7 +31,7 @@ async def first_answer(client: RawClient, conversation: str, **parameters: Any) 
 
 async def stored(client: RawClient, conversation: str) -> list[dict[str, Any]]:
     _, body, _ = await client.request("GET", f"/api/conversation/{conversation}")
-    return list(body["messages"])
+    return branch(body)
 
 
 async def test_a_continued_answer_grows_in_place(fixed_server: RunningServer) -> None:
@@ -68,7 +68,7 @@ async def test_only_the_last_answer_can_be_continued_and_only_once_at_a_time() -
             url = f"/conversation/{conversation}"
 
             status, body, _ = await client.request("POST", url, json=continue_body(messages[0]["id"]))
-            assert status == 400 and "only that one can be continued" in body["message"]
+            assert status == 400 and "only such an answer can be continued" in body["message"]
             other = {
                 **continue_body(first),
                 "options": {**continue_body(first)["options"], "response_id": str(uuid.uuid4())},

@@ -18,7 +18,7 @@ from h2ochat import H2o, H2oSession, IncompleteGeneration, ModelOverloaded
 from h2ochat.protocol.errors import GenerationFailed
 from h2ochat.server import ModelConfig, RunningServer, start_server
 from h2ochat.server.config import FixedEndpoint
-from tests.helpers import FIXED_MODEL, RawClient, events, fixed_config
+from tests.helpers import FIXED_MODEL, RawClient, branch, events, fixed_config
 
 Client = Callable[[str], RawClient]
 USER = [{"role": "user", "content": "Hi"}]
@@ -178,7 +178,7 @@ async def test_message_refusals_come_before_generation(
     answer_status, answer, _ = await client.request("POST", f"/conversation/{conversation}", json=body)
     assert answer_status == status and complaint in answer["message"], answer
     _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
-    assert stored["messages"] == []
+    assert branch(stored) == []
 
 
 async def test_message_to_missing_conversation_is_404(fixed_server: RunningServer, raw_client: Client) -> None:
@@ -216,11 +216,11 @@ async def test_delete_patch_and_read_api(fixed_server: RunningServer, raw_client
         assert status == 400 and "1 to 100" in body["message"]
     status, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
     assert stored["title"] == "Greetings" and stored["model"] == FIXED_MODEL
-    assert [(m["role"], m["content"], m["status"]) for m in stored["messages"]] == [
+    assert [(m["role"], m["content"], m["status"]) for m in branch(stored)] == [
         ("user", "Hi", "done"),
         ("assistant", "Hello there, general Kenobi.", "done"),
     ]
-    assert all(m["id"] and m["createdAt"].endswith("Z") for m in stored["messages"])
+    assert all(m["id"] and m["createdAt"].endswith("Z") for m in branch(stored))
     status, body, _ = await client.request("DELETE", f"/conversation/{conversation}")
     assert (status, body) == (200, b"")
     assert (await client.request("DELETE", f"/conversation/{conversation}"))[0] == 404
@@ -268,7 +268,14 @@ async def test_history_and_retry(raw_client: Client) -> None:
         _, raw, _ = await client.request("POST", f"/conversation/{conversation}", json=reused)
         assert events(raw)[-1]["generated_text"] == "again"
         _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
-        assert [m["content"] for m in stored["messages"]] == ["again", "again"]
+        assert [m["content"] for m in branch(stored)] == ["again", "again"]
+        # The edit went beside the first question: the old branch, "one" and all after it, stays.
+        first_id = first["options"]["id"]
+        edited = branch(stored)[0]
+        assert edited["id"] != first_id and edited["parentId"] == stored["rootMessageId"]
+        root = next(m for m in stored["messages"] if m["id"] == stored["rootMessageId"])
+        assert root["children"] == [first_id, edited["id"]]
+        assert [m["content"] for m in stored["messages"]] == ["", "one", "one", "two", "two", "again", "again"]
 
 
 # Errors, limits and the shape of every refusal ------------------------------------------------
@@ -323,7 +330,7 @@ async def test_conversations_survive_a_restart(tmp_path: Path, raw_client: Clien
     config = replace(config, port=int(server.url.rsplit(":", 1)[1]))
     async with start_server(config):
         _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
-        assert [m["content"] for m in stored["messages"]] == [
+        assert [m["content"] for m in branch(stored)] == [
             "Hi",
             "Hello! This answer comes from the fixed test backend.",
         ]

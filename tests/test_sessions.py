@@ -194,7 +194,7 @@ async def test_idle_sessions_expire_with_their_conversations_in_the_background(
         status, raw, _ = await client.message(conversation, "Hi")
         assert status == 200 and events(raw)
         store = server.app[h2ochat.server.app.STORE]
-        assert len(await store.messages(conversation)) == 2
+        assert len(await store.messages(conversation)) == 3  # the system root, the question, the answer
         await asyncio.sleep(2.0)
         assert await store.messages(conversation) == []  # deleted by the background upkeep, not by a request
         status, _, _ = await client.request("GET", f"/api/conversation/{conversation}")

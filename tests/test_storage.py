@@ -23,10 +23,12 @@ from h2ochat.server.storage import (
     Store,
     StoreOptions,
     TooManyConversations,
+    TooManyMessages,
     is_postgres,
     open_store,
 )
 from h2ochat.server.storage.postgres import PostgresStore
+from tests.helpers import append
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -69,7 +71,7 @@ async def raw(db: str, sql: str) -> None:
 async def exchange(store: Store, conversation: str, n: int, *, answer: str = "fine") -> str:
     """One finished exchange; the answer's id."""
     answer_id = f"a{n}"
-    await store.begin_exchange(conversation, f"u{n}", f"question {n}", answer_id, None)
+    await append(store, conversation, f"u{n}", f"question {n}", answer_id)
     await store.finish_answer(
         conversation, answer_id, answer, finish_reason="eos_token", interruption=None, generated_tokens=2
     )
@@ -195,48 +197,107 @@ async def test_the_conversation_cap_is_exact_under_concurrent_creates(db: str) -
 # Messages ---------------------------------------------------------------------------------------
 
 
-async def test_positions_follow_the_exchanges_and_a_retry_replaces_from_its_message(store: Store) -> None:
+async def test_a_conversation_is_a_tree_under_its_system_root(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m", preprompt="Be brief.")
+    found = await store.conversation(conversation, session)
+    assert found is not None and found.active_id == found.root_id
+    for n in range(2):
+        await exchange(store, conversation, n)
+    rows = await store.messages(conversation)
+    assert [(m.position, m.id, m.role, m.parent_id) for m in rows] == [
+        (0, found.root_id, "system", None),
+        (1, "u0", "user", found.root_id),
+        (2, "a0", "assistant", "u0"),
+        (3, "u1", "user", "a0"),
+        (4, "a1", "assistant", "u1"),
+    ]
+    assert rows[0].content == "Be brief."
+    # A regenerated answer and an edited question go beside the old ones; nothing is replaced.
+    await store.begin_exchange(conversation, "u1", None, "a1-again", limit=10)
+    await store.begin_exchange(conversation, "a0", ("u1-edited", "question 1, edited"), "a1-edited")
+    rows = await store.messages(conversation)
+    assert [(m.id, m.parent_id) for m in rows][5:] == [
+        ("a1-again", "u1"),
+        ("u1-edited", "a0"),
+        ("a1-edited", "u1-edited"),
+    ]
+    assert [m.position for m in rows] == list(range(8))
+    found = await store.conversation(conversation, session)
+    assert found is not None and found.active_id == "a1-edited"
+    assert await store.set_active(conversation, "a1-again")
+    assert not await store.set_active(conversation, "not-a-message")
+    found = await store.conversation(conversation, session)
+    assert found is not None and found.active_id == "a1-again"
+
+
+async def test_deleting_a_message_deletes_what_follows_it_and_never_the_root(store: Store) -> None:
     session = await store.new_session()
     conversation = await store.create_conversation(session, "m")
     for n in range(3):
         await exchange(store, conversation, n)
+    await store.begin_exchange(conversation, "a0", ("u1-b", "other"), "a1-b")
+    root = (await store.messages(conversation))[0].id
+    assert await store.delete_message(conversation, root, "a2") == 0
+    assert await store.delete_message(conversation, "u1", "a1-b") == 4  # u1, a1, u2, a2
+    assert [m.id for m in await store.messages(conversation)][1:] == ["u0", "a0", "u1-b", "a1-b"]
+    found = await store.conversation(conversation, session)
+    assert found is not None and found.active_id == "a1-b"
+    assert await store.delete_message(conversation, "u1", "a0") == 0  # gone already: nothing moves
+    found = await store.conversation(conversation, session)
+    assert found is not None and found.active_id == "a1-b"
+
+
+async def test_votes_the_system_prompt_and_the_message_cap(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m", preprompt="old")
+    await exchange(store, conversation, 0)
+    assert await store.vote(conversation, "a0", 1)
+    assert not await store.vote(conversation, "u0", 1)  # votes are for answers
+    await store.set_preprompt(conversation, "new")
     rows = await store.messages(conversation)
-    assert [(m.position, m.id, m.role) for m in rows][:3] == [
-        (0, "u0", "user"),
-        (1, "a0", "assistant"),
-        (2, "u1", "user"),
-    ]
-    assert [m.position for m in rows] == list(range(6))
-    await store.begin_exchange(conversation, "u1", "question 1, again", "a1-retry", 2)
-    rows = await store.messages(conversation)
-    assert [(m.position, m.id) for m in rows] == [(0, "u0"), (1, "a0"), (2, "u1"), (3, "a1-retry")]
-    assert rows[2].content == "question 1, again"
+    assert (rows[0].content, rows[2].score, rows[1].score) == ("new", 1, 0)
+    # 3 messages now; a cap of 4 leaves room for a regenerated answer, not for a new exchange.
+    with pytest.raises(TooManyMessages, match="start a new conversation"):
+        await store.begin_exchange(conversation, "a0", ("u1", "more"), "a1", limit=4)
+    await store.begin_exchange(conversation, "u0", None, "a0-again", limit=4)
+    assert len(await store.messages(conversation)) == 4
+
+
+async def test_only_an_answer_that_ends_its_branch_can_be_continued(store: Store) -> None:
+    session = await store.new_session()
+    conversation = await store.create_conversation(session, "m")
+    await exchange(store, conversation, 0)
+    await exchange(store, conversation, 1)
+    assert not await store.resume_answer(conversation, "a0")  # a question follows it
+    assert await store.resume_answer(conversation, "a1")
+    assert not await store.resume_answer(conversation, "a1")  # being generated already
 
 
 async def test_checkpoints_are_read_while_generating_and_stop_once_finished(db: str) -> None:
     async with opened(db) as writer, opened(db) as reader:
         session = await writer.new_session()
         conversation = await writer.create_conversation(session, "m")
-        await writer.begin_exchange(conversation, "u", "hello", "a", None)
+        await append(writer, conversation, "u", "hello", "a")
         await writer.save_partial(conversation, "a", "Hel", 1)
-        answer = (await reader.messages(conversation))[1]
+        answer = (await reader.messages(conversation))[2]
         assert (answer.status, answer.content, answer.generated_tokens) == ("generating", "Hel", 1)
         await writer.finish_answer(
             conversation, "a", "Hello!", finish_reason="eos_token", interruption=None, generated_tokens=3
         )
         await writer.save_partial(conversation, "a", "Hel", 1)  # a late checkpoint changes nothing
-        answer = (await reader.messages(conversation))[1]
+        answer = (await reader.messages(conversation))[2]
         assert (answer.status, answer.content, answer.finish_reason) == ("done", "Hello!", "eos_token")
 
 
 async def test_an_interrupted_answer_keeps_its_text_and_reason(store: Store) -> None:
     session = await store.new_session()
     conversation = await store.create_conversation(session, "m")
-    await store.begin_exchange(conversation, "u", "hello", "a", None)
+    await append(store, conversation, "u", "hello", "a")
     await store.finish_answer(
         conversation, "a", "Hel", finish_reason=None, interruption="stop-generating was requested", generated_tokens=1
     )
-    answer = (await store.messages(conversation))[1]
+    answer = (await store.messages(conversation))[2]
     assert (answer.status, answer.content, answer.interruption) == (
         "interrupted",
         "Hel",
@@ -248,20 +309,20 @@ async def test_an_answer_left_generating_by_a_dead_server_is_marked_interrupted(
     dead = await open_store(db, StoreOptions(lease=0.5))
     session = await dead.new_session()
     conversation = await dead.create_conversation(session, "m")
-    await dead.begin_exchange(conversation, "u", "hello", "a", None)
+    await append(dead, conversation, "u", "hello", "a")
     await dead.save_partial(conversation, "a", "saved last", 2)
     if is_postgres(db):
         # Another replica, while the first one is still connected but renews no lease.
         async with opened(db, lease=0.5) as survivor:
             await asyncio.sleep(0.7)
             await survivor.upkeep()
-            answer = (await survivor.messages(conversation))[1]
+            answer = (await survivor.messages(conversation))[2]
         assert isinstance(dead, PostgresStore)
         await dead.close()
     else:
         await dead.close()  # SQLite serves one process: its next start does the marking
         async with opened(db) as restarted:
-            answer = (await restarted.messages(conversation))[1]
+            answer = (await restarted.messages(conversation))[2]
     assert (answer.status, answer.content, answer.interruption) == ("interrupted", "saved last", "server stopped")
 
 
@@ -269,12 +330,12 @@ async def test_a_reused_message_id_or_a_deleted_conversation_is_a_typed_error(st
     session = await store.new_session()
     conversation = await store.create_conversation(session, "m")
     for attempt in range(5):
-        tries = [store.begin_exchange(conversation, f"u{attempt}", "hi", f"a{attempt}-{i}", None) for i in range(2)]
+        tries = [append(store, conversation, f"u{attempt}", "hi", f"a{attempt}-{i}") for i in range(2)]
         results = await asyncio.gather(*tries, return_exceptions=True)
         assert sorted(type(r).__name__ for r in results) == ["MessageIdTaken", "NoneType"]
     await store.delete_conversation(conversation, session)
     with pytest.raises(ConversationGone):
-        await store.begin_exchange(conversation, "u-late", "hi", "a-late", None)
+        await append(store, conversation, "u-late", "hi", "a-late")
     assert issubclass(MessageIdTaken, Exception)
 
 
@@ -318,7 +379,7 @@ async def test_sqlite_databases_of_the_first_schema_are_migrated_with_their_sess
     path = str(tmp_path / "old.db")
     connection = sqlite3.connect(path)
     connection.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    MIGRATIONS[0][1](connection)
+    MIGRATIONS[0][1](connection, {})
     connection.execute("INSERT INTO _migrations VALUES ('001_create_tables', 'then')")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     connection.execute(
@@ -337,9 +398,9 @@ async def test_an_answer_keeps_how_many_earlier_messages_were_left_out(db: str) 
         session = await store.new_session()
         conversation = await store.create_conversation(session, "m", 10)
         await exchange(store, conversation, 1)
-        await store.begin_exchange(conversation, "u2", "question 2", "a2", None, left_out=2)
+        await append(store, conversation, "u2", "question 2", "a2", left_out=2)
         rows = await store.messages(conversation)
-    assert [(m.id, m.left_out) for m in rows] == [("u1", 0), ("a1", 0), ("u2", 0), ("a2", 2)]
+    assert [(m.id, m.left_out) for m in rows][1:] == [("u1", 0), ("a1", 0), ("u2", 0), ("a2", 2)]
 
 
 async def test_answers_stored_before_left_out_existed_read_as_none_left_out(db: str) -> None:
@@ -352,4 +413,4 @@ async def test_answers_stored_before_left_out_existed_read_as_none_left_out(db: 
     migration = "003_answers_left_out" if not is_postgres(db) else "002_answers_left_out"
     await raw(db, f"DELETE FROM _migrations WHERE name = '{migration}'")
     async with opened(db) as store:
-        assert [m.left_out for m in await store.messages(conversation)] == [0, 0]
+        assert [m.left_out for m in await store.messages(conversation)] == [0, 0, 0]

@@ -14,6 +14,7 @@ import pytest
 
 from h2ochat.server.storage import StoreOptions, StoreUnavailable, open_store, redact
 from h2ochat.server.storage.postgres import PostgresStore
+from tests.helpers import append
 from tests.pgcluster import PASSWORD
 
 
@@ -55,7 +56,7 @@ async def test_a_restarted_database_is_unavailable_then_reconnected_and_nothing_
     try:
         session = await a.new_session()
         conversation = await a.create_conversation(session, "m")
-        await a.begin_exchange(conversation, "u", "hello", "a", None)
+        await append(a, conversation, "u", "hello", "a")
         pg_cluster.stop()
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="try again"):
@@ -72,7 +73,7 @@ async def test_a_restarted_database_is_unavailable_then_reconnected_and_nothing_
         assert stopped_here == [conversation]  # …but this one stopped its own generation at once
         pg_cluster.start()
         await a.upkeep()  # the pool reconnects by itself; the kept final save is written
-        answer = (await b.messages(conversation))[1]
+        answer = (await b.messages(conversation))[2]
         assert (answer.status, answer.content) == ("done", "Hello!")
         await asyncio.wait_for(a._stops.connected.wait(), 10)  # the listener came back too
         heard: asyncio.Queue[str] = asyncio.Queue()
@@ -123,14 +124,14 @@ async def test_leases_and_the_sweep_read_the_databases_clock_not_a_replicas(
     late = await open_store(postgres_url, StoreOptions(lease=2.0))
     session = await late.new_session()
     conversation = await late.create_conversation(session, "m")
-    await late.begin_exchange(conversation, "u", "hello", "a", None)
+    await append(late, conversation, "u", "hello", "a")
     await late.save_partial(conversation, "a", "still going", 2)
     await late.upkeep()
     behind["seconds"] = 0.0
     on_time = await open_store(postgres_url, StoreOptions(lease=2.0))
     try:
         await on_time.upkeep()
-        answer = (await on_time.messages(conversation))[1]
+        answer = (await on_time.messages(conversation))[2]
         assert (answer.status, answer.content) == ("generating", "still going")
         assert await on_time.session(session) is not None
         stored = (await on_time.conversation(conversation, session)).created_at  # type: ignore[union-attr]

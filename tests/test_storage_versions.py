@@ -27,6 +27,7 @@ import pytest
 
 from h2ochat.server import ConfigError, ModelConfig, ServerConfig, start_server, storage
 from h2ochat.server.config import TgiEndpoint
+from tests.helpers import append
 
 
 async def _open_store(path: str) -> Any:
@@ -128,17 +129,18 @@ async def _exercise(store: Any) -> None:
     assert await store.rename_conversation(conversation, "s1", "Capitals")
     assert [c.title for c in await store.conversations("s1")] == ["Capitals"]
 
-    await store.begin_exchange(conversation, "u1", "Capital of France?", "a1", None)
+    await append(store, conversation, "u1", "Capital of France?", "a1")
     await store.save_partial(conversation, "a1", "Par", 1)
     await store.finish_answer(
         conversation, "a1", "Paris.", finish_reason="eos_token", interruption=None, generated_tokens=2
     )
-    await store.begin_exchange(conversation, "u2", "Capital of Italy?", "a2", replace_from=0)  # a retry
+    root = (await store.messages(conversation))[0].id
+    await store.begin_exchange(conversation, root, ("u2", "Capital of Italy?"), "a2")  # an edit, beside u1
     await store.finish_answer(conversation, "a2", "Ro", finish_reason=None, interruption="stopped", generated_tokens=1)
     rows = await store.messages(conversation)
-    assert [(r.position, r.role, r.content, r.status) for r in rows] == [
-        (0, "user", "Capital of Italy?", "done"),
-        (1, "assistant", "Ro", "interrupted"),
+    assert [(r.position, r.role, r.content, r.status) for r in rows][3:] == [
+        (3, "user", "Capital of Italy?", "done"),
+        (4, "assistant", "Ro", "interrupted"),
     ]
     assert await store.delete_conversation(conversation, "s1")
     assert await store.conversations("s1") == []

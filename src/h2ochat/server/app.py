@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
+from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.config import ServerConfig
@@ -57,6 +58,7 @@ from h2ochat.server.storage import (
     StoreOptions,
     StoreUnavailable,
     TooManyConversations,
+    TooManyMessages,
     open_store,
 )
 from h2ochat.server.web.page import routes as page_routes
@@ -81,6 +83,7 @@ _STORE_STATUS: dict[type[StoreError], int] = {
     ConversationGone: 404,
     MessageIdTaken: 409,
     TooManyConversations: 409,
+    TooManyMessages: 409,
 }
 
 
@@ -228,6 +231,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
+    app.add_routes(message_routes)
     app.add_routes(read_routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
@@ -238,7 +242,10 @@ def create_app(config: ServerConfig) -> web.Application:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     options = StoreOptions(
-        pool_size=config.db_pool_size, session_idle=config.session_idle_days * 86400, orphan_ttl=config.orphan_ttl
+        pool_size=config.db_pool_size,
+        session_idle=config.session_idle_days * 86400,
+        orphan_ttl=config.orphan_ttl,
+        preprompts={model.name: model.preprompt for model in config.models},
     )
     app[STORE] = await open_store(config.db_path(), options)
     yield

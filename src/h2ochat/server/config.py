@@ -117,6 +117,7 @@ class FixedEndpoint(_Table, tag="fixed", tag_field="type"):
 
     text: str = "Hello! This answer comes from the fixed test backend."
     echo: bool = False  # answer with the last user message instead of ``text``
+    echo_prompt: bool = False  # answer with every message sent, one "role: content" line each (system first)
     delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0  # seconds between tokens
     first_token_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     fail_after: Annotated[int, msgspec.Meta(ge=0)] | None = None  # raise after this many tokens
@@ -207,6 +208,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # lost the answer to its creation leaves one behind.
     orphan_ttl: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     max_conversations: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per session; 0: no limit
+    max_messages: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per conversation, every branch counted; 0: no limit
     new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.routes import owned
 from h2ochat.server.edge.http import MODELS, SESSION, STORE, json_response
 from h2ochat.server.inference.runtime import ModelRuntime
@@ -65,9 +66,21 @@ async def list_conversations(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/conversation/{id}")
 async def get_conversation(request: web.Request) -> web.StreamResponse:
+    """The whole tree, in the order its messages were created (the system root first), with the leaf
+    of the branch shown; each message with ``ancestors`` and ``children`` as current chat-ui has them."""
     conversation = await owned(request)
-    messages = await request.app[STORE].messages(conversation.id)
-    return json_response({**_conversation_json(conversation), "messages": [_message_json(m) for m in messages]})
+    rows = await request.app[STORE].messages(conversation.id)
+    tree = Tree(rows)
+    root = rows[0] if rows else None
+    return json_response(
+        {
+            **_conversation_json(conversation),
+            "rootMessageId": conversation.root_id,
+            "activeMessageId": conversation.active_id,
+            "preprompt": root.content if root is not None else "",
+            "messages": [_message_json(m, tree) for m in rows],
+        }
+    )
 
 
 def _conversation_json(conversation: Conversation) -> dict[str, Any]:
@@ -81,9 +94,13 @@ def _conversation_json(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-def _message_json(message: MessageRow) -> dict[str, Any]:
+def _message_json(message: MessageRow, tree: Tree) -> dict[str, Any]:
     return {
         "id": message.id,
+        "parentId": message.parent_id,
+        "ancestors": tree.ancestors(message.id),
+        "children": tree.children[message.id],
+        "score": message.score,
         "role": message.role,
         "content": message.content,
         "status": message.status,

@@ -45,8 +45,8 @@ __all__ = [
 log = logging.getLogger("h2ochat.server")
 
 
-def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
-    """chat-ui's prompt: preprompt, then each message wrapped in the model's tokens,
+def build_prompt(model: ModelConfig, messages: list[dict[str, str]], preprompt: str | None = None) -> str:
+    """chat-ui's prompt: preprompt (the model's unless given), then each message wrapped in the model's tokens,
     ending with the assistant token, e.g.
     ``<|prompt|>hi<|endoftext|><|answer|>hello<|endoftext|><|prompt|>bye<|endoftext|><|answer|>``.
     """
@@ -57,7 +57,7 @@ def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
         "system": model.system_message_token if model.system_message_token is not None else model.user_message_token,
     }
     end = model.message_end_token
-    parts = [model.preprompt]
+    parts = [model.preprompt if preprompt is None else preprompt]
     for message in messages:
         content = message["content"]
         parts.append(start.get(message["role"], model.user_message_token) + content)
@@ -68,15 +68,21 @@ def build_prompt(model: ModelConfig, messages: list[dict[str, str]]) -> str:
 
 
 def build_request(
-    model: ModelConfig, history: list[dict[str, str]], parameters: Parameters, prefix: str = ""
+    model: ModelConfig,
+    history: list[dict[str, str]],
+    parameters: Parameters,
+    prefix: str = "",
+    *,
+    system: str | None = None,
 ) -> GenerationRequest:
-    """The backend's request: the preprompt leads the messages as a system message, and with
-    chat-ui tokens the prompt is built here (backends that take messages use those).
-    ``prefix``: the start of the answer, to be continued."""
+    """The backend's request: the system prompt (``system``, a conversation's own, else the model's
+    preprompt) leads the messages as a system message, and with chat-ui tokens the prompt is built
+    here (backends that take messages use those). ``prefix``: the start of the answer, to be continued."""
     messages = history
-    if model.preprompt and (not history or history[0]["role"] != "system"):
-        messages = [{"role": "system", "content": model.preprompt}, *history]
-    prompt = build_prompt(model, history) + prefix if model.uses_chatui_tokens else None
+    preprompt = model.preprompt if system is None else system
+    if preprompt and (not history or history[0]["role"] != "system"):
+        messages = [{"role": "system", "content": preprompt}, *history]
+    prompt = build_prompt(model, history, preprompt) + prefix if model.uses_chatui_tokens else None
     return GenerationRequest(messages, prompt, parameters, prefix)
 
 
@@ -133,19 +139,21 @@ class ModelRuntime:
         floor = min(self.defaults.max_new_tokens or 256, context // 4)
         return TokenLimits(context=context, input=context - floor)
 
-    async def fit(self, messages: list[dict[str, str]], parameters: Parameters, prefix: str = "") -> Fitted:
+    async def fit(
+        self, messages: list[dict[str, str]], parameters: Parameters, prefix: str = "", *, system: str | None = None
+    ) -> Fitted:
         """The request for ``messages`` (the chat, the newest message last) that fits the model.
 
         The system prompt and the newest message are always sent (:class:`InputTooLong`, in plain
         words, when they alone do not fit); then as many earlier messages as fit, newest first,
         leaving room for the answer. Counted only where a backend counts tokens; upstream
         servers apply their own ``truncate``. ``prefix``: an answer being continued, which is
-        sent whole too.
+        sent whole too. ``system``: the conversation's system prompt (else the model's preprompt).
         """
         counter, limits = self._counter, self.token_limits()
         if counter is None or limits is None:
-            return Fitted(build_request(self.config, messages, parameters, prefix), 0)
-        return await asyncio.to_thread(self._fit, counter, limits, messages, parameters, prefix)
+            return Fitted(build_request(self.config, messages, parameters, prefix, system=system), 0)
+        return await asyncio.to_thread(self._fit, counter, limits, messages, parameters, prefix, system)
 
     def _fit(
         self,
@@ -154,9 +162,11 @@ class ModelRuntime:
         messages: list[dict[str, str]],
         parameters: Parameters,
         prefix: str,
+        system: str | None,
     ) -> Fitted:
         def request(kept: int) -> GenerationRequest:
-            return build_request(self.config, messages[len(messages) - 1 - kept :], parameters, prefix)
+            kept_messages = messages[len(messages) - 1 - kept :]
+            return build_request(self.config, kept_messages, parameters, prefix, system=system)
 
         # A client's truncate wins: the backend keeps the prompt's last ``truncate`` tokens.
         cut = parameters.truncate or limits.context

@@ -30,7 +30,14 @@ Errors (the routes turn each into a 4xx or a 503)::
      ├── SchemaTooNew            the database was migrated by a newer h2ochat
      ├── ConversationGone        deleted while the request was under way
      ├── MessageIdTaken          another request stored a message with this id first
-     └── TooManyConversations    the session holds the most conversations allowed
+     ├── TooManyConversations    the session holds the most conversations allowed
+     └── TooManyMessages         the conversation holds the most messages allowed
+
+A conversation is a tree (:mod:`h2ochat.protocol.tree`): it is created with a
+system root message, whose text is its system prompt; every other message has
+a parent; ``position`` numbers the messages in the order they were created
+(parents first). The conversation remembers the leaf of the branch the person
+looks at (``active_id``), so every tab and device shows the same one.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 __all__ = [
+    "DELETE_SUBTREE",
+    "HAS_CHILDREN",
+    "SUBTREE",
     "ORPHANS",
     "SELECT_CONVERSATION",
     "SELECT_MESSAGE",
@@ -58,6 +68,7 @@ __all__ = [
     "StoreOptions",
     "StoreUnavailable",
     "TooManyConversations",
+    "TooManyMessages",
     "is_postgres",
     "like_pattern",
     "now",
@@ -106,12 +117,26 @@ class TooManyConversations(StoreError):
         self.limit = limit
 
 
+class TooManyMessages(StoreError):
+    """The conversation already holds the most messages a conversation may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This conversation already has {limit} messages, the most this server keeps in one conversation; "
+            "start a new conversation"
+        )
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class StoreOptions:
     pool_size: int = 10  # PostgreSQL connections per replica
     session_idle: float = 30 * 86400.0  # seconds after its last use a session expires, with its conversations
     lease: float = 15.0  # seconds without a heartbeat after which a replica's answers are marked interrupted
     orphan_ttl: float = 3600.0  # seconds a conversation that never got a message is kept (ORPHANS)
+    # Each model's preprompt by name: the migration to trees makes it the system root of the
+    # conversations that had none (a model no longer served gets an empty one).
+    preprompts: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -132,12 +157,15 @@ class Conversation:
     updated_at: str
     # Generation parameters the person chose for this conversation (temperature, max_new_tokens).
     settings: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    root_id: str = ""  # the system root message
+    active_id: str = ""  # the leaf of the branch the person last looked at
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Conversation:
-        """A row of ``SELECT_CONVERSATION``: its last column is the settings as JSON text."""
-        id_, session_id, model, title, created_at, updated_at, settings = row
-        return cls(id_, session_id, model, title, created_at, updated_at, json.loads(settings) if settings else {})
+        """A row of ``SELECT_CONVERSATION``: the settings come as JSON text."""
+        id_, session_id, model, title, created_at, updated_at, settings, root_id, active_id = row
+        decoded = json.loads(settings) if settings else {}
+        return cls(id_, session_id, model, title, created_at, updated_at, decoded, root_id, active_id)
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,8 @@ class MessageRow:
     created_at: str
     updated_at: str
     left_out: int  # an answer's: earlier messages that did not fit the model's context and were not sent
+    parent_id: str | None  # None for the system root
+    score: int  # an answer's vote: 1, -1 or 0
 
 
 StopListener = Callable[[str, str], object]
@@ -160,19 +190,34 @@ StopListener = Callable[[str, str], object]
 
 
 # The columns of the row types, in their order: the same SQL reads them on either database.
-SELECT_CONVERSATION = "SELECT id, session_id, model, title, created_at, updated_at, settings FROM conversations"
+SELECT_CONVERSATION = (
+    "SELECT id, session_id, model, title, created_at, updated_at, settings, root_id, active_id FROM conversations"
+)
 SELECT_MESSAGE = (
     "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
-    "created_at, updated_at, left_out FROM messages"
+    "created_at, updated_at, left_out, parent_id, score FROM messages"
 )
 
-# Conversations created and then left: no message and no new title since they were created (their
-# first message never came, e.g. a client that lost the creation's answer), and that long ago.
+# An answer with an answer or a question after it: ``messages`` is the outer row.
+HAS_CHILDREN = (
+    "EXISTS (SELECT 1 FROM messages AS c WHERE c.conversation_id = messages.conversation_id "
+    "AND c.parent_id = messages.id)"
+)
+# A message and its descendants (never the root), for ``WITH RECURSIVE``, and their deletion; ``{c}``
+# and ``{m}`` are the placeholders of the conversation's and the message's ids.
+SUBTREE = (
+    "doomed (id) AS (SELECT id FROM messages WHERE conversation_id = {c} AND id = {m} AND parent_id IS NOT NULL "
+    "UNION ALL SELECT m.id FROM messages AS m JOIN doomed ON m.parent_id = doomed.id WHERE m.conversation_id = {c})"
+)
+DELETE_SUBTREE = "DELETE FROM messages WHERE conversation_id = {c} AND id IN (SELECT id FROM doomed)"
+
+# Conversations created and then left: no message but the system root and no new title since they were
+# created (their first message never came, e.g. a client that lost the creation's answer), and that long ago.
 # ``{cutoff}`` is the database's expression for the oldest time kept. "updated_at = created_at" is
 # what a small partial index holds (conversations_untouched), so the sweep reads only those rows.
 ORPHANS = (
     "DELETE FROM conversations WHERE updated_at = created_at AND updated_at < {cutoff} AND title = 'New Chat' "
-    "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = conversations.id)"
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = conversations.id AND role <> 'system')"
 )
 
 
@@ -212,8 +257,9 @@ class Store(Protocol):
         ...
 
     # Conversations
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
-        """A new conversation's id (24 hex characters, like chat-ui's ObjectIds).
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
+        """A new conversation's id (24 hex characters, like chat-ui's ObjectIds), with its system root
+        message (a UUID) holding ``preprompt``, which is also its active branch.
 
         Raises :class:`TooManyConversations` if the session already has ``limit`` (0: no limit).
         """
@@ -246,30 +292,50 @@ class Store(Protocol):
 
     # Messages
     async def messages(self, conversation_id: str) -> list[MessageRow]:
-        """A conversation's messages in order (the caller has checked ownership)."""
+        """A conversation's messages, the whole tree, in the order they were created (the caller has
+        checked ownership)."""
         ...
 
     async def begin_exchange(
         self,
         conversation_id: str,
-        user_id: str,
-        inputs: str,
+        parent_id: str,
+        user: tuple[str, str] | None,
         answer_id: str,
-        replace_from: int | None,
         *,
         left_out: int = 0,
+        limit: int = 0,
     ) -> None:
-        """Store the user's message and an empty answer marked ``generating``, atomically.
+        """Store an exchange under ``parent_id`` and make its answer the active branch, atomically:
+        ``user`` (id, text) as the parent's child with an empty answer under it, or, without ``user``
+        (a regenerated answer), the empty answer as the parent's child. The answer is marked
+        ``generating``; ``left_out`` is the number of earlier messages its prompt could not hold.
 
-        ``replace_from`` (a retry) first removes the messages from that position on; ``left_out``
-        is the number of earlier messages that the answer's prompt could not hold. Raises
-        :class:`ConversationGone` or :class:`MessageIdTaken` when a concurrent request won.
+        Raises :class:`TooManyMessages` when the conversation would pass ``limit`` messages (0: no
+        limit), :class:`ConversationGone` or :class:`MessageIdTaken` when a concurrent request won.
         """
         ...
 
     async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
         """Mark a finished answer ``generating`` again, to be continued (``is_continue``); False when
-        it is not this conversation's last message or is being generated already."""
+        it has an answer after it (it is not a leaf) or is being generated already."""
+        ...
+
+    async def set_active(self, conversation_id: str, leaf_id: str) -> bool:
+        """Make the branch ending at ``leaf_id`` the one shown; False when it is no message there."""
+        ...
+
+    async def delete_message(self, conversation_id: str, message_id: str, active_id: str) -> int:
+        """Delete a message with all its descendants and make ``active_id`` the active leaf (chosen by
+        the caller, outside what is deleted); the number of messages deleted (0: no such message)."""
+        ...
+
+    async def set_preprompt(self, conversation_id: str, preprompt: str) -> None:
+        """Replace the system prompt (the root's text); answers begun from now on use it."""
+        ...
+
+    async def vote(self, conversation_id: str, message_id: str, score: int) -> bool:
+        """Record a person's vote (1, -1, or 0 to take it back) on an answer; False when no such answer."""
         ...
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:

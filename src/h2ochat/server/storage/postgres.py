@@ -31,15 +31,18 @@ import functools
 import json
 import logging
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 
 from h2ochat.server.storage import (
+    DELETE_SUBTREE,
     ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
+    SUBTREE,
     Conversation,
     ConversationGone,
     MessageIdTaken,
@@ -50,11 +53,13 @@ from h2ochat.server.storage import (
     StoreOptions,
     StoreUnavailable,
     TooManyConversations,
+    TooManyMessages,
     like_pattern,
     redact,
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_notify import StopChannel
+from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INSERT_MESSAGE, INTERRUPT, NOW, RESUME, clock
 
 __all__ = ["PostgresStore"]
 
@@ -63,44 +68,13 @@ log = logging.getLogger("h2ochat.server")
 FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 
 
-def _clock(seconds_ago: str | None = None) -> str:
-    """SQL for the database's time as stored (ISO 8601 text in UTC, as :func:`.now` writes it), or
-    ``seconds_ago`` (a placeholder, e.g. ``$2``) seconds before it. ``now()`` is the transaction's
-    start: one time for every row and column a transaction writes."""
-    moment = "now()" if seconds_ago is None else f"(now() - make_interval(secs => {seconds_ago}))"
-    return f"""to_char({moment} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
-
-
-_NOW = _clock()
-# The rate limit's entries are seconds since the epoch, taken when the bucket's lock is held.
-_EPOCH = "extract(epoch FROM clock_timestamp())::float8"
-_INTERRUPT = (
-    f"UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = {_NOW} "
-    "WHERE status = 'generating'"
-)
-_CHECKPOINT = (
-    f"UPDATE messages SET content = $1, generated_tokens = $2, updated_at = {_NOW} "
-    "WHERE conversation_id = $3 AND id = $4 AND status = 'generating'"
-)
-# An answer is continued only as the conversation's last message, and by one request at a time.
-_RESUME = (
-    "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, replica = $1, "
-    f"updated_at = {_NOW} WHERE conversation_id = $2 AND id = $3 AND role = 'assistant' "
-    "AND status <> 'generating' AND position = (SELECT max(position) FROM messages WHERE conversation_id = $2)"
-)
-_FINISH = (
-    "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "
-    f"generated_tokens = $5, updated_at = {_NOW} WHERE conversation_id = $6 AND id = $7"
-)
-
-
 class PostgresStore:
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:
         self.options = options
         self.replica = secrets.token_hex(8)  # this process: its answers and its lease carry this id
-        self._db = Connections(dsn, options.pool_size)
+        self._db = Connections(dsn, options.pool_size, options.preprompts)
         self._stops = StopChannel(dsn, self.replica, UNAVAILABLE)
         self._unsaved: dict[tuple[str, str], Callable[[], Awaitable[int]]] = {}
 
@@ -129,7 +103,7 @@ class PostgresStore:
         try:
             # Whatever this replica leaves generating is interrupted now, not when its lease runs out.
             async with self._db.pooled() as db:
-                await db.execute(f"{_INTERRUPT} AND replica = $1", self.replica)
+                await db.execute(f"{INTERRUPT} AND replica = $1", self.replica)
                 await db.execute("DELETE FROM replicas WHERE id = $1", self.replica)
         except StoreUnavailable:
             pass  # logged; the other replicas mark them when this one's lease runs out
@@ -140,7 +114,7 @@ class PostgresStore:
 
     async def _renew_lease(self, db: Any) -> None:
         await db.execute(
-            f"INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, {_NOW}, {_NOW}) "
+            f"INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, {NOW}, {NOW}) "
             "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
             self.replica,
         )
@@ -148,10 +122,10 @@ class PostgresStore:
     async def upkeep(self) -> None:
         async with self._db.own() as db:
             await self._renew_lease(db)
-            cutoff = _clock("$1")
+            cutoff = clock("$1")
             alive = f"SELECT id FROM replicas WHERE seen_at >= {cutoff}"
             # An answer checkpointed within the lease is alive, whatever its replica's lease says.
-            sweep = f"{_INTERRUPT} AND updated_at < {cutoff} AND (replica IS NULL OR replica NOT IN ({alive}))"
+            sweep = f"{INTERRUPT} AND updated_at < {cutoff} AND (replica IS NULL OR replica NOT IN ({alive}))"
             marked = rows(await db.execute(sweep, self.options.lease))
             if marked:
                 log.warning("%d answer(s) of a replica that stopped renewing its lease marked interrupted", marked)
@@ -163,7 +137,7 @@ class PostgresStore:
     async def _clean(self, db: Any) -> None:
         """Delete what has expired: replicas long gone, idle sessions with their conversations,
         conversations left without a message (:data:`ORPHANS`), old rate entries."""
-        ago = _clock("$1")  # $1 seconds ago
+        ago = clock("$1")  # $1 seconds ago
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
             await db.execute(
@@ -172,22 +146,22 @@ class PostgresStore:
             )
             await db.execute(f"DELETE FROM sessions WHERE seen_at < {ago}", self.options.session_idle)
             await db.execute(ORPHANS.format(cutoff=ago), self.options.orphan_ttl)
-            await db.execute(f"DELETE FROM rate_events WHERE at < {_EPOCH} - 60")
+            await db.execute(f"DELETE FROM rate_events WHERE at < {EPOCH} - 60")
 
     # Sessions -----------------------------------------------------------------------------
 
     async def new_session(self) -> str:
         session_id = secrets.token_urlsafe(32)
         await self._db.execute(
-            f"INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, {_NOW}, {_NOW}, {_NOW})",
+            f"INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, {NOW}, {NOW}, {NOW})",
             session_id,
         )
         return session_id
 
     async def session(self, session_id: str) -> Session | None:
         row = await self._db.one(
-            f"SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at < {_clock('$3')} "
-            f"FROM sessions WHERE id = $1 AND seen_at >= {_clock('$2')}",
+            f"SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at < {clock('$3')} "
+            f"FROM sessions WHERE id = $1 AND seen_at >= {clock('$2')}",
             session_id,
             self.options.session_idle,
             min(60.0, self.options.session_idle / 4),
@@ -195,13 +169,13 @@ class PostgresStore:
         if row is None:
             return None
         if row[4]:  # seen over a minute ago: a read mostly stays a read
-            await self._db.execute(f"UPDATE sessions SET seen_at = {_NOW} WHERE id = $1", session_id)
+            await self._db.execute(f"UPDATE sessions SET seen_at = {NOW} WHERE id = $1", session_id)
         return Session(row[0], row[1], row[2], row[3])
 
     async def renew_session(self, session_id: str) -> str:
         fresh = secrets.token_urlsafe(32)
         async with self._db.pooled() as db, db.transaction():
-            await db.execute(f"UPDATE sessions SET id = $1, seen_at = {_NOW} WHERE id = $2", fresh, session_id)
+            await db.execute(f"UPDATE sessions SET id = $1, seen_at = {NOW} WHERE id = $2", fresh, session_id)
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
@@ -210,7 +184,7 @@ class PostgresStore:
             f"""
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
                                   seen_at)
-            VALUES ($1, $2, $3, CASE WHEN $4 THEN {_NOW} END, {_NOW}, {_NOW}, {_NOW})
+            VALUES ($1, $2, $3, CASE WHEN $4 THEN {NOW} END, {NOW}, {NOW}, {NOW})
             ON CONFLICT (id) DO UPDATE SET
                 active_model = coalesce($2, sessions.active_model),
                 share_conversations = $3,
@@ -227,7 +201,7 @@ class PostgresStore:
             # The moment is the database's, read with the lock held: no later entry can be older.
             moment = float(
                 await db.fetchval(
-                    f"SELECT {_EPOCH} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked", bucket
+                    f"SELECT {EPOCH} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked", bucket
                 )
             )
             await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
@@ -239,8 +213,8 @@ class PostgresStore:
 
     # Conversations ------------------------------------------------------------------------
 
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
-        conversation_id = secrets.token_hex(12)
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
+        conversation_id, root_id = secrets.token_hex(12), str(uuid.uuid4())
         async with self._db.pooled() as db, db.transaction():
             if limit:
                 # The session's row is the lock: replicas creating for one session count in turn.
@@ -248,12 +222,13 @@ class PostgresStore:
                 count = await db.fetchval("SELECT count(*) FROM conversations WHERE session_id = $1", session_id)
                 if count >= limit:
                     raise TooManyConversations(limit)
+            # The conversation and its system root in one statement.
             await db.execute(
-                "INSERT INTO conversations (id, session_id, model, created_at, updated_at) "
-                f"VALUES ($1, $2, $3, {_NOW}, {_NOW})",
-                conversation_id,
-                session_id,
-                model,
+                "WITH c AS (INSERT INTO conversations (id, session_id, model, created_at, updated_at, root_id, "
+                f"active_id) VALUES ($1, $2, $3, {NOW}, {NOW}, $4, $4) RETURNING id, created_at) "
+                "INSERT INTO messages (conversation_id, id, position, role, content, created_at, updated_at) "
+                "SELECT id, $4, 0, 'system', $5, created_at, created_at FROM c",
+                *(conversation_id, session_id, model, root_id, preprompt),
             )
         return conversation_id
 
@@ -306,47 +281,40 @@ class PostgresStore:
     async def begin_exchange(
         self,
         conversation_id: str,
-        user_id: str,
-        inputs: str,
+        parent_id: str,
+        user: tuple[str, str] | None,
         answer_id: str,
-        replace_from: int | None,
         *,
         left_out: int = 0,
+        limit: int = 0,
     ) -> None:
         try:
             async with self._db.pooled() as db, db.transaction():
                 # The conversation's row is the lock: exchanges of one conversation take positions in turn.
-                stamp = await db.fetchval(f"SELECT {_NOW} FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
-                if stamp is None:
-                    raise ConversationGone("The conversation was deleted while the message was being sent")
-                if replace_from is not None:
-                    await db.execute(
-                        "DELETE FROM messages WHERE conversation_id = $1 AND position >= $2",
-                        conversation_id,
-                        replace_from,
-                    )
-                position = await db.fetchval(
-                    "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = $1", conversation_id
+                found = await db.fetchrow(
+                    f"SELECT {NOW}, (SELECT count(*) FROM messages WHERE conversation_id = $1), "
+                    "(SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = $1), "
+                    "EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND id = $2) "
+                    "FROM conversations WHERE id = $1 FOR UPDATE",
+                    conversation_id,
+                    parent_id,
                 )
-                await db.executemany(
-                    "INSERT INTO messages (conversation_id, id, position, role, content, status, replica, created_at, "
-                    "updated_at, left_out) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
-                    [
-                        (conversation_id, user_id, position, "user", inputs, "done", None, stamp, 0),
-                        (
-                            conversation_id,
-                            answer_id,
-                            position + 1,
-                            "assistant",
-                            "",
-                            "generating",
-                            self.replica,
-                            stamp,
-                            left_out,
-                        ),
-                    ],
-                )
-                await db.execute("UPDATE conversations SET updated_at = $1 WHERE id = $2", stamp, conversation_id)
+                if found is None or not found[3]:
+                    raise ConversationGone("The conversation or the message this one follows was deleted meanwhile")
+                stamp, count, position = found[0], found[1], found[2]
+                rows: list[tuple[Any, ...]] = [
+                    (answer_id, parent_id, position, "assistant", "", "generating", self.replica, left_out)
+                ]
+                if user is not None:
+                    rows = [
+                        (user[0], parent_id, position, "user", user[1], "done", None, 0),
+                        (answer_id, user[0], position + 1, "assistant", "", "generating", self.replica, left_out),
+                    ]
+                if limit and count + len(rows) > limit:
+                    raise TooManyMessages(limit)
+                await db.executemany(INSERT_MESSAGE, [(conversation_id, *row, stamp) for row in rows])
+                sql = "UPDATE conversations SET updated_at = $1, active_id = $2 WHERE id = $3"
+                await db.execute(sql, stamp, answer_id, conversation_id)
         except asyncpg.UniqueViolationError:
             raise MessageIdTaken(
                 "Another request stored a message with this options.id or response_id first; send new ids"
@@ -355,12 +323,36 @@ class PostgresStore:
             raise ConversationGone("The conversation was deleted while the message was being sent") from None
 
     async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
-        return await self._db.execute(_RESUME, self.replica, conversation_id, answer_id) > 0
+        return await self._db.execute(RESUME, self.replica, conversation_id, answer_id) > 0
+
+    async def set_active(self, conversation_id: str, leaf_id: str) -> bool:
+        sql = (
+            "UPDATE conversations SET active_id = $1 WHERE id = $2 "
+            "AND EXISTS (SELECT 1 FROM messages WHERE conversation_id = $2 AND id = $1)"
+        )
+        return await self._db.execute(sql, leaf_id, conversation_id) > 0
+
+    async def delete_message(self, conversation_id: str, message_id: str, active_id: str) -> int:
+        # One statement: the rows go and the active branch moves together, or neither.
+        sql = (
+            f"WITH RECURSIVE {SUBTREE}, deleted AS ({DELETE_SUBTREE} RETURNING 1), "
+            "moved AS (UPDATE conversations SET active_id = $3 WHERE id = $1 AND EXISTS (SELECT 1 FROM deleted)) "
+            "SELECT count(*) FROM deleted"
+        ).format(c="$1", m="$2")
+        return int((await self._db.one(sql, conversation_id, message_id, active_id))[0])
+
+    async def set_preprompt(self, conversation_id: str, preprompt: str) -> None:
+        sql = f"UPDATE messages SET content = $1, updated_at = {NOW} WHERE conversation_id = $2 AND parent_id IS NULL"
+        await self._db.execute(sql, preprompt, conversation_id)
+
+    async def vote(self, conversation_id: str, message_id: str, score: int) -> bool:
+        sql = "UPDATE messages SET score = $1 WHERE conversation_id = $2 AND id = $3 AND role = 'assistant'"
+        return await self._db.execute(sql, score, conversation_id, message_id) > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         # A checkpoint is best effort: the next one, or the final save, carries the text.
         with contextlib.suppress(StoreUnavailable):
-            await self._db.execute(_CHECKPOINT, content, generated_tokens, conversation_id, answer_id)
+            await self._db.execute(CHECKPOINT, content, generated_tokens, conversation_id, answer_id)
 
     async def finish_answer(
         self,
@@ -374,7 +366,7 @@ class PostgresStore:
     ) -> None:
         status = "interrupted" if interruption else "done"
         values = (content, status, finish_reason, interruption, generated_tokens, conversation_id, answer_id)
-        save = functools.partial(self._db.execute, _FINISH, *values)
+        save = functools.partial(self._db.execute, FINISH, *values)
         try:
             await save()
         except StoreUnavailable:

@@ -9,8 +9,9 @@ acquire and command timeouts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,9 +42,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 class Connections:
-    def __init__(self, dsn: str, pool_size: int) -> None:
+    def __init__(self, dsn: str, pool_size: int, preprompts: Mapping[str, str]) -> None:
         self.dsn = dsn
         self._pool_size = pool_size
+        self._preprompts = json.dumps(dict(preprompts))  # read by the migration to trees
         self._pool: Any = None
         self._own: Any = None
 
@@ -136,6 +138,8 @@ class Connections:
                 for name, script in MIGRATIONS:
                     if name not in applied:
                         async with db.transaction():
+                            # Migrations read the models' preprompts from a setting of their own transaction.
+                            await db.execute("SELECT set_config('h2ochat.preprompts', $1, true)", self._preprompts)
                             await db.execute(script)
                             await db.execute("INSERT INTO _migrations (name, applied_at) VALUES ($1, $2)", name, now())
                         log.info("database migration %s applied", name)

@@ -67,9 +67,32 @@ _UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at)
 # text, as on SQLite, so that both stores read the same.
 _SCHEMA_4 = "ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';"
 
+# Conversations become trees (protocol/tree.py), as on SQLite: each list a branch, every message the parent
+# of the next, under a new system root holding the model's preprompt (read from the migration's setting
+# h2ochat.preprompts). Positions move up by one in two steps: a non-deferrable UNIQUE is checked row by row.
+_TREES = """
+ALTER TABLE messages ADD COLUMN parent_id TEXT;
+ALTER TABLE messages ADD COLUMN score INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN root_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN active_id TEXT NOT NULL DEFAULT '';
+UPDATE messages SET position = -position - 1;
+UPDATE messages SET position = -position;
+UPDATE conversations SET root_id = gen_random_uuid()::text;
+INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, updated_at)
+    SELECT id, root_id, 0, 'system',
+           coalesce(current_setting('h2ochat.preprompts', true)::jsonb ->> model, ''), 'done', created_at, created_at
+    FROM conversations;
+UPDATE messages AS m SET parent_id = p.id FROM messages AS p
+    WHERE p.conversation_id = m.conversation_id AND p.position = m.position - 1 AND m.position > 0;
+UPDATE conversations SET active_id = (SELECT id FROM messages WHERE conversation_id = conversations.id
+                                      ORDER BY position DESC LIMIT 1);
+CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id);
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
     ("002_answers_left_out", _SCHEMA_2),
     ("003_untouched_conversations", _UNTOUCHED),
     ("004_conversation_settings", _SCHEMA_4),
+    ("005_conversation_trees", _TREES),
 ]

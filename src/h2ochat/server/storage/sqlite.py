@@ -18,14 +18,18 @@ import json
 import secrets
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from h2ochat.server.storage import (
+    DELETE_SUBTREE,
+    HAS_CHILDREN,
     ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
+    SUBTREE,
     Conversation,
     ConversationGone,
     MessageIdTaken,
@@ -34,6 +38,7 @@ from h2ochat.server.storage import (
     StopListener,
     StoreOptions,
     TooManyConversations,
+    TooManyMessages,
     like_pattern,
     now,
 )
@@ -41,11 +46,15 @@ from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 
 __all__ = ["SQLiteStore"]
 
-# An answer is continued only as the conversation's last message, and by one request at a time.
+# An answer is continued only while nothing follows it, and by one request at a time.
 _RESUME = (
     "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, updated_at = ? "
     "WHERE conversation_id = ? AND id = ? AND role = 'assistant' AND status <> 'generating' "
-    "AND position = (SELECT max(position) FROM messages WHERE conversation_id = ?)"
+    f"AND NOT {HAS_CHILDREN}"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (conversation_id, id, parent_id, position, role, content, status, created_at, updated_at, "
+    "left_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 T = TypeVar("T")
@@ -110,7 +119,7 @@ class SQLiteStore:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 5000")
-        migrate(db)
+        migrate(db, self.options.preprompts)
         with transaction(db):
             db.execute(
                 "UPDATE messages SET status = 'interrupted', interruption = 'server stopped', updated_at = ? "
@@ -208,8 +217,8 @@ class SQLiteStore:
 
     # Conversations ------------------------------------------------------------------------
 
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0) -> str:
-        conversation_id = secrets.token_hex(12)
+    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
+        conversation_id, root_id = secrets.token_hex(12), str(uuid.uuid4())
         stamp = now()
 
         def create(db: sqlite3.Connection) -> None:
@@ -221,9 +230,12 @@ class SQLiteStore:
                     if count >= limit:
                         raise TooManyConversations(limit)
                 db.execute(
-                    "INSERT INTO conversations (id, session_id, model, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                    (conversation_id, session_id, model, stamp, stamp),
+                    "INSERT INTO conversations (id, session_id, model, created_at, updated_at, root_id, active_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conversation_id, session_id, model, stamp, stamp, root_id, root_id),
                 )
+                row = (conversation_id, root_id, None, 0, "system", preprompt, "done", stamp, stamp, 0)
+                db.execute(_INSERT_MESSAGE, row)
 
         await self._call(create)
         return conversation_id
@@ -275,58 +287,76 @@ class SQLiteStore:
     async def begin_exchange(
         self,
         conversation_id: str,
-        user_id: str,
-        inputs: str,
+        parent_id: str,
+        user: tuple[str, str] | None,
         answer_id: str,
-        replace_from: int | None,
         *,
         left_out: int = 0,
+        limit: int = 0,
     ) -> None:
         stamp = now()
 
         def begin(db: sqlite3.Connection) -> None:
             with transaction(db):
-                if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone() is None:
-                    raise ConversationGone("The conversation was deleted while the message was being sent")
-                if replace_from is not None:
-                    db.execute(
-                        "DELETE FROM messages WHERE conversation_id = ? AND position >= ?",
-                        (conversation_id, replace_from),
-                    )
-                (position,) = db.execute(
-                    "SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = ?",
-                    (conversation_id,),
+                count, position, parent = db.execute(
+                    "SELECT count(*), coalesce(max(position) + 1, 0), sum(id = ?) FROM messages "
+                    "WHERE conversation_id = ?",
+                    (parent_id, conversation_id),
                 ).fetchone()
+                if not parent:  # the conversation, or the message this one follows, was deleted meanwhile
+                    raise ConversationGone("The conversation or the message this one follows was deleted meanwhile")
+                rows = [(conversation_id, answer_id, parent_id, position, "assistant", "", "generating", left_out)]
+                if user is not None:
+                    user_id, inputs = user
+                    rows = [
+                        (conversation_id, user_id, parent_id, position, "user", inputs, "done", 0),
+                        (conversation_id, answer_id, user_id, position + 1, "assistant", "", "generating", left_out),
+                    ]
+                if limit and count + len(rows) > limit:
+                    raise TooManyMessages(limit)
                 try:
-                    db.executemany(
-                        "INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, "
-                        "updated_at, left_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (conversation_id, user_id, position, "user", inputs, "done", stamp, stamp, 0),
-                            (
-                                conversation_id,
-                                answer_id,
-                                position + 1,
-                                "assistant",
-                                "",
-                                "generating",
-                                stamp,
-                                stamp,
-                                left_out,
-                            ),
-                        ],
-                    )
+                    db.executemany(_INSERT_MESSAGE, [(*row[:7], stamp, stamp, row[7]) for row in rows])
                 except sqlite3.IntegrityError:
                     raise MessageIdTaken(
                         "Another request stored a message with this options.id or response_id first; send new ids"
                     ) from None
-                db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id))
+                db.execute(
+                    "UPDATE conversations SET updated_at = ?, active_id = ? WHERE id = ?",
+                    (stamp, answer_id, conversation_id),
+                )
 
         await self._call(begin)
 
     async def resume_answer(self, conversation_id: str, answer_id: str) -> bool:
-        resumed = await self._execute(_RESUME, (now(), conversation_id, answer_id, conversation_id))
-        return resumed > 0
+        return await self._execute(_RESUME, (now(), conversation_id, answer_id)) > 0
+
+    async def set_active(self, conversation_id: str, leaf_id: str) -> bool:
+        sql = (
+            "UPDATE conversations SET active_id = ? WHERE id = ? "
+            "AND EXISTS (SELECT 1 FROM messages WHERE conversation_id = ? AND id = ?)"
+        )
+        return await self._execute(sql, (leaf_id, conversation_id, conversation_id, leaf_id)) > 0
+
+    async def delete_message(self, conversation_id: str, message_id: str, active_id: str) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            with transaction(db):
+                values = {"conversation": conversation_id, "message": message_id}
+                sql = f"WITH RECURSIVE {SUBTREE} {DELETE_SUBTREE}".format(c=":conversation", m=":message")
+                # Counted from RETURNING: sqlite3 reports no rowcount for a statement that starts with WITH.
+                deleted = len(db.execute(f"{sql} RETURNING id", values).fetchall())
+                if deleted:
+                    db.execute("UPDATE conversations SET active_id = ? WHERE id = ?", (active_id, conversation_id))
+                return deleted
+
+        return await self._call(delete)
+
+    async def set_preprompt(self, conversation_id: str, preprompt: str) -> None:
+        sql = "UPDATE messages SET content = ?, updated_at = ? WHERE conversation_id = ? AND parent_id IS NULL"
+        await self._execute(sql, (preprompt, now(), conversation_id))
+
+    async def vote(self, conversation_id: str, message_id: str, score: int) -> bool:
+        sql = "UPDATE messages SET score = ? WHERE conversation_id = ? AND id = ? AND role = 'assistant'"
+        return await self._execute(sql, (score, conversation_id, message_id)) > 0
 
     async def save_partial(self, conversation_id: str, answer_id: str, content: str, generated_tokens: int) -> None:
         await self._execute(

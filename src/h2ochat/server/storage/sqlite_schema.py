@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
@@ -13,8 +14,12 @@ from h2ochat.server.storage import SchemaTooNew, now
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
 
-def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
-    def migrate(db: sqlite3.Connection) -> None:
+Preprompts = Mapping[str, str]  # each served model's preprompt, by name
+Step = Callable[[sqlite3.Connection, Preprompts], None]
+
+
+def _statements(script: str) -> Step:
+    def migrate(db: sqlite3.Connection, _preprompts: Preprompts) -> None:
         # One statement at a time: executescript() would commit the migration's transaction.
         for statement in script.split(";"):
             if statement.strip():
@@ -82,12 +87,49 @@ _UNTOUCHED = "CREATE INDEX conversations_untouched ON conversations (updated_at)
 # The person's own generation settings for a conversation (temperature, max_new_tokens), as a JSON object.
 _SCHEMA_5 = "ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'"
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+# Conversations become trees (protocol/tree.py). Each list becomes a branch: every message the parent of
+# the next, under a new system root whose text is the model's preprompt (the system prompt those
+# conversations were answered with). Positions move up by one to make room for the root at 0, in two
+# steps: SQLite checks UNIQUE (conversation_id, position) row by row, and +1 in place would collide.
+TREES = """
+ALTER TABLE messages ADD COLUMN parent_id TEXT;
+ALTER TABLE messages ADD COLUMN score INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN root_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN active_id TEXT NOT NULL DEFAULT '';
+UPDATE messages SET position = -position - 1;
+UPDATE messages SET position = -position;
+INSERT INTO messages (conversation_id, id, position, role, content, status, created_at, updated_at)
+    SELECT id, root_id, 0, 'system', coalesce((SELECT text FROM _preprompts WHERE model = conversations.model), ''),
+           'done', created_at, created_at FROM conversations;
+UPDATE messages SET parent_id = (SELECT p.id FROM messages AS p WHERE p.conversation_id = messages.conversation_id
+                                 AND p.position = messages.position - 1) WHERE position > 0;
+UPDATE conversations SET active_id = (SELECT id FROM messages WHERE conversation_id = conversations.id
+                                      ORDER BY position DESC LIMIT 1);
+CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id);
+DROP TABLE _preprompts
+"""
+
+
+def _trees(db: sqlite3.Connection, preprompts: Preprompts) -> None:
+    # The ids SQL cannot make: a UUID for each root, like every other message id.
+    db.execute("CREATE TEMP TABLE _preprompts (model TEXT PRIMARY KEY, text TEXT NOT NULL)")
+    db.executemany("INSERT INTO _preprompts VALUES (?, ?)", list(preprompts.items()))
+    script = TREES.split(";")
+    for statement in script[:4]:  # the new columns first, to hold the roots' ids
+        db.execute(statement)
+    ids = [(str(uuid.uuid4()), conversation_id) for (conversation_id,) in db.execute("SELECT id FROM conversations")]
+    db.executemany("UPDATE conversations SET root_id = ? WHERE id = ?", ids)
+    for statement in script[4:]:
+        db.execute(statement)
+
+
+MIGRATIONS: list[tuple[str, Step]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
     ("003_answers_left_out", _statements(_SCHEMA_3)),
     ("004_untouched_conversations", _statements(_UNTOUCHED)),
     ("005_conversation_settings", _statements(_SCHEMA_5)),
+    ("006_conversation_trees", _trees),
 ]
 
 
@@ -108,7 +150,7 @@ def use_wal(db: sqlite3.Connection, tries: int = 50) -> None:
             time.sleep(0.1)
 
 
-def migrate(db: sqlite3.Connection) -> None:
+def migrate(db: sqlite3.Connection, preprompts: Preprompts) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     known = {name for name, _ in MIGRATIONS}
@@ -123,7 +165,7 @@ def migrate(db: sqlite3.Connection) -> None:
                 # Checked again under the write lock: another process opening the file may have applied it.
                 if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
                     continue
-                step(db)
+                step(db, preprompts)
                 db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", (name, now()))
 
 

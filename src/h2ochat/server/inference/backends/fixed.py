@@ -38,7 +38,11 @@ class FixedBackend:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GeneratedToken]:
         endpoint = self.endpoint
-        text = request.messages[-1]["content"] if endpoint.echo else endpoint.text
+        text = endpoint.text
+        if endpoint.echo:
+            text = request.messages[-1]["content"]
+        elif endpoint.echo_prompt:  # what reached the model: the system prompt and the branch, in order
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in request.messages)
         pieces = split_words(text)
         budget = request.parameters.max_new_tokens or len(pieces) + 1
         # "Tokens" are words here too, so that usage counts can be checked.
