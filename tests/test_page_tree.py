@@ -160,7 +160,7 @@ def test_deleting_a_message_removes_it_and_what_follows(tree_server: Served, vis
     dropped.get_by_role("button", name="Delete message").click()
     dialog.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("article")).to_have_count(2)
-    expect(page.get_by_role("article", name="You")).to_have_text("keep this")
+    expect(page.get_by_role("article", name="You").locator(".body")).to_have_text("keep this")
     expect(page.get_by_role("textbox", name="Message")).to_be_focused()
     assert [m["content"] for m in of_role(stored(page), "user")] == ["keep this"]
 
