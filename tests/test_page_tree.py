@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser import FIXED_MODELS, Served, fixed_toml, wait_answer
+from tests.test_page_a11y import serious
 
 DEFAULT_PROMPT = "You are the test model."
 
@@ -269,3 +270,25 @@ def test_export_json_holds_the_whole_tree_and_markdown_the_branch(tree_server: S
         page.get_by_role("button", name="Export Markdown").click()
     text = Path(download.value.path()).read_text(encoding="utf-8")
     assert "## You\n\nbeta" in text and "alpha" not in text  # the branch on screen only
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_nothing_serious_in_versions_the_editor_and_the_dialogs(
+    scheme: str, tree_server: Served, visit: Any
+) -> None:
+    page = visit(tree_server.url, color_scheme=scheme, reduced_motion="reduce").page
+    send(page, "versions")
+    page.get_by_role("button", name="Retry").click()
+    expect(version(wait_answer(page))).to_have_text("2/2")
+    page.get_by_role("button", name="Good answer").click()
+    found = serious(page, "versions and votes")
+    question = page.get_by_role("article", name="You")
+    question.get_by_role("button", name="Edit").click()
+    found += serious(page, "editing")
+    question.get_by_role("button", name="Cancel").click()
+    question.get_by_role("button", name="Delete message").click()
+    found += serious(page, "delete a message")
+    page.get_by_role("dialog", name="Delete this message?").get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="System prompt").click()
+    found += serious(page, "system prompt")
+    assert found == [], "\n".join(found)

@@ -321,10 +321,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
   if (isRetry && !ok && here() && !running.has(conversation.id)) {
     await openConversation(conversation.id); // what the server kept of a failed retry or edit
     if (failure) report(failure);
-  } else if (ok && (edited || !tree.rootId)) {
-    await adopt(conversation, tree, user, view);
-    if (here()) refreshChrome();
-  }
+  } else if (ok && (edited || !tree.rootId)) await adopt(conversation, tree, user, view);
   const first = () => views.find((v) => v.role === "user")?.text || "";
   const named = await sidebar.name(conversation, ok ? null : user.text, first);
   if (named && state.current?.id === conversation.id) showTitle(conversation.title);
@@ -339,6 +336,7 @@ async function adopt(conversation, tree, user, view) {
   Object.assign(tree, new Tree(data));
   const id = tree.get(view.id)?.parentId;
   if (id) user.id = user.article.dataset.id = id;
+  if (state.tree === tree) refreshChrome();
 }
 
 // A refusal or a lost connection before the answer began stored nothing: the message goes back in
@@ -355,10 +353,7 @@ function refused(user, view, error, views, tree, here) {
   view.remove();
   views.splice(views.indexOf(view), 1);
   tree.drop(user.id); // and its answer: neither is stored
-  if (error.lost) user.note("Not sent.", "info");
-  else user.note(error.message);
-  user.unsent = true;
-  user.article.classList.add("unsent");
+  user.markUnsent(error);
   if (here && !$("message").value) composer.setText(user.text);
 }
 

@@ -94,6 +94,13 @@ export class MessageView {
     return note;
   }
 
+  // Not stored: marked, with why ("Not sent." when the server was out of reach: its banner says so).
+  markUnsent(error) {
+    this.note(error.lost ? "Not sent." : error.message, error.lost ? "info" : "error");
+    this.unsent = true;
+    this.article.classList.add("unsent");
+  }
+
   // How the answer ended: a note when it is worth one, a Continue button after the token limit,
   // and Details, which shows the counts on demand.
   setEnding(meta, { last = false } = {}) {
