@@ -60,14 +60,14 @@ def test_text_fields_use_16_px_text(page_server: Served, visit: Any) -> None:
     sizes = page.evaluate(
         "[...document.querySelectorAll('textarea, input, select')].map((e) => getComputedStyle(e).fontSize)"
     )
-    assert len(sizes) == 6 and set(sizes) == {"16px"}  # message, search, rename, model, the two settings
+    assert len(sizes) == 7 and set(sizes) == {"16px"}  # message, search, rename, model, two settings, system prompt
 
 
 def test_the_top_bar_has_the_title_new_chat_and_more(page_server: Served, visit: Any) -> None:
     page = visit(page_server.url, width=PHONE, reduced_motion="reduce").page
     bar = page.locator("header.topbar")
     more = bar.get_by_role("button", name="More")
-    expect(more).to_be_disabled()  # nothing to export yet
+    expect(more).to_be_enabled()  # nothing to export yet, but the new chat's system prompt
     send(page, "top bar")
     wait_answer(page)
     conversation = page.url.rsplit("/", 1)[1]
@@ -104,7 +104,7 @@ def test_the_exports_are_in_the_more_menu(kind: str, page_server: Served, visit:
     menu = page.get_by_role("menu", name="More")
     expect(more).to_have_attribute("aria-expanded", "true")
     items = menu.get_by_role("menuitem")
-    expect(items).to_have_text(["Settings", "Export Markdown", "Export JSON"])
+    expect(items).to_have_text(["Settings", "System prompt", "Export Markdown", "Export JSON"])
     expect(items.first).to_be_focused()
     page.keyboard.press("ArrowUp")  # round to the last
     expect(items.last).to_be_focused()

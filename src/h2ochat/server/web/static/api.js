@@ -102,14 +102,31 @@ export function acceptSettings(model) {
   });
 }
 
-export async function createConversation(model) {
-  const body = await (await request("POST", "/conversation", { json: { model } })).json();
+// `preprompt`: the conversation's system prompt; null or undefined: the model's own.
+export async function createConversation(model, preprompt) {
+  const json = preprompt == null ? { model } : { model, preprompt };
+  const body = await (await request("POST", "/conversation", { json })).json();
   return body.conversationId;
 }
 
 export const rename = (id, title) => call("PATCH", `/conversation/${id}`, { json: { title } });
 export const saveSettings = (id, settings) => call("PATCH", `/conversation/${id}`, { json: { settings } });
 export const remove = (id) => call("DELETE", `/conversation/${id}`);
+export const savePreprompt = (id, preprompt) => call("PATCH", `/conversation/${id}`, { json: { preprompt } });
+
+// The tree (docs/protocol.md): each call answers with the leaf the active branch now ends at.
+const messagePath = (id, messageId) => `/conversation/${id}/message/${encodeURIComponent(messageId)}`;
+
+export async function setActive(id, messageId) {
+  const response = await request("PATCH", `/conversation/${id}`, { json: { activeMessageId: messageId } });
+  return (await response.json()).activeMessageId;
+}
+
+export async function removeMessage(id, messageId) {
+  return (await (await request("DELETE", messagePath(id, messageId))).json()).activeMessageId;
+}
+
+export const vote = (id, messageId, score) => call("POST", `${messagePath(id, messageId)}/vote`, { json: { score } });
 export const stopGenerating = (id) => call("POST", `/conversation/${id}/stop-generating`);
 
 export async function summarize(id) {

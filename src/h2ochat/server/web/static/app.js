@@ -1,25 +1,29 @@
 // The page: wires the modules together, keeps the address in step with the conversation shown,
-// and runs an exchange (send, stream, stop, retry, title), one at a time in each conversation.
+// and runs an exchange (send, stream, stop, retry, edit, title), one at a time in each conversation.
+// The conversation is a tree (tree.js); the page shows its active branch.
 
 import * as api from "./api.js";
+import { Branches } from "./branches.js";
 import { Composer } from "./composer.js";
 import { announce, initFrame, setExportable, showTitle } from "./frame.js";
 import { copyText } from "./markdown.js";
-import { sentence, streamedEnding, titleFrom } from "./endings.js";
+import { sentence, streamedEnding } from "./endings.js";
 import { Follower } from "./follow.js";
-import { MessageView, exportConversation, flash, leftOutNote } from "./messages.js";
+import { MessageView, exportConversation, leftOutNote } from "./messages.js";
 import { ModelPicker } from "./models.js";
 import { Offline } from "./offline.js";
+import { SystemPromptDialog } from "./prompt.js";
 import { Running } from "./running.js";
 import { SettingsDialog, withSettings } from "./settings.js";
-import { Sidebar } from "./sidebar.js";
+import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
+import { Tree } from "./tree.js";
 import { WelcomeGate } from "./welcome.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
-const state = { current: null, views: [], starting: false, loadToken: 0 };
-const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
+const state = { current: null, views: [], tree: new Tree(), starting: false, loadToken: 0 };
+const RESAMPLE = { do_sample: true, temperature: 0.7 };
 
 const composer = new Composer({
   form: $("composer"),
@@ -71,6 +75,30 @@ const settings = new SettingsDialog({
   limit: facts.maxNewTokens,
   current: () => state.current,
   defaults: (model) => picker.info(model)?.parameters,
+});
+
+const systemPrompt = new SystemPromptDialog({
+  buttons: [$("system-prompt-button"), $("more-prompt")],
+  dialog: $("prompt-dialog"),
+  current: () => state.current,
+  picker,
+});
+
+new Branches({
+  container: $("messages"),
+  confirm: $("confirm-message"),
+  page: {
+    current: () => state.current,
+    tree: () => state.tree,
+    views: () => state.views,
+    busy: () => running.has(state.current?.id) || state.starting,
+    reload: () => state.current && openConversation(state.current.id),
+    answer,
+    // A model that answers greedily would give the same text again: a retry samples instead.
+    retryParameters: () => (picker.info(state.current.model)?.parameters?.do_sample ? {} : RESAMPLE),
+    focusBox: () => composer.focus(),
+    report,
+  },
 });
 
 // Back after being away: what failed meanwhile is asked again.
@@ -151,13 +179,17 @@ async function openConversation(id) {
   showConversation(conversation, messages);
 }
 
+// The conversation's active branch (its tree from `messages`, every message of it).
 function showConversation(conversation, messages) {
   leaveScreen();
   state.current = conversation;
-  state.views = messages.map((message, index) => {
+  state.tree = new Tree({ ...conversation, messages });
+  if (!conversation) systemPrompt.reset(); // a new chat starts with the model's system prompt
+  const branch = state.tree.path();
+  state.views = branch.map((message, index) => {
     const view = new MessageView($("messages"), { id: message.id, role: message.role, content: message.content });
     if (message.leftOut) view.note(leftOutNote(message.leftOut), "info");
-    if (message.role === "assistant") view.setEnding(message, { last: index === messages.length - 1 });
+    if (message.role === "assistant") view.setEnding(message, { last: index === branch.length - 1 });
     return view;
   });
   shown();
@@ -169,6 +201,7 @@ function showRun(run) {
   leaveScreen();
   state.current = run.conversation;
   state.views = run.views;
+  state.tree = run.tree;
   $("messages").append(...run.views.map((view) => view.article));
   shown();
 }
@@ -196,7 +229,10 @@ function refreshChrome() {
   $("empty").hidden = !empty;
   settings.enable(state.current); // before the exports: More opens if either has something to do
   setExportable(state.current && !empty);
-  state.views.forEach((view, i) => view.setRetry(i === state.views.length - 1 && view.role === "assistant"));
+  state.views.forEach((view, i) => {
+    view.setRetry(i === state.views.length - 1 && view.role === "assistant");
+    view.setBranch(state.tree);
+  });
 }
 
 // An exchange -------------------------------------------------------------------------------------
@@ -211,8 +247,10 @@ async function send(text) {
     // such as the second click of a double-click on an example, must not make a second conversation.
     state.starting = true;
     try {
-      const id = await api.createConversation(picker.selected);
+      const preprompt = systemPrompt.take();
+      const id = await api.createConversation(picker.selected, preprompt);
       state.current = { id, title: NEW_CHAT, model: picker.selected, settings: {} };
+      state.current.preprompt = preprompt ?? picker.info(picker.selected)?.preprompt ?? "";
     } catch (error) {
       composer.setText(text);
       report(error);
@@ -225,29 +263,34 @@ async function send(text) {
     sidebar.refresh();
   }
   const user = new MessageView($("messages"), { id: api.uuid(), role: "user", content: text });
+  state.tree.add({ id: user.id, role: "user", content: text, parentId: state.tree.leaf });
   state.views.push(user);
   await answer(user);
 }
 
-// Streams an answer to `user`: a new one, a retry (`isRetry`, with `parameters`), or more of the
-// last answer (`continued`: its view, which grows). It goes on if the person opens another conversation.
-async function answer(user, { isRetry = false, parameters = {}, continued = null } = {}) {
+// Streams an answer to `user`: a new one, a retry (`isRetry`, with `parameters`), an edited question
+// (`edited`: the id of the one it replaces), or more of the last answer (`continued`: its view,
+// which grows). It goes on if the person opens another conversation.
+async function answer(user, { isRetry = false, parameters = {}, continued = null, edited = null } = {}) {
   const conversation = state.current;
-  const views = state.views;
+  const { views, tree } = state;
   const here = () => state.views === views; // this conversation is the one on screen
   const view = continued || new MessageView($("messages"), { id: api.uuid(), role: "assistant" });
   if (!continued) views.push(view);
+  if (!continued) tree.add({ id: view.id, role: "assistant", parentId: user.id });
   view.notes.querySelector(".ending")?.remove();
   refreshChrome();
   view.setStreaming(true);
   announce(""); // the last answer's "ready" is old news
   follower.jump(); // the person asked: show the answer coming, until they scroll away
   const run = running.start(conversation, views);
+  run.tree = tree;
   let ok = false;
+  let failure = null;
   const started = { at: new Date().toISOString(), before: continued?.meta };
   try {
     const result = await api.sendMessage(conversation.id, continued ? "" : user.text, {
-      messageId: continued ? view.id : user.id,
+      messageId: continued ? view.id : edited || user.id, // an edit names the question it replaces
       answerId: view.id,
       isRetry,
       isContinue: Boolean(continued),
@@ -267,19 +310,38 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
       view.note("Stopped before the answer began.", "info");
       if (here()) announce("Answer stopped");
     } else if (continued) view.note(error.message); // the answer stays as it was
-    else refused(user, view, error, views, here());
+    else if (isRetry) failure = error; // the server's tree says what is left: it is read again below
+    else refused(user, view, error, views, tree, here());
   } finally {
     view.setStreaming(false);
+    if (tree.get(view.id)) tree.get(view.id).content = view.text;
     running.end(run);
     if (here()) refreshChrome();
   }
-  await nameConversation(conversation, ok ? null : user.text, views);
+  if (isRetry && !ok && here() && !running.has(conversation.id)) {
+    await openConversation(conversation.id); // what the server kept of a failed retry or edit
+    if (failure) report(failure);
+  } else if (ok && (edited || !tree.rootId)) await adopt(conversation, tree, user, view);
+  const first = () => views.find((v) => v.role === "user")?.text || "";
+  const named = await sidebar.name(conversation, ok ? null : user.text, first);
+  if (named && state.current?.id === conversation.id) showTitle(conversation.title);
   sidebar.refresh();
+}
+
+// The tree as the server keeps it, for the ids the page could not know: the root of a chat begun
+// here (Export JSON names it), an edited question's (`user`, the parent of `view`, its answer).
+async function adopt(conversation, tree, user, view) {
+  const data = await api.conversation(conversation.id).catch(() => null);
+  if (!data || running.has(conversation.id)) return; // another answer began: its end adopts
+  Object.assign(tree, new Tree(data));
+  const id = tree.get(view.id)?.parentId;
+  if (id) user.id = user.article.dataset.id = id;
+  if (state.tree === tree) refreshChrome();
 }
 
 // A refusal or a lost connection before the answer began stored nothing: the message goes back in
 // the box (`here`: its conversation is on screen). The banner alone says that the server is away.
-function refused(user, view, error, views, here) {
+function refused(user, view, error, views, tree, here) {
   if (view.text) {
     view.note(`${sentence(error.message)} The text above is what arrived before that.`);
     return;
@@ -290,82 +352,19 @@ function refused(user, view, error, views, here) {
   }
   view.remove();
   views.splice(views.indexOf(view), 1);
-  if (error.lost) user.note("Not sent.", "info");
-  else user.note(error.message);
-  user.unsent = true;
-  user.article.classList.add("unsent");
+  tree.drop(user.id); // and its answer: neither is stored
+  user.markUnsent(error);
   if (here && !$("message").value) composer.setText(user.text);
-}
-
-// After the first answer the model writes a title; when there was no answer (`refusedText`, the
-// message that was refused) or the model cannot write one, the person's own words make it.
-async function nameConversation(conversation, refusedText, views) {
-  // A title the person gave it in the sidebar, even while the answer streamed, stays.
-  const listed = sidebar.titleOf(conversation.id);
-  if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return;
-  try {
-    if (refusedText == null) conversation.title = await api.summarize(conversation.id);
-    else {
-      const title = titleFrom(refusedText);
-      await api.rename(conversation.id, title);
-      conversation.title = title;
-    }
-  } catch (error) {
-    if (error.status === 404) return; // deleted meanwhile: nothing to name
-    const first = views.find((v) => v.role === "user")?.text || "";
-    if (refusedText == null) return nameConversation(conversation, first, views);
-    if (!error.lost) notice(`No title was made: ${error.message}`);
-    return;
-  }
-  sidebar.setTitle(conversation.id, conversation.title);
-  if (state.current?.id === conversation.id) showTitle(conversation.title);
 }
 
 function stop() {
   running.stop(state.current?.id);
 }
 
-function retry() {
-  const last = state.views[state.views.length - 1];
-  const user = state.views[state.views.length - 2];
-  if (running.has(state.current?.id) || !last || last.role !== "assistant" || !user || user.role !== "user") return;
-  last.remove();
-  state.views.pop();
-  // A model that answers greedily would give the same text again: a retry samples instead.
-  const greedy = !picker.info(state.current.model)?.parameters?.do_sample;
-  answer(user, { isRetry: true, parameters: greedy ? { do_sample: true, temperature: 0.7 } : {} });
-}
-
-function continueLast() {
-  const last = state.views[state.views.length - 1];
-  const user = state.views[state.views.length - 2];
-  if (running.has(state.current?.id) || !last || last.role !== "assistant") return;
-  answer(user, { continued: last });
-}
-
-$("messages").addEventListener("click", async (event) => {
-  const button = event.target.closest("button");
-  if (!button) return;
-  const article = button.closest("article");
-  if (button.classList.contains("copy-code")) {
-    const copied = await copyText(button.closest(".code-frame").querySelector("code").textContent);
-    flash(button, copied ? "Copied" : "Copy failed");
-  } else if (button.dataset.action === "copy") {
-    const view = state.views.find((v) => v.article === article);
-    flash(button, (await copyText(view ? view.text : "")) ? "Copied" : "Copy failed");
-  } else if (button.dataset.action === "retry") {
-    retry();
-  } else if (button.dataset.action === "continue") {
-    continueLast();
-  } else if (button.dataset.action === "details") {
-    state.views.find((v) => v.article === article)?.toggleDetails();
-  }
-});
-
 // Export, new chat, copy -------------------------------------------------------------------------
 
 function exportAs(kind) {
-  exportConversation(kind, state.current, state.views);
+  exportConversation(kind, state.current, state.views, state.tree);
 }
 
 function newChat() {

@@ -1,5 +1,6 @@
 // Messages on screen: one article per message ("You" or "Assistant"), the growing answer re-rendered
-// at most once per animation frame, and the notes (errors, interruptions) beside a message.
+// at most once per animation frame, the notes (errors, interruptions) beside a message, and the
+// tree's controls: versions (‹ 2/3 ›), Edit in place, votes and Delete (what they do: branches.js).
 
 import { detailsText, endingNote, sentence } from "./endings.js";
 import { MarkdownView } from "./markdown.js";
@@ -23,8 +24,15 @@ export class MessageView {
     this.actions = document.createElement("div");
     this.actions.className = "actions";
     this.actions.append(actionButton("Copy", "copy"));
+    // Shown once the message is known to be stored (setBranch): a refused one has nothing to edit or vote on.
+    this.stored = role === "user" ? [actionButton("Edit", "edit")] : [voteButton("Good", 1), voteButton("Bad", -1)];
+    this.tail = actionButton("Delete", "delete", "Delete message"); // Details and Retry go before it
+    this.stored.push(this.tail);
+    for (const button of this.stored) button.hidden = true;
+    this.actions.append(...this.stored);
+    this.versions = versionsControl();
     this.meta = null; // an answer's ending and counts, once known (endings.js)
-    this.article.append(who, this.body, this.notes, this.actions);
+    this.article.append(who, this.body, this.notes, this.versions, this.actions);
     container.append(this.article);
     this.markdown = role === "user" ? null : new MarkdownView(this.body);
     this.frame = 0;
@@ -86,6 +94,13 @@ export class MessageView {
     return note;
   }
 
+  // Not stored: marked, with why ("Not sent." when the server was out of reach: its banner says so).
+  markUnsent(error) {
+    this.note(error.lost ? "Not sent." : error.message, error.lost ? "info" : "error");
+    this.unsent = true;
+    this.article.classList.add("unsent");
+  }
+
   // How the answer ended: a note when it is worth one, a Continue button after the token limit,
   // and Details, which shows the counts on demand.
   setEnding(meta, { last = false } = {}) {
@@ -100,7 +115,7 @@ export class MessageView {
     if (!this.actions.querySelector('[data-action="details"]')) {
       const details = actionButton("Details", "details");
       details.setAttribute("aria-expanded", "false");
-      this.actions.append(details);
+      this.tail.before(details);
     }
     this.article.querySelector(".details")?.remove();
     this.actions.querySelector('[data-action="details"]').setAttribute("aria-expanded", "false");
@@ -121,8 +136,69 @@ export class MessageView {
 
   setRetry(on) {
     const existing = this.actions.querySelector('[data-action="retry"]');
-    if (on && !existing) this.actions.append(actionButton("Retry", "retry"));
+    if (on && !existing) this.tail.before(actionButton("Retry", "retry"));
     if (!on && existing) existing.remove();
+  }
+
+  // The tree's controls, as `tree` (tree.js) has this message: versions, Edit or the votes, Delete.
+  setBranch(tree) {
+    const node = this.unsent ? null : tree.get(this.id);
+    for (const button of this.stored) button.hidden = !node;
+    if (node && this.role === "assistant") this.setVote(node.score);
+    const version = node ? tree.version(this.id) : null;
+    this.versions.hidden = !version || version.count < 2;
+    if (this.versions.hidden) return;
+    const [previous, count, next] = this.versions.children;
+    count.textContent = `${version.index}/${version.count}`;
+    previous.disabled = version.index === 1;
+    next.disabled = version.index === version.count;
+  }
+
+  setVote(score) {
+    for (const button of this.actions.querySelectorAll('[data-action="vote"]')) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.score) === score));
+    }
+  }
+
+  // The message's text in a box in place of it, with "Save and send" (a form: its submit says so) and Cancel.
+  startEdit() {
+    if (this.editor) return this.editor.querySelector("textarea").focus();
+    this.editor = document.createElement("form");
+    this.editor.className = "editor";
+    const box = document.createElement("textarea");
+    box.setAttribute("aria-label", "Edit message");
+    box.rows = Math.min(10, this.text.split("\n").length + 1);
+    box.value = this.text;
+    box.addEventListener("keydown", (event) => {
+      if (event.isComposing) return;
+      if (event.key === "Escape") {
+        event.preventDefault(); // this box's Escape, not the page's
+        this.endEdit(true);
+      } else if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault(); // as in the message box: Enter sends, Shift+Enter adds a line
+        this.editor.requestSubmit();
+      }
+    });
+    const save = actionButton("Save and send", "save-edit");
+    save.type = "submit";
+    save.className = "primary small";
+    const buttons = document.createElement("div");
+    buttons.className = "editor-buttons";
+    buttons.append(actionButton("Cancel", "cancel-edit"), save);
+    this.editor.append(box, buttons);
+    this.body.hidden = this.actions.hidden = true;
+    this.versions.classList.add("editing");
+    this.body.after(this.editor);
+    box.focus();
+  }
+
+  // `refocus`: back to Edit, for a keyboard that cancelled.
+  endEdit(refocus = false) {
+    this.editor?.remove();
+    this.editor = null;
+    this.body.hidden = this.actions.hidden = false;
+    this.versions.classList.remove("editing");
+    if (refocus) this.actions.querySelector('[data-action="edit"]')?.focus();
   }
 
   remove() {
@@ -133,13 +209,37 @@ export class MessageView {
   }
 }
 
-function actionButton(label, action) {
+// `name`: the accessible name, where the visible label says less (it begins with the label).
+function actionButton(label, action, name) {
   const b = document.createElement("button");
   b.type = "button";
   b.className = "ghost small";
   b.dataset.action = action;
   b.textContent = label;
+  if (name) b.setAttribute("aria-label", name);
   return b;
+}
+
+function voteButton(label, score) {
+  const b = actionButton(label, "vote", `${label} answer`);
+  b.dataset.score = String(score);
+  b.setAttribute("aria-pressed", "false");
+  return b;
+}
+
+// ‹ 2/3 ›: the versions of a message (its siblings in the tree), shown where it has more than one.
+function versionsControl() {
+  const group = document.createElement("div");
+  group.className = "versions";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", "Versions");
+  const count = document.createElement("span");
+  count.className = "version-count";
+  group.append(actionButton("‹", "version", "Previous version"), count, actionButton("›", "version", "Next version"));
+  group.firstChild.dataset.step = "-1";
+  group.lastChild.dataset.step = "1";
+  group.hidden = true;
+  return group;
 }
 
 // Why the model did not see the start of a long chat: the server sent only what fits its context.
@@ -155,8 +255,9 @@ export function exportMarkdown(conversation, messages) {
   return lines.join("\n");
 }
 
-export function exportJSON(conversation, messages) {
-  const out = { ...conversation, messages: messages.map((m) => ({ id: m.id, role: m.role, content: m.text })) };
+// The whole tree (tree.js), every version of every message, and the branch last looked at.
+export function exportJSON(conversation, tree) {
+  const out = { ...conversation, rootMessageId: tree.rootId, activeMessageId: tree.leaf, messages: tree.toJSON() };
   return JSON.stringify(out, null, 2);
 }
 
@@ -171,13 +272,13 @@ export function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-// The conversation as a file, Markdown (`kind` "md") or JSON, named by its title; messages that were
-// not sent are left out.
-export function exportConversation(kind, conversation, views) {
+// The conversation as a file, named by its title: Markdown (`kind` "md"), the branch on screen
+// (`views`), or JSON, the whole `tree`. Messages that were not sent are left out of both.
+export function exportConversation(kind, conversation, views, tree) {
   const sent = views.filter((view) => !view.unsent);
   const safe = conversation.title.replace(/[^\w. -]+/g, "_").slice(0, 60) || "conversation";
   if (kind === "md") download(`${safe}.md`, "text/markdown", exportMarkdown(conversation, sent));
-  else download(`${safe}.json`, "application/json", exportJSON(conversation, sent));
+  else download(`${safe}.json`, "application/json", exportJSON(conversation, tree));
 }
 
 // A button says for a moment what it did ("Copied").

@@ -2,6 +2,9 @@
 // those with an answer being written; on narrow screens a drawer that folds away behind a menu button.
 
 import * as api from "./api.js";
+import { titleFrom } from "./endings.js";
+
+export const NEW_CHAT = "New Chat"; // the server's title for a conversation nobody has named yet
 
 const DAY = 24 * 60 * 60 * 1000;
 const NARROW = window.matchMedia("(max-width: 768px)"); // where the sidebar is a drawer (app.css)
@@ -115,6 +118,30 @@ export class Sidebar {
     if (item) item.title = title;
     const link = this.list.querySelector(`a[data-id="${CSS.escape(id)}"]`);
     if (link) link.textContent = title;
+  }
+
+  // After the first answer the model writes a title; when there was no answer (`refusedText`, the
+  // message that was refused) or the model cannot write one, the person's own words (`first()`) make
+  // it. True once `conversation.title` is the new one.
+  async name(conversation, refusedText, first) {
+    // A title the person gave it here, even while the answer streamed, stays.
+    const listed = this.titleOf(conversation.id);
+    if (conversation.title !== NEW_CHAT || (listed && listed !== NEW_CHAT)) return false;
+    try {
+      if (refusedText == null) conversation.title = await api.summarize(conversation.id);
+      else {
+        const title = titleFrom(refusedText);
+        await api.rename(conversation.id, title);
+        conversation.title = title;
+      }
+    } catch (error) {
+      if (error.status === 404) return false; // deleted meanwhile: nothing to name
+      if (refusedText == null) return this.name(conversation, first(), first);
+      if (!error.lost) this.onError(new api.ChatError(`No title was made: ${error.message}`));
+      return false;
+    }
+    this.setTitle(conversation.id, conversation.title);
+    return true;
   }
 
   draw() {
