@@ -224,6 +224,12 @@ ORPHANS = (
 class Store(Protocol):
     """The server's database."""
 
+    @property
+    def statements(self) -> int:
+        """Statements sent to the database since the store opened (BEGIN and COMMIT included; a batch
+        sent in one round trip counts once): the benchmark reports them per conversation."""
+        ...
+
     async def close(self) -> None: ...
 
     async def upkeep(self) -> None:

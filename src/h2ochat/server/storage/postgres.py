@@ -96,6 +96,10 @@ class PostgresStore:
         store._stops.start()
         return store
 
+    @property
+    def statements(self) -> int:
+        return self._db.statements
+
     async def close(self) -> None:
         await self._stops.close()
         if self._db.closed:

@@ -71,6 +71,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ochat-db")
         self._db: sqlite3.Connection | None = None
         self._stop_listeners: list[StopListener] = []
+        self.statements = 0
 
     @classmethod
     async def open(cls, path: str, options: StoreOptions | None = None) -> SQLiteStore:
@@ -110,9 +111,13 @@ class SQLiteStore:
     async def _all(self, sql: str, parameters: Row) -> list[Row]:
         return await self._call(lambda db: db.execute(sql, parameters).fetchall())
 
+    def _traced(self, _statement: str) -> None:
+        self.statements += 1  # on the database thread, the only one that runs statements
+
     def _open(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
+        db.set_trace_callback(self._traced)
         use_wal(db)
         # NORMAL in WAL mode survives a killed process (only a power cut may lose
         # the last commits), at a fraction of the cost of FULL.
