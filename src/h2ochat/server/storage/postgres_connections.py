@@ -123,6 +123,11 @@ class Connections:
         async with self.pooled() as db:
             return rows(await db.execute(sql, *args))
 
+    async def value(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row."""
+        async with self.pooled() as db:
+            return await db.fetchval(sql, *args)
+
     async def one(self, sql: str, *args: Any) -> Any:
         async with self.pooled() as db:
             return await db.fetchrow(sql, *args)

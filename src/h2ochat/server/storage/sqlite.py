@@ -29,6 +29,7 @@ from h2ochat.server.storage import (
     ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
+    SELECT_TREE,
     SUBTREE,
     Conversation,
     ConversationGone,
@@ -41,6 +42,7 @@ from h2ochat.server.storage import (
     TooManyMessages,
     like_pattern,
     now,
+    tree_of,
 )
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 
@@ -249,6 +251,11 @@ class SQLiteStore:
         row = await self._one(f"{SELECT_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
         return None if row is None else Conversation.from_row(row)
 
+    async def conversation_with_messages(
+        self, conversation_id: str, session_id: str
+    ) -> tuple[Conversation, list[MessageRow]] | None:
+        return tree_of(await self._all(SELECT_TREE.format(c="?", s="?"), (conversation_id, session_id)))
+
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._all(f"{SELECT_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
         return [Conversation.from_row(row) for row in rows]
@@ -263,9 +270,12 @@ class SQLiteStore:
         )
         return [Conversation.from_row(row) for row in rows]
 
-    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
         sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
-        return await self._execute(sql, (conversation_id, session_id)) > 0
+        deleted = await self._execute(sql, (conversation_id, session_id)) > 0
+        if deleted and stop:
+            await self.request_stop(conversation_id, stop)
+        return deleted
 
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
