@@ -104,6 +104,11 @@ async def test_settings_are_kept_and_the_settings_step_moves_the_session_to_a_fr
     assert session.ethics_accepted_at is not None
     assert [c.id for c in await store.conversations(fresh)] == [conversation]
     assert await store.conversations(old) == []
+    # A visitor without a session: the settings step issues one holding its settings.
+    issued = await store.save_settings("", "m", False, True)
+    assert len(issued) >= 43 and issued not in (old, fresh)
+    found = await store.session(issued)
+    assert found is not None and found.active_model == "m" and found.ethics_accepted_at is not None
 
 
 async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:

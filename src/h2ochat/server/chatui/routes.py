@@ -110,7 +110,8 @@ async def settings(request: web.Request) -> web.StreamResponse:
     accepted = _truthy(form.get("ethicsModalAccepted"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
     store = request.app[STORE]
-    await store.save_settings(request[SESSION], model, share, accepted)
+    # Without a session, the settings step issues one with the settings in one statement (app.sessions).
+    request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted)
     found = request.get(SESSION_FOUND)
     if accepted and found is not None and found.ethics_accepted_at is None:
         # Accepting the welcome gate moves the session to a fresh id, so that one planted in the browser

@@ -270,7 +270,10 @@ class Store(Protocol):
         """Move a session, with its conversations, to a fresh id (the settings step), and return that id."""
         ...
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None: ...
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        """Save a session's settings and return its id; without one (``""``), issue a session that holds
+        them, as :meth:`new_session` would, in the same statement (the settings step of a new visitor)."""
+        ...
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         """Count one event in ``bucket`` if fewer than ``per_minute`` happened in the last 60 s.

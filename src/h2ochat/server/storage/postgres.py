@@ -185,7 +185,8 @@ class PostgresStore:
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         await self._db.execute(
             f"""
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
@@ -200,6 +201,7 @@ class PostgresStore:
             """,
             *(session_id, active_model, share, accepted),
         )
+        return session_id
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         # One round trip: the function (postgres_schema) locks the bucket, then counts and inserts.

@@ -184,7 +184,8 @@ class SQLiteStore:
         await self._call(move)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         stamp = now()
         await self._execute(
             """
@@ -206,6 +207,7 @@ class SQLiteStore:
                 "stamp": stamp,
             },
         )
+        return session_id
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         def count(db: sqlite3.Connection) -> float:
