@@ -5,7 +5,8 @@ What SQLite gets from being one process, PostgreSQL gets from the database:
 - statements that must hold together lock what they count or extend (the
   conversation row before positions are taken, the session row before its
   conversations are counted, an advisory lock per rate-limit bucket), so two
-  replicas cannot both take the last place;
+  replicas cannot both take the last place; those steps are PL/pgSQL functions
+  (:mod:`.postgres_schema`), so that each is one round trip and counts once the lock is held;
 - migrations run under an advisory lock, so replicas starting together apply
   each one once;
 - a stop request is a ``NOTIFY`` that every replica ``LISTEN``\\s to on a
