@@ -9,16 +9,19 @@ like SQLite's ``synchronous = NORMAL`` a trade of durability for speed that a
 benchmark of the server, not the disk, wants.
 
 Figures: conversations per second on SQLite (one process), PostgreSQL with one
-replica and with two, as ratios to SQLite measured in the same run; then a
-thousand streams open at once over two replicas, which must all complete.
+replica and with two, as ratios to SQLite measured in the same run; the
+statements each conversation sends to the database, counted by the store of a
+server run in this process, one conversation at a time; then a thousand streams
+open at once over two replicas, which must all complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,19 +31,33 @@ from tests.pgcluster import Cluster, binaries
 from tests.replicas import FIXED_MODEL, replicas, write_config
 
 from bench.common import Section, Target, raise_fd_limit
+from h2ochat.server.app import start_server
+from h2ochat.server.config import load_config
+from h2ochat.server.edge.http import STORE
 
 __all__ = ["run"]
 
 ANSWER = " ".join(f"word{n}" for n in range(32))
 SLOW = 0.03  # seconds between tokens in the thousand-streams case: about 1 s per answer, all open together
+COUNTED = 20  # conversations whose statements are counted, one at a time
+STEPS = ("POST /settings", "POST /conversation", "POST /conversation/<id>", "DELETE /conversation/<id>")
+SETTLE = 0.05  # seconds after a response: an answer's final save is sent after its last byte
 
 
-def run(*, conversations: int = 400, concurrency: int = 32, streams: int = 1000, repeats: int = 3) -> Section:
+def run(
+    *, conversations: int = 400, concurrency: int = 32, streams: int = 1000, repeats: int = 3, counted: int = COUNTED
+) -> Section:
     section = Section(
         "replicas",
         "6. Replicas: conversations per second through the whole protocol, SQLite and PostgreSQL",
         "x SQLite",
-        parameters={"conversations": conversations, "concurrency": concurrency, "streams": streams, "repeats": repeats},
+        parameters={
+            "conversations": conversations,
+            "concurrency": concurrency,
+            "streams": streams,
+            "repeats": repeats,
+            "counted": counted,
+        },
     )
     raise_fd_limit(streams * 3 + 1024)  # the replicas inherit it
     with tempfile.TemporaryDirectory(prefix="h2ochat-bench-") as scratch, _cluster() as cluster:
@@ -61,6 +78,10 @@ def run(*, conversations: int = 400, concurrency: int = 32, streams: int = 1000,
         for name, samples in rates.items():
             section.add(case, name, samples, "conv/s")
         section.against(case, "SQLite, 1 server", higher_is_better=True)
+        for name, db, _ in setups[:2]:
+            url = cluster.create_database() if cluster is not None and db == "pg" else str(work / "counted.db")
+            config = write_config(work / f"counted-{db}.toml", url, **_settings())
+            _add_statements(section, name, asyncio.run(_count_statements(config, counted)))
         if cluster is None:
             section.notes.append("PostgreSQL is not installed here (apt-get install -y postgresql): SQLite only.")
             return section
@@ -106,11 +127,54 @@ def _cluster() -> Iterator[Cluster | None]:
         cluster.destroy()
 
 
-class _Protocol:
-    """One client session per conversation (its own cookie), each request to the next replica."""
+async def _count_statements(config: Path, count: int) -> list[dict[str, int]]:
+    """The statements of each step of ``count`` conversations, one at a time, as the store of a
+    server in this process counts them (the replicas are processes of their own)."""
+    counts: list[dict[str, int]] = []
+    async with (
+        start_server(load_config(config)) as server,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        for index in range(count):
+            steps = _Steps(server.app[STORE])
+            await _Protocol(http, [server.url], steps).conversation(index)
+            counts.append(steps.counts)
+    return counts
 
-    def __init__(self, http: aiohttp.ClientSession, urls: list[str]) -> None:
-        self.http, self.urls, self.turn, self.cookie = http, urls, 0, ""
+
+class _Steps:
+    """The statements of each step of one conversation, read from the store after each response."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.before, self.counts = store, store.statements, {}
+
+    async def __call__(self, name: str) -> None:
+        await asyncio.sleep(SETTLE)
+        total = self.store.statements
+        self.counts[name], self.before = total - self.before, total
+
+
+def _add_statements(section: Section, name: str, counts: list[dict[str, int]]) -> None:
+    """Medians: the store's upkeep, every few seconds, adds its statements to one step now and then."""
+    section.add(
+        "database statements per conversation, one at a time", name, [sum(c.values()) for c in counts], "statements"
+    )
+    for step in STEPS:
+        section.add(f"database statements per {step}", name, [c[step] for c in counts], "statements")
+    per_step = ", ".join(f"{step} {statistics.median(c[step] for c in counts):g}" for step in STEPS)
+    section.notes.append(f"{name}: database statements per request (median of {len(counts)}): {per_step}.")
+
+
+class _Protocol:
+    """One client session per conversation (its own cookie), each request to the next replica; ``step``,
+    when given, is awaited after each response, with the request's name."""
+
+    def __init__(self, http: aiohttp.ClientSession, urls: list[str], step: Callable[[str], Any] | None = None) -> None:
+        self.http, self.urls, self.turn, self.cookie, self.step = http, urls, 0, "", step
+
+    async def _done(self, name: str) -> None:
+        if self.step is not None:
+            await self.step(name)
 
     def _next(self) -> tuple[str, dict[str, str]]:
         """The next replica, and the headers a page of the service would send it: a same-origin
@@ -126,18 +190,22 @@ class _Protocol:
         async with self.http.post(f"{url}/settings", data=settings, headers=headers) as response:
             response.raise_for_status()
             self.cookie = response.headers["Set-Cookie"].split(";")[0]
+        await self._done(STEPS[0])
         url, headers = self._next()
         async with self.http.post(f"{url}/conversation", json={"model": FIXED_MODEL}, headers=headers) as r:
             r.raise_for_status()
             conversation = (await r.json())["conversationId"]
+        await self._done(STEPS[1])
         body = {"inputs": "Hi", "parameters": {}, "options": {"id": _uuid(), "response_id": _uuid(), "is_retry": False}}
         url, headers = self._next()
         async with self.http.post(f"{url}/conversation/{conversation}", json=body, headers=headers) as r:
             r.raise_for_status()
             stream = await r.read()
+        await self._done(STEPS[2])
         url, headers = self._next()
         async with self.http.delete(f"{url}/conversation/{conversation}", headers=headers) as r:
             r.raise_for_status()
+        await self._done(STEPS[3])
         return stream.decode()
 
 

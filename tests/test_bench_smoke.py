@@ -47,9 +47,11 @@ def test_concurrency_runs_against_the_h2ochat_server() -> None:
 def test_replicas_runs_on_sqlite_and_postgresql(pg_cluster: object) -> None:
     if pg_cluster is None:
         pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql); CI runs this")
-    section = check(replicas.run(conversations=4, concurrency=2, streams=10, repeats=1))
+    section = check(replicas.run(conversations=4, concurrency=2, streams=10, repeats=1, counted=2))
     assert section.row("10 streams at once, 2 replicas", "completed").stats.median == 10
     assert {row.name for row in section.rows} >= {"SQLite, 1 server", "PostgreSQL, 2 replicas"}
+    for name in ("SQLite, 1 server", "PostgreSQL, 1 replica"):  # counted, each step sending some
+        assert section.row("database statements per POST /conversation/<id>", name).stats.median >= 1
 
 
 def test_page_runs_in_chromium() -> None:

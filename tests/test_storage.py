@@ -104,6 +104,11 @@ async def test_settings_are_kept_and_the_settings_step_moves_the_session_to_a_fr
     assert session.ethics_accepted_at is not None
     assert [c.id for c in await store.conversations(fresh)] == [conversation]
     assert await store.conversations(old) == []
+    # A visitor without a session: the settings step issues one holding its settings.
+    issued = await store.save_settings("", "m", False, True)
+    assert len(issued) >= 43 and issued not in (old, fresh)
+    found = await store.session(issued)
+    assert found is not None and found.active_model == "m" and found.ethics_accepted_at is not None
 
 
 async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:
@@ -118,6 +123,18 @@ async def test_idle_sessions_expire_with_their_conversations(db: str) -> None:
         assert await store.messages(conversation) == []
         assert await store.conversation(conversation, idle) is None
         assert await store.session(busy) is not None
+
+
+async def test_a_session_in_use_stays_alive(db: str) -> None:
+    """A lookup more than a quarter of ``session_idle`` after the last use counts as a use."""
+    async with opened(db, session_idle=4.0) as store:
+        session = await store.new_session()
+        await asyncio.sleep(2.5)
+        assert await store.session(session) is not None  # used again, 2.5 s after it was issued…
+        await asyncio.sleep(2.5)
+        assert await store.session(session) is not None  # …so alive 5 s after, 2.5 s after its last use
+        await asyncio.sleep(4.1)
+        assert await store.session(session) is None
 
 
 # Conversations ----------------------------------------------------------------------------------
@@ -147,6 +164,12 @@ async def test_a_conversation_belongs_to_its_session_only(store: Store) -> None:
     second = await store.create_conversation(mine, "m")
     assert len(first) == 24 and int(first, 16) >= 0
     assert await store.conversation(first, theirs) is None
+    assert await store.conversation_with_messages(first, theirs) is None
+    await exchange(store, second, 0)
+    assert await store.conversation_with_messages(second, mine) == (
+        await store.conversation(second, mine),
+        await store.messages(second),
+    )
     assert not await store.rename_conversation(first, theirs, "stolen")
     assert not await store.delete_conversation(first, theirs)
     assert await store.conversations(theirs) == []
@@ -262,6 +285,45 @@ async def test_votes_the_system_prompt_and_the_message_cap(store: Store) -> None
         await store.begin_exchange(conversation, "a0", ("u1", "more"), "a1", limit=4)
     await store.begin_exchange(conversation, "u0", None, "a0-again", limit=4)
     assert len(await store.messages(conversation)) == 4
+
+
+async def test_the_message_cap_is_exact_under_concurrent_exchanges_on_two_replicas(db: str) -> None:
+    """Exchanges sent together to one conversation from two replicas each take positions and a place
+    under the cap in turn: none is lost to a count read before the lock was held (a clash on a position
+    would come back as MessageIdTaken)."""
+    async with opened(db) as one, opened(db) as other:
+        session = await one.new_session()
+        conversation = await one.create_conversation(session, "m")
+        root = (await one.messages(conversation))[0].id
+        tries = [
+            (one if i % 2 else other).begin_exchange(conversation, root, (f"u{i}", "hi"), f"a{i}", limit=13)
+            for i in range(10)
+        ]
+        results = await asyncio.gather(*tries, return_exceptions=True)
+        rows = await other.messages(conversation)
+    assert sorted(type(r).__name__ for r in results) == ["NoneType"] * 6 + ["TooManyMessages"] * 4
+    assert len(rows) == 13 and [row.position for row in rows] == list(range(13))
+
+
+async def test_deleting_a_conversation_can_stop_its_generations_on_every_replica(db: str) -> None:
+    async with opened(db) as one, opened(db) as other:
+        heard: list[tuple[str, str]] = []
+        one.on_stop(lambda c, r: heard.append((c, r)))
+        other.on_stop(lambda c, r: heard.append((c, r)))
+        if isinstance(one, PostgresStore):
+            await asyncio.wait_for(one._stops.connected.wait(), 5)
+        session = await other.new_session()
+        conversation = await other.create_conversation(session, "m")
+        assert not await other.delete_conversation(conversation, "another session", stop="deleted")
+        assert await other.delete_conversation(conversation, session, stop="deleted")
+        assert not await other.delete_conversation(conversation, session, stop="deleted")
+        # Each replica stops its own (SQLite serves one process: the store that deleted it, alone).
+        replicas = 2 if isinstance(one, PostgresStore) else 1
+        for _ in range(100):  # the other replica hears it through the database
+            if len(heard) >= replicas:
+                break
+            await asyncio.sleep(0.05)
+    assert heard == [(conversation, "deleted")] * replicas
 
 
 async def test_only_an_answer_that_ends_its_branch_can_be_continued(store: Store) -> None:

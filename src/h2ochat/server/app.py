@@ -141,7 +141,10 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if session is None and writes:
         what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
         await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
-        request[SESSION] = await store.new_session()
+        # The settings step stores its new session together with the settings (Store.save_settings):
+        # one statement, not two.
+        if (request.method, request.path) != ("POST", "/settings"):
+            request[SESSION] = await store.new_session()
     return await handler(request)
 
 

@@ -20,11 +20,11 @@ from aiohttp import web
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tgi import MessageOptions, MessageRequest
 from h2ochat.protocol.tree import Tree
-from h2ochat.server.chatui.routes import owned, runtime_of
+from h2ochat.server.chatui.routes import owned_tree, runtime_of
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, decode_body, limit_rate
 from h2ochat.server.inference.backends import InputTooLong
 from h2ochat.server.inference.runtime import Fitted, ModelRuntime
-from h2ochat.server.storage import Conversation, ConversationGone, MessageRow, Store
+from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
 
 __all__ = ["routes"]
@@ -37,7 +37,7 @@ routes = web.RouteTableDef()
 @routes.post("/conversation/{id}")
 async def post_message(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    conversation = await owned(request)
+    conversation, rows = await owned_tree(request)
     body: MessageRequest = decode_body(await request.read(), MessageRequest)
     options = _options(body)
     runtime = runtime_of(request, conversation)
@@ -46,14 +46,13 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     if options.is_continue is True:
-        return await _continue(request, runtime, conversation, options, parameters)
+        return await _continue(request, runtime, conversation, rows, options, parameters)
     inputs = body.inputs
     if not inputs.strip():
         raise ApiError(400, "inputs is empty: send the user's message in inputs")
     if len(inputs) > config.max_input_chars:
         raise ApiError(400, f"inputs is {len(inputs)} characters; this server accepts at most {config.max_input_chars}")
-    store = request.app[STORE]
-    rows, tree = await _tree(store, conversation)
+    store, tree = request.app[STORE], Tree(rows.values())
     parent_id, user = _place(tree, rows, conversation, options, inputs)
     if options.response_id == options.id or options.response_id in rows:
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
@@ -66,15 +65,6 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
     )
     return await _stream_answer(request, runtime, conversation, fitted, options.response_id, inputs)
-
-
-async def _tree(store: Store, conversation: Conversation) -> tuple[dict[str, MessageRow], Tree]:
-    """The conversation's messages by id, and their tree; none (not even the root) means it was
-    deleted since its owner was checked, e.g. while the body was uploading."""
-    rows = {m.id: m for m in await store.messages(conversation.id)}
-    if not rows:
-        raise ConversationGone("The conversation was deleted while the message was being sent")
-    return rows, Tree(rows.values())
 
 
 def _branch(rows: dict[str, MessageRow], path: list[str]) -> tuple[str, list[dict[str, str]]]:
@@ -108,11 +98,15 @@ def _place(
 
 
 async def _continue(
-    request: web.Request, runtime: ModelRuntime, conversation: Conversation, options: MessageOptions, parameters: Any
+    request: web.Request,
+    runtime: ModelRuntime,
+    conversation: Conversation,
+    rows: dict[str, MessageRow],
+    options: MessageOptions,
+    parameters: Any,
 ) -> web.StreamResponse:
     """``is_continue``: the model goes on with an answer that ends its branch, which grows in place."""
-    store = request.app[STORE]
-    rows, tree = await _tree(store, conversation)
+    store, tree = request.app[STORE], Tree(rows.values())
     last = rows.get(options.id)
     if last is None or last.role != "assistant" or tree.children[last.id]:
         raise ApiError(

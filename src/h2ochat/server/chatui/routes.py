@@ -32,9 +32,9 @@ from h2ochat.server.edge.security import printable
 from h2ochat.server.inference.backends import BackendError, Overloaded
 from h2ochat.server.inference.runtime import ModelRuntime, Models
 from h2ochat.server.inference.titles import summarize
-from h2ochat.server.storage import Conversation
+from h2ochat.server.storage import Conversation, MessageRow
 
-__all__ = ["owned", "routes", "runtime_of"]
+__all__ = ["owned", "owned_tree", "routes", "runtime_of"]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -62,6 +62,15 @@ async def owned(request: web.Request) -> Conversation:
     if conversation is None:
         raise ApiError(404, "Conversation not found")
     return conversation
+
+
+async def owned_tree(request: web.Request) -> tuple[Conversation, dict[str, MessageRow]]:
+    """:func:`owned` with the conversation's messages by id, read in the same statement."""
+    found = await request.app[STORE].conversation_with_messages(request.match_info["id"], request[SESSION])
+    if found is None:
+        raise ApiError(404, "Conversation not found")
+    conversation, rows = found
+    return conversation, {row.id: row for row in rows}
 
 
 def runtime_of(request: web.Request, conversation: Conversation) -> ModelRuntime:
@@ -101,7 +110,8 @@ async def settings(request: web.Request) -> web.StreamResponse:
     accepted = _truthy(form.get("ethicsModalAccepted"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
     store = request.app[STORE]
-    await store.save_settings(request[SESSION], model, share, accepted)
+    # Without a session, the settings step issues one with the settings in one statement (app.sessions).
+    request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted)
     found = request.get(SESSION_FOUND)
     if accepted and found is not None and found.ethics_accepted_at is None:
         # Accepting the welcome gate moves the session to a fresh id, so that one planted in the browser
@@ -134,10 +144,10 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/conversation/{id}")
 async def delete_conversation(request: web.Request) -> web.StreamResponse:
-    conversation_id = request.match_info["id"]
-    if not await request.app[STORE].delete_conversation(conversation_id, request[SESSION]):
+    conversation_id, stop = request.match_info["id"], "the conversation was deleted"
+    # Its generations stop on every replica, told with the deletion itself.
+    if not await request.app[STORE].delete_conversation(conversation_id, request[SESSION], stop=stop):
         raise ApiError(404, "Conversation not found")
-    await request.app[STORE].request_stop(conversation_id, "the conversation was deleted")
     return web.Response(status=200)
 
 
@@ -221,9 +231,9 @@ class Vote(msgspec.Struct, forbid_unknown_fields=True):
 @routes.delete("/conversation/{id}/message/{message}")
 async def delete_message(request: web.Request) -> web.StreamResponse:
     """A message and everything that follows it; the branch shown moves beside it, or up to its parent."""
-    conversation = await owned(request)
+    conversation, by_id = await owned_tree(request)
     store, message_id = request.app[STORE], request.match_info["message"]
-    rows = await store.messages(conversation.id)
+    rows = list(by_id.values())
     tree = Tree(rows)
     if message_id not in tree:
         raise ApiError(404, f"Message {message_id} is not a message of this conversation")

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ __all__ = [
     "ORPHANS",
     "SELECT_CONVERSATION",
     "SELECT_MESSAGE",
+    "SELECT_TREE",
     "ConversationGone",
     "Conversation",
     "MessageIdTaken",
@@ -74,6 +75,7 @@ __all__ = [
     "now",
     "open_store",
     "redact",
+    "tree_of",
 ]
 
 
@@ -189,14 +191,30 @@ StopListener = Callable[[str, str], object]
 """Called with (conversation id, reason) when a stop is requested on any replica."""
 
 
-# The columns of the row types, in their order: the same SQL reads them on either database.
-SELECT_CONVERSATION = (
-    "SELECT id, session_id, model, title, created_at, updated_at, settings, root_id, active_id FROM conversations"
+# The columns of the row types, in their order (their fields are named as the columns): the same SQL
+# reads them on either database.
+_CONVERSATION_COLUMNS = [column.name for column in fields(Conversation)]
+_MESSAGE_COLUMNS = [column.name for column in fields(MessageRow)]
+SELECT_CONVERSATION = f"SELECT {', '.join(_CONVERSATION_COLUMNS)} FROM conversations"
+SELECT_MESSAGE = f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages"
+# A conversation of a session with its whole tree, in one read (a request that posts a message needs
+# both): the conversation's columns on every row, then one message's, in the order they were created.
+# ``{c}`` and ``{s}`` are the placeholders of the conversation's and the session's ids.
+SELECT_TREE = (
+    f"SELECT {', '.join('c.' + name for name in _CONVERSATION_COLUMNS)}, "
+    f"{', '.join('m.' + name for name in _MESSAGE_COLUMNS)} FROM conversations AS c "
+    "LEFT JOIN messages AS m ON m.conversation_id = c.id WHERE c.id = {c} AND c.session_id = {s} ORDER BY m.position"
 )
-SELECT_MESSAGE = (
-    "SELECT id, position, role, content, status, finish_reason, interruption, generated_tokens, "
-    "created_at, updated_at, left_out, parent_id, score FROM messages"
-)
+
+
+def tree_of(rows: list[tuple[Any, ...]]) -> tuple[Conversation, list[MessageRow]] | None:
+    """The conversation and its messages from the rows of :data:`SELECT_TREE`; None for no rows."""
+    if not rows:
+        return None
+    split = len(_CONVERSATION_COLUMNS)
+    messages = [MessageRow(*row[split:]) for row in rows if row[split] is not None]
+    return Conversation.from_row(tuple(rows[0][:split])), messages
+
 
 # An answer with an answer or a question after it: ``messages`` is the outer row.
 HAS_CHILDREN = (
@@ -224,6 +242,12 @@ ORPHANS = (
 class Store(Protocol):
     """The server's database."""
 
+    @property
+    def statements(self) -> int:
+        """Statements sent to the database since the store opened (BEGIN and COMMIT included; a batch
+        sent in one round trip counts once): the benchmark reports them per conversation."""
+        ...
+
     async def close(self) -> None: ...
 
     async def upkeep(self) -> None:
@@ -246,7 +270,10 @@ class Store(Protocol):
         """Move a session, with its conversations, to a fresh id (the settings step), and return that id."""
         ...
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None: ...
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        """Save a session's settings and return its id; without one (``""``), issue a session that holds
+        them, as :meth:`new_session` would, in the same statement (the settings step of a new visitor)."""
+        ...
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         """Count one event in ``bucket`` if fewer than ``per_minute`` happened in the last 60 s.
@@ -267,6 +294,13 @@ class Store(Protocol):
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None: ...
 
+    async def conversation_with_messages(
+        self, conversation_id: str, session_id: str
+    ) -> tuple[Conversation, list[MessageRow]] | None:
+        """The conversation with its messages, as :meth:`conversation` and :meth:`messages` return them,
+        read together in one statement; None when it is not the session's."""
+        ...
+
     async def conversations(self, session_id: str) -> list[Conversation]:
         """The session's conversations, the most recently updated first."""
         ...
@@ -276,7 +310,10 @@ class Store(Protocol):
         the most recently updated first."""
         ...
 
-    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool: ...
+    async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
+        """Delete the conversation with its messages; with ``stop`` (the reason), its generations are
+        stopped wherever they run, as by :meth:`request_stop` (on PostgreSQL in the same statement)."""
+        ...
 
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None

@@ -5,7 +5,8 @@ What SQLite gets from being one process, PostgreSQL gets from the database:
 - statements that must hold together lock what they count or extend (the
   conversation row before positions are taken, the session row before its
   conversations are counted, an advisory lock per rate-limit bucket), so two
-  replicas cannot both take the last place;
+  replicas cannot both take the last place; those steps are PL/pgSQL functions
+  (:mod:`.postgres_schema`), so that each is one round trip and counts once the lock is held;
 - migrations run under an advisory lock, so replicas starting together apply
   each one once;
 - a stop request is a ``NOTIFY`` that every replica ``LISTEN``\\s to on a
@@ -42,6 +43,7 @@ from h2ochat.server.storage import (
     ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
+    SELECT_TREE,
     SUBTREE,
     Conversation,
     ConversationGone,
@@ -56,10 +58,11 @@ from h2ochat.server.storage import (
     TooManyMessages,
     like_pattern,
     redact,
+    tree_of,
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
-from h2ochat.server.storage.postgres_notify import StopChannel
-from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INSERT_MESSAGE, INTERRUPT, NOW, RESUME, clock
+from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
+from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INTERRUPT, NOW, RESUME, clock
 
 __all__ = ["PostgresStore"]
 
@@ -95,6 +98,10 @@ class PostgresStore:
             ) from None
         store._stops.start()
         return store
+
+    @property
+    def statements(self) -> int:
+        return self._db.statements
 
     async def close(self) -> None:
         await self._stops.close()
@@ -159,18 +166,18 @@ class PostgresStore:
         return session_id
 
     async def session(self, session_id: str) -> Session | None:
+        # One statement: the lookup, and the use that keeps the session alive, written only when the
+        # last one is over a minute old, so that a read mostly stays a read.
         row = await self._db.one(
-            f"SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at < {clock('$3')} "
-            f"FROM sessions WHERE id = $1 AND seen_at >= {clock('$2')}",
+            "WITH found AS (SELECT id, active_model, share_conversations, ethics_accepted_at, "
+            f"seen_at < {clock('$3')} AS stale FROM sessions WHERE id = $1 AND seen_at >= {clock('$2')}), "
+            f"touched AS (UPDATE sessions SET seen_at = {NOW} WHERE id = $1 AND (SELECT stale FROM found)) "
+            "SELECT id, active_model, share_conversations, ethics_accepted_at FROM found",
             session_id,
             self.options.session_idle,
             min(60.0, self.options.session_idle / 4),
         )
-        if row is None:
-            return None
-        if row[4]:  # seen over a minute ago: a read mostly stays a read
-            await self._db.execute(f"UPDATE sessions SET seen_at = {NOW} WHERE id = $1", session_id)
-        return Session(row[0], row[1], row[2], row[3])
+        return None if row is None else Session(row[0], row[1], row[2], row[3])
 
     async def renew_session(self, session_id: str) -> str:
         fresh = secrets.token_urlsafe(32)
@@ -179,7 +186,8 @@ class PostgresStore:
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         await self._db.execute(
             f"""
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
@@ -194,42 +202,21 @@ class PostgresStore:
             """,
             *(session_id, active_model, share, accepted),
         )
+        return session_id
 
     async def admit(self, bucket: str, per_minute: int) -> float:
-        async with self._db.pooled() as db, db.transaction():
-            # One bucket is counted by one replica at a time; other buckets go on in parallel.
-            # The moment is the database's, read with the lock held: no later entry can be older.
-            moment = float(
-                await db.fetchval(
-                    f"SELECT {EPOCH} FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked", bucket
-                )
-            )
-            await db.execute("DELETE FROM rate_events WHERE bucket = $1 AND at <= $2", bucket, moment - 60)
-            used, oldest = await db.fetchrow("SELECT count(*), min(at) FROM rate_events WHERE bucket = $1", bucket)
-            if used >= per_minute:
-                return min(60.0, max(0.001, float(oldest) + 60 - moment))
-            await db.execute("INSERT INTO rate_events (bucket, at) VALUES ($1, $2)", bucket, moment)
-            return 0.0
+        # One round trip: the function (postgres_schema) locks the bucket, then counts and inserts.
+        return float(await self._db.value("SELECT h2ochat_admit($1, $2)", bucket, per_minute))
 
     # Conversations ------------------------------------------------------------------------
 
     async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
         conversation_id, root_id = secrets.token_hex(12), str(uuid.uuid4())
-        async with self._db.pooled() as db, db.transaction():
-            if limit:
-                # The session's row is the lock: replicas creating for one session count in turn.
-                await db.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
-                count = await db.fetchval("SELECT count(*) FROM conversations WHERE session_id = $1", session_id)
-                if count >= limit:
-                    raise TooManyConversations(limit)
-            # The conversation and its system root in one statement.
-            await db.execute(
-                "WITH c AS (INSERT INTO conversations (id, session_id, model, created_at, updated_at, root_id, "
-                f"active_id) VALUES ($1, $2, $3, {NOW}, {NOW}, $4, $4) RETURNING id, created_at) "
-                "INSERT INTO messages (conversation_id, id, position, role, content, created_at, updated_at) "
-                "SELECT id, $4, 0, 'system', $5, created_at, created_at FROM c",
-                *(conversation_id, session_id, model, root_id, preprompt),
-            )
+        # One round trip: the function locks the session's row, counts its conversations, then inserts
+        # the conversation with its system root.
+        values = (conversation_id, session_id, model, root_id, preprompt, limit)
+        if not await self._db.value("SELECT h2ochat_create_conversation($1, $2, $3, $4, $5, $6)", *values):
+            raise TooManyConversations(limit)
         return conversation_id
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
@@ -237,6 +224,11 @@ class PostgresStore:
             f"{SELECT_CONVERSATION} WHERE id = $1 AND session_id = $2", conversation_id, session_id
         )
         return None if row is None else Conversation.from_row(row)
+
+    async def conversation_with_messages(
+        self, conversation_id: str, session_id: str
+    ) -> tuple[Conversation, list[MessageRow]] | None:
+        return tree_of(await self._db.all(SELECT_TREE.format(c="$1", s="$2"), conversation_id, session_id))
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._db.all(f"{SELECT_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
@@ -252,9 +244,17 @@ class PostgresStore:
         )
         return [Conversation.from_row(row) for row in rows]
 
-    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
         sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
-        return await self._db.execute(sql, conversation_id, session_id) > 0
+        if not stop:
+            return await self._db.execute(sql, conversation_id, session_id) > 0
+        # One statement: the other replicas are told (at its commit) only if it deleted something.
+        sql = f"WITH deleted AS ({sql} RETURNING 1) SELECT pg_notify($3, $4) FROM deleted"
+        values = (conversation_id, session_id, CHANNEL, self._stops.payload(conversation_id, stop))
+        if not await self._db.all(sql, *values):
+            return False
+        self._stops.deliver(conversation_id, stop)
+        return True
 
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
@@ -288,33 +288,15 @@ class PostgresStore:
         left_out: int = 0,
         limit: int = 0,
     ) -> None:
+        user_id, inputs = user if user is not None else (None, None)
+        values = (conversation_id, parent_id, user_id, inputs, answer_id, self.replica, left_out, limit)
         try:
-            async with self._db.pooled() as db, db.transaction():
-                # The conversation's row is the lock: exchanges of one conversation take positions in turn.
-                found = await db.fetchrow(
-                    f"SELECT {NOW}, (SELECT count(*) FROM messages WHERE conversation_id = $1), "
-                    "(SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = $1), "
-                    "EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND id = $2) "
-                    "FROM conversations WHERE id = $1 FOR UPDATE",
-                    conversation_id,
-                    parent_id,
-                )
-                if found is None or not found[3]:
-                    raise ConversationGone("The conversation or the message this one follows was deleted meanwhile")
-                stamp, count, position = found[0], found[1], found[2]
-                rows: list[tuple[Any, ...]] = [
-                    (answer_id, parent_id, position, "assistant", "", "generating", self.replica, left_out)
-                ]
-                if user is not None:
-                    rows = [
-                        (user[0], parent_id, position, "user", user[1], "done", None, 0),
-                        (answer_id, user[0], position + 1, "assistant", "", "generating", self.replica, left_out),
-                    ]
-                if limit and count + len(rows) > limit:
-                    raise TooManyMessages(limit)
-                await db.executemany(INSERT_MESSAGE, [(conversation_id, *row, stamp) for row in rows])
-                sql = "UPDATE conversations SET updated_at = $1, active_id = $2 WHERE id = $3"
-                await db.execute(sql, stamp, answer_id, conversation_id)
+            # One round trip: the function locks the conversation's row, then counts, inserts and updates.
+            outcome = await self._db.value("SELECT h2ochat_begin_exchange($1, $2, $3, $4, $5, $6, $7, $8)", *values)
+            if outcome == "gone":
+                raise ConversationGone("The conversation or the message this one follows was deleted meanwhile")
+            if outcome == "full":
+                raise TooManyMessages(limit)
         except asyncpg.UniqueViolationError:
             raise MessageIdTaken(
                 "Another request stored a message with this options.id or response_id first; send new ids"

@@ -48,6 +48,7 @@ class Connections:
         self._preprompts = json.dumps(dict(preprompts))  # read by the migration to trees
         self._pool: Any = None
         self._own: Any = None
+        self.statements = 0  # every statement sent on any of the store's connections
 
     async def open(self) -> None:
         """Create the pool and migrate; raises :class:`SchemaTooNew`, or whatever asyncpg raises."""
@@ -58,6 +59,7 @@ class Connections:
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             reset=_keep,
+            init=self._watch,
         )
         await self._migrate()
 
@@ -70,6 +72,14 @@ class Connections:
                 await asyncio.wait_for(pool.close(), timeout=5.0)
             except UNAVAILABLE:
                 pool.terminate()
+
+    async def _watch(self, connection: Any) -> None:
+        """Count the statements sent on ``connection``: asyncpg logs each one, BEGIN and COMMIT too,
+        and a batch (``executemany``) once, as it goes in one round trip."""
+        connection.add_query_logger(self._count)
+
+    def _count(self, _query: Any) -> None:
+        self.statements += 1
 
     @property
     def closed(self) -> bool:
@@ -103,6 +113,7 @@ class Connections:
         try:
             if self._own is None or self._own.is_closed():
                 self._own = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+                await self._watch(self._own)
             yield self._own
         except UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
@@ -111,6 +122,11 @@ class Connections:
         """Run a statement; the number of rows it touched."""
         async with self.pooled() as db:
             return rows(await db.execute(sql, *args))
+
+    async def value(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row."""
+        async with self.pooled() as db:
+            return await db.fetchval(sql, *args)
 
     async def one(self, sql: str, *args: Any) -> Any:
         async with self.pooled() as db:

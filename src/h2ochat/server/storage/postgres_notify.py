@@ -48,8 +48,11 @@ class StopChannel:
 
     async def notify(self, db: Any, conversation_id: str, reason: str) -> None:
         """Tell the other replicas, through ``db`` (a connection)."""
-        payload = json.dumps({"conversation": conversation_id, "reason": reason, "from": self._replica})
-        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, self.payload(conversation_id, reason))
+
+    def payload(self, conversation_id: str, reason: str) -> str:
+        """What the other replicas are sent to stop the conversation's generations."""
+        return json.dumps({"conversation": conversation_id, "reason": reason, "from": self._replica})
 
     def deliver(self, conversation_id: str, reason: str) -> None:
         """Stop the conversation's generations on this replica."""

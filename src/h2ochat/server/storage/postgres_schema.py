@@ -8,6 +8,8 @@ in UTC, so both stores return the same rows.
 
 from __future__ import annotations
 
+from h2ochat.server.storage.postgres_sql import NOW
+
 __all__ = ["MIGRATIONS"]
 
 _SCHEMA_1 = """
@@ -89,10 +91,92 @@ UPDATE conversations SET active_id = (SELECT id FROM messages WHERE conversation
 CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id);
 """
 
+# What must hold together, as functions, so that each step is one round trip (issue 20): a statement
+# needs no BEGIN and COMMIT of its own. Functions, not one statement: under READ COMMITTED a statement
+# reads the rows of the snapshot it took before waiting on a lock, so a count in the statement that
+# takes the lock would miss what the lock's holder just committed; each statement of a (volatile)
+# PL/pgSQL function takes a fresh snapshot, so the counts below, made once the lock is held, see it.
+# A change to one of them is a new migration (CREATE OR REPLACE FUNCTION).
+_ONE_ROUND_TRIP = f"""
+CREATE FUNCTION h2ochat_admit(_bucket TEXT, _per_minute INTEGER) RETURNS DOUBLE PRECISION
+LANGUAGE plpgsql AS $$
+DECLARE
+    moment DOUBLE PRECISION;
+    used BIGINT;
+    oldest DOUBLE PRECISION;
+BEGIN
+    -- One bucket is counted by one replica at a time; other buckets go on in parallel. The moment is the
+    -- database's, read with the lock held: no later entry can be older.
+    PERFORM pg_advisory_xact_lock(hashtextextended(_bucket, 0));
+    moment := extract(epoch FROM clock_timestamp());
+    DELETE FROM rate_events WHERE bucket = _bucket AND at <= moment - 60;
+    SELECT count(*), min(at) INTO used, oldest FROM rate_events WHERE bucket = _bucket;
+    IF used >= _per_minute THEN
+        RETURN least(60.0, greatest(0.001, oldest + 60 - moment));
+    END IF;
+    INSERT INTO rate_events (bucket, at) VALUES (_bucket, moment);
+    RETURN 0.0;
+END $$;
+
+CREATE FUNCTION h2ochat_create_conversation(_id TEXT, _session TEXT, _model TEXT, _root TEXT, _preprompt TEXT,
+                                            _limit INTEGER) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    stamp TEXT := {NOW};
+BEGIN
+    IF _limit > 0 THEN
+        -- The session's row is the lock: replicas creating for one session count in turn.
+        PERFORM 1 FROM sessions WHERE id = _session FOR UPDATE;
+        IF (SELECT count(*) FROM conversations WHERE session_id = _session) >= _limit THEN
+            RETURN false;
+        END IF;
+    END IF;
+    INSERT INTO conversations (id, session_id, model, created_at, updated_at, root_id, active_id)
+        VALUES (_id, _session, _model, stamp, stamp, _root, _root);
+    INSERT INTO messages (conversation_id, id, position, role, content, created_at, updated_at)
+        VALUES (_id, _root, 0, 'system', _preprompt, stamp, stamp);
+    RETURN true;
+END $$;
+
+-- 'ok'; 'gone' when the conversation or the parent was deleted meanwhile; 'full' past _limit messages.
+CREATE FUNCTION h2ochat_begin_exchange(_conversation TEXT, _parent TEXT, _user TEXT, _inputs TEXT, _answer TEXT,
+                                       _replica TEXT, _left_out INTEGER, _limit INTEGER) RETURNS TEXT
+LANGUAGE plpgsql AS $$
+DECLARE
+    stamp TEXT := {NOW};
+    taken BIGINT;
+    next_position INTEGER;
+BEGIN
+    -- The conversation's row is the lock: exchanges of one conversation take positions in turn.
+    PERFORM 1 FROM conversations WHERE id = _conversation FOR UPDATE;
+    IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = _conversation AND id = _parent) THEN
+        RETURN 'gone';
+    END IF;
+    SELECT count(*), coalesce(max(position) + 1, 0) INTO taken, next_position
+        FROM messages WHERE conversation_id = _conversation;
+    IF _limit > 0 AND taken + (CASE WHEN _user IS NULL THEN 1 ELSE 2 END) > _limit THEN
+        RETURN 'full';
+    END IF;
+    IF _user IS NOT NULL THEN
+        INSERT INTO messages (conversation_id, id, parent_id, position, role, content, status, created_at, updated_at)
+            VALUES (_conversation, _user, _parent, next_position, 'user', _inputs, 'done', stamp, stamp);
+        _parent := _user;
+        next_position := next_position + 1;
+    END IF;
+    INSERT INTO messages (conversation_id, id, parent_id, position, role, content, status, replica, left_out,
+                          created_at, updated_at)
+        VALUES (_conversation, _answer, _parent, next_position, 'assistant', '', 'generating', _replica, _left_out,
+                stamp, stamp);
+    UPDATE conversations SET updated_at = stamp, active_id = _answer WHERE id = _conversation;
+    RETURN 'ok';
+END $$;
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
     ("002_answers_left_out", _SCHEMA_2),
     ("003_untouched_conversations", _UNTOUCHED),
     ("004_conversation_settings", _SCHEMA_4),
     ("005_conversation_trees", _TREES),
+    ("006_one_round_trip", _ONE_ROUND_TRIP),
 ]

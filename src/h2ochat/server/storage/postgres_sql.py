@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from h2ochat.server.storage import HAS_CHILDREN
 
-__all__ = ["CHECKPOINT", "EPOCH", "FINISH", "INSERT_MESSAGE", "INTERRUPT", "NOW", "RESUME", "clock"]
+__all__ = ["CHECKPOINT", "EPOCH", "FINISH", "INTERRUPT", "NOW", "RESUME", "clock"]
 
 
 def clock(seconds_ago: str | None = None) -> str:
@@ -35,10 +35,6 @@ RESUME = (
     "UPDATE messages SET status = 'generating', finish_reason = NULL, interruption = NULL, replica = $1, "
     f"updated_at = {NOW} WHERE conversation_id = $2 AND id = $3 AND role = 'assistant' "
     f"AND status <> 'generating' AND NOT {HAS_CHILDREN}"
-)
-INSERT_MESSAGE = (
-    "INSERT INTO messages (conversation_id, id, parent_id, position, role, content, status, replica, left_out, "
-    "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
 )
 FINISH = (
     "UPDATE messages SET content = $1, status = $2, finish_reason = $3, interruption = $4, "

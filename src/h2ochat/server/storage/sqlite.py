@@ -29,6 +29,7 @@ from h2ochat.server.storage import (
     ORPHANS,
     SELECT_CONVERSATION,
     SELECT_MESSAGE,
+    SELECT_TREE,
     SUBTREE,
     Conversation,
     ConversationGone,
@@ -41,6 +42,7 @@ from h2ochat.server.storage import (
     TooManyMessages,
     like_pattern,
     now,
+    tree_of,
 )
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 
@@ -71,6 +73,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2ochat-db")
         self._db: sqlite3.Connection | None = None
         self._stop_listeners: list[StopListener] = []
+        self.statements = 0
 
     @classmethod
     async def open(cls, path: str, options: StoreOptions | None = None) -> SQLiteStore:
@@ -110,9 +113,13 @@ class SQLiteStore:
     async def _all(self, sql: str, parameters: Row) -> list[Row]:
         return await self._call(lambda db: db.execute(sql, parameters).fetchall())
 
+    def _traced(self, _statement: str) -> None:
+        self.statements += 1  # on the database thread, the only one that runs statements
+
     def _open(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
+        db.set_trace_callback(self._traced)
         use_wal(db)
         # NORMAL in WAL mode survives a killed process (only a power cut may lose
         # the last commits), at a fraction of the cost of FULL.
@@ -177,7 +184,8 @@ class SQLiteStore:
         await self._call(move)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> None:
+    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+        session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         stamp = now()
         await self._execute(
             """
@@ -199,6 +207,7 @@ class SQLiteStore:
                 "stamp": stamp,
             },
         )
+        return session_id
 
     async def admit(self, bucket: str, per_minute: int) -> float:
         def count(db: sqlite3.Connection) -> float:
@@ -244,6 +253,11 @@ class SQLiteStore:
         row = await self._one(f"{SELECT_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
         return None if row is None else Conversation.from_row(row)
 
+    async def conversation_with_messages(
+        self, conversation_id: str, session_id: str
+    ) -> tuple[Conversation, list[MessageRow]] | None:
+        return tree_of(await self._all(SELECT_TREE.format(c="?", s="?"), (conversation_id, session_id)))
+
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._all(f"{SELECT_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
         return [Conversation.from_row(row) for row in rows]
@@ -258,9 +272,12 @@ class SQLiteStore:
         )
         return [Conversation.from_row(row) for row in rows]
 
-    async def delete_conversation(self, conversation_id: str, session_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
         sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
-        return await self._execute(sql, (conversation_id, session_id)) > 0
+        deleted = await self._execute(sql, (conversation_id, session_id)) > 0
+        if deleted and stop:
+            await self.request_stop(conversation_id, stop)
+        return deleted
 
     async def rename_conversation(
         self, conversation_id: str, session_id: str, title: str, *, only_if: str | None = None
