@@ -185,6 +185,8 @@ def test_updates_before_an_oversized_line_come_first() -> None:
     assert decoder.decode(b'{"type":"title","title":"t"}\n' + b" " * 200) == [TitleUpdate("t")]
     with pytest.raises(EventTooLarge, match="100 bytes"):
         decoder.flush()
+    with pytest.raises(EventTooLarge, match="100 bytes"):  # one short line alone in its read too
+        ChatUIStreamDecoder(max_line_size=100).decode(encode_update(TitleUpdate("t" * 100)))
     within = b'{"type":"stream","token":"' + b"y" * 60 + b'"}\n'
     assert decode(split(within, [*range(len(within))]), max_line_size=100) == [StreamUpdate("y" * 60)]
 

@@ -197,7 +197,10 @@ class ChatUIStreamDecoder:
 
     def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE) -> None:
         self._lines = LineDecoder(max_line_size)
+        self._held = self._lines.held  # the same bytearray, changed in place by the line decoder
         self._deferred: H2oChatError | None = None
+        # Lines shorter than this need neither the nesting check (nesting.py) nor the size check.
+        self._fast_size = min(NESTING_CHECK_SIZE, max_line_size + 1)
 
     @property
     def has_pending_input(self) -> bool:
@@ -205,6 +208,25 @@ class ChatUIStreamDecoder:
         return self._lines.has_pending_input
 
     def decode(self, chunk: bytes) -> list[MessageUpdate]:
+        # The client's hot path: a read that holds one whole line, usually a token. msgspec
+        # decodes it as it came, and only what needs more than that takes the general path.
+        if self._deferred is None and not self._held and 0 <= chunk.find(10) == len(chunk) - 1 < self._fast_size:
+            # One whole line (its "\n" is JSON whitespace) and nothing held: the line is the chunk.
+            if chunk == KEEP_ALIVE:
+                return []
+            try:
+                update = _decoder.decode(chunk)
+            except msgspec.DecodeError:
+                return self._decode_lines(chunk)
+            if type(update) is StreamUpdate:
+                update.token = update.token.replace("\0", "")
+                return [update]
+            if type(update) is not StatusUpdate:
+                return [update]
+        return self._decode_lines(chunk)
+
+    def _decode_lines(self, chunk: bytes) -> list[MessageUpdate]:
+        """Any read: every update of the lines it completes, in order, errors in their place."""
         if self._deferred is not None:
             error, self._deferred = self._deferred, None
             raise error

@@ -38,13 +38,15 @@ class LineDecoder:
         self.max_line_size = max_line_size
         # The unfinished line. A bytearray grows in place, so a long line read a byte at a time
         # costs linear time and a byte of memory per byte (a list of pieces costs ~34 per piece).
-        self._held = bytearray()
+        # Public for a decoder's hot path (is anything held?), and never rebound, only changed in
+        # place, so that a reference to it stays true. Callers read it; only this class writes it.
+        self.held = bytearray()
         self.overflow = 0  # see lines()
 
     @property
     def has_pending_input(self) -> bool:
         """Whether an unterminated line is held (``flush`` returns it)."""
-        return bool(self._held)
+        return bool(self.held)
 
     def lines(self, chunk: bytes) -> list[bytes]:
         """The lines ``chunk`` completes, not yet checked against ``max_line_size``.
@@ -57,35 +59,35 @@ class LineDecoder:
         if 10 not in chunk:  # an int: `bytes in bytes` is several times slower
             self._hold(chunk)
             return []
-        if self._held:
-            self._held += chunk
-            chunk = bytes(self._held)
-            self._held.clear()
+        if self.held:
+            self.held += chunk
+            chunk = bytes(self.held)
+            self.held.clear()
         lines = chunk.split(b"\n")
         rest = lines.pop()
         if rest:
             if len(rest) > self.max_line_size:
                 self.overflow = len(rest)
             else:
-                self._held += rest
+                self.held += rest
         return lines
 
     def flush(self) -> bytes:
         """End of stream: the unterminated last line, or ``b""``."""
-        rest = bytes(self._held)
-        self._held.clear()
+        rest = bytes(self.held)
+        self.held.clear()
         return rest
 
     def too_large(self, size: int) -> EventTooLarge:
         """The error for a line of ``size`` bytes; the unfinished input is dropped."""
-        self._held.clear()
+        self.held.clear()
         return EventTooLarge(
             f"a line of the answer stream grew past {self.max_line_size} bytes (at least {size} bytes before its "
             "newline); raise max_line_size if the server really sends updates this large"
         )
 
     def _hold(self, chunk: bytes) -> None:
-        self._held += chunk
-        if len(self._held) > self.max_line_size:
+        self.held += chunk
+        if len(self.held) > self.max_line_size:
             # Nothing complete came in this read, so there is nothing to hand out first.
-            raise self.too_large(len(self._held))
+            raise self.too_large(len(self.held))
