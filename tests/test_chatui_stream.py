@@ -155,10 +155,11 @@ def test_round_trip_in_any_chunking(script: list[tuple[MessageUpdate, bool, bool
 
 
 def test_nul_anywhere_in_a_token_is_removed_as_the_page_does() -> None:
-    assert decode([b'{"type":"stream","token":"a\\u0000b\\u0000"}\n', b'{"type":"stream","token":"\\u0000"}\n']) == [
-        StreamUpdate("ab"),
-        StreamUpdate(""),
-    ]
+    reasoning = b'{"type":"reasoning","subtype":"stream","token":"hm\\u0000"}\n'
+    stream = [b'{"type":"stream","token":"a\\u0000b\\u0000"}\n', b'{"type":"stream","token":"\\u0000"}\n', reasoning]
+    expected = [StreamUpdate("ab"), StreamUpdate(""), ReasoningUpdate("stream", token="hm")]
+    assert decode(stream) == expected
+    assert decode([b"".join(stream)]) == expected
 
 
 def test_unknown_update_type_is_kept_not_fatal() -> None:

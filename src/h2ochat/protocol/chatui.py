@@ -221,6 +221,9 @@ class ChatUIStreamDecoder:
             if type(update) is StreamUpdate:
                 update.token = update.token.replace("\0", "")
                 return [update]
+            if type(update) is ReasoningUpdate:  # chat-ui pads answer tokens only; a reader strips both alike
+                update.token = update.token.replace("\0", "")
+                return [update]
             if type(update) is not StatusUpdate:
                 return [update]
         return self._decode_lines(chunk)
@@ -254,7 +257,7 @@ class ChatUIStreamDecoder:
                     update = parse_update(line)
                 except H2oChatError as exc:
                     return self._fail(updates, exc)
-            if type(update) is StreamUpdate:  # `type() is`, not isinstance: the hot path, and no subclasses
+            if type(update) is StreamUpdate or type(update) is ReasoningUpdate:  # `type() is`: no subclasses
                 update.token = update.token.replace("\0", "")
             elif type(update) is StatusUpdate:
                 status = update.status
