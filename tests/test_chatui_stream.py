@@ -243,3 +243,5 @@ def test_last_line_without_newline() -> None:
     assert decode([encode_update(FinalAnswerUpdate("x")), FINAL_ANSWER_SPACES]) == [FinalAnswerUpdate("x")]
     with pytest.raises(IncompleteStream, match=r"ended inside a line.*cut"):
         decode([encode_token("a"), b'{"type":"stream","tok'])
+    with pytest.raises(MalformedEvent, match="nested more than 128 levels"):
+        decode([b"[" * 100_000 + b"]" * 100_000])

@@ -284,7 +284,8 @@ class ChatUIStreamDecoder:
         if not rest.strip():
             return []
         try:
-            _any_decoder.decode(rest)
+            if not too_deep(rest):  # too deep for msgspec's recursion: decode() says so below
+                _any_decoder.decode(rest)
         except msgspec.DecodeError:
             raise IncompleteStream(
                 f"the answer stream ended inside a line ({len(rest)} bytes without their newline): "
