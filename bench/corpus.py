@@ -1,4 +1,4 @@
-"""The TGI event streams the benchmarks decode and replay.
+"""The TGI event streams the benchmarks decode and replay, and current chat-ui's NDJSON form of the same answer.
 
 The events are written here with the standard library, byte for byte as
 TGI writes them (docs/protocol.md section 4), and not with h2ochat's encoder, so
@@ -14,7 +14,7 @@ import json
 import random
 from dataclasses import dataclass
 
-__all__ = ["PIECES", "Stream", "chunked", "make_stream"]
+__all__ = ["PIECES", "Stream", "chatui_lines", "chunked", "make_stream"]
 
 # Roughly what an English-language model emits, with the characters that need
 # JSON escapes or multi-byte UTF-8 mixed in at a realistic rate.
@@ -59,12 +59,44 @@ def make_stream(tokens: int, seed: int = 5) -> Stream:
     return Stream(events, texts)
 
 
-def chunked(stream: Stream, size: int | None) -> list[bytes]:
-    """The stream as a client reads it: one event per read (``size=None``) or ``size`` bytes per read."""
+def chunked(stream: Stream | list[bytes], size: int | None) -> list[bytes]:
+    """The stream as a client reads it: one event (or line) per read (``size=None``) or ``size`` bytes per read."""
+    events = stream.events if isinstance(stream, Stream) else stream
     if size is None:
-        return list(stream.events)
-    body = stream.body
+        return list(events)
+    body = b"".join(events)
     return [body[start : start + size] for start in range(0, len(body), size)]
+
+
+# Current chat-ui writes a keep-alive every 100 ms; at the 50 tokens/s of a small model on a CPU
+# (bench/README.md, SmolLM2) that is one after every fifth token.
+CHATUI_TOKENS_PER_KEEP_ALIVE = 5
+
+
+def chatui_lines(stream: Stream, title: str = "What is the capital of") -> list[bytes]:
+    """The same answer as current chat-ui streams it (docs/protocol.md section 11), one item per line.
+
+    ``status:started``, ``title``, a NUL-padded ``stream`` line per token with a
+    keep-alive after every fifth, ``finalAnswer``, then the 4096 spaces that
+    open the ``status:finished`` line, as chat-ui 0.20.0 writes them.
+    """
+    lines = [_line({"type": "status", "status": "started"}), _line({"type": "title", "title": title})]
+    for index, text in enumerate(stream.texts, 1):
+        lines.append(_line({"type": "stream", "token": text + "\0" * max(0, 16 - _utf16_units(text))}))
+        if index % CHATUI_TOKENS_PER_KEEP_ALIVE == 0:
+            lines.append(_line({"type": "status", "status": "keepAlive"}))
+    lines.append(_line({"type": "finalAnswer", "text": stream.answer, "interrupted": False}))
+    lines.append(b" " * 4096 + _line({"type": "status", "status": "finished"}))
+    return lines
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2  # JavaScript's padEnd counts these
+
+
+def _line(payload: dict[str, object]) -> bytes:
+    # JSON.stringify: compact, raw UTF-8, NUL as \u0000 (which json.dumps also writes).
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def _logprob(rng: random.Random) -> float:

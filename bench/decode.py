@@ -17,6 +17,13 @@ in-memory bytes, calling its real classes:
 
 The libraries of the comparisons come with ``pip install 'h2ochat[bench]'``;
 any that is missing is skipped and named in the notes.
+
+Beside them, in the same repeats, h2ochat's decoder of current chat-ui's
+answer stream (``ChatUIStreamDecoder``) reads the same answer in that form
+(``corpus.chatui_lines``: NUL-padded tokens, a keep-alive after every fifth,
+the 4096 spaces). Its first row is per update (a line, as a TGI event is one
+read of the other stream); the second is the same time per token, since that
+stream carries a keep-alive line for every five tokens.
 """
 
 from __future__ import annotations
@@ -27,14 +34,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from bench.common import Section, Target, timed
-from bench.corpus import Stream, chunked, make_stream
+from bench.corpus import Stream, chatui_lines, chunked, make_stream
+from h2ochat.protocol.chatui import ChatUIStreamDecoder, StreamUpdate
 from h2ochat.protocol.tgi import TGIStreamDecoder
 
-__all__ = ["DECODERS", "Decoder", "available", "run"]
+__all__ = ["DECODERS", "NDJSON", "NDJSON_PER_TOKEN", "Decoder", "available", "run"]
 
 Decoder = Callable[[list[bytes]], list[str]]
 OURS = "h2ochat"
+NDJSON = "h2ochat, chat-ui NDJSON"
+NDJSON_PER_TOKEN = "h2ochat, chat-ui NDJSON, per token"
 TARGET_US = 1.5
+# "Equally fast as the TGI decoder" (issue 21), with room for the run-to-run noise of a shared machine.
+NDJSON_TARGET_RATIO = 1.1
 CHUNKINGS: dict[str, int | None] = {"one event per read": None, "64 KiB per read": 64 * 1024}
 
 
@@ -47,6 +59,21 @@ def h2ochat(chunks: list[bytes]) -> list[str]:
             token = event.token
             if token is not None and not token.special:
                 texts.append(token.text)
+    return texts
+
+
+def h2ochat_ndjson(chunks: list[bytes]) -> list[str]:
+    """The same loop over current chat-ui's stream: the token of each ``stream`` update."""
+    decoder = ChatUIStreamDecoder()
+    texts: list[str] = []
+    append = texts.append
+    for chunk in chunks:
+        for update in decoder.decode(chunk):
+            if type(update) is StreamUpdate:
+                append(update.token)
+    for update in decoder.flush():
+        if type(update) is StreamUpdate:
+            append(update.token)
     return texts
 
 
@@ -182,16 +209,21 @@ def run(*, events: int = 100_000, repeats: int = 5) -> Section:
         parameters={"events": events, "repeats": repeats, "chunkings": list(CHUNKINGS)},
     )
     stream = make_stream(events)
+    lines = chatui_lines(stream)
     decoders, missing = available()
     if missing:
         section.notes.append(f"skipped (not installed; pip install 'h2ochat[bench]'): {', '.join(missing)}")
     for case, size in CHUNKINGS.items():
-        chunks = chunked(stream, size)
-        _verify(decoders, chunks, stream, case)
-        cpu, wall = _measure(decoders, chunks, repeats, per=events)
-        for name in decoders:
+        runs = {name: (decode, chunked(stream, size), events) for name, decode in decoders.items()}
+        runs[NDJSON] = (h2ochat_ndjson, chunked(lines, size), len(lines))
+        _verify(runs, stream, case)
+        cpu, wall = _measure(runs, repeats)
+        for name in runs:
             wall_median = statistics.median(wall[name])
-            section.add(case, name, cpu[name], "CPU µs/event", note=f"wall clock: {wall_median:.3f} µs/event")
+            unit = "CPU µs/update" if name == NDJSON else "CPU µs/event"
+            section.add(case, name, cpu[name], unit, note=f"wall clock: {wall_median:.3f} µs")
+        per_token = [sample * len(lines) / events for sample in cpu[NDJSON]]
+        section.add(case, NDJSON_PER_TOKEN, per_token, "CPU µs/token", note="the NDJSON row's time over the tokens")
         section.compare(case, OURS, higher_is_better=False)
         section.notes.append(f"wall-clock median, h2ochat, {case}: {statistics.median(wall[OURS]):.2f} µs/event")
     section.targets += _targets(section)
@@ -199,29 +231,35 @@ def run(*, events: int = 100_000, repeats: int = 5) -> Section:
         "CPU time of the decoding thread per event (the wall clock grows with the machine's load; both are in the "
         "JSON). Each repeat runs every decoder once, in turn; the garbage collector stays on, as in a real client."
     )
+    section.notes.append(
+        f"{NDJSON}: the same {events:,} tokens as current chat-ui streams them ({len(lines):,} lines: a keep-alive "
+        "after every fifth token, padding, 4096 spaces); per update (line) and per token; its ratio is its time "
+        "over the TGI decoder's per event (below 1: faster)."
+    )
     return section
 
 
-def _verify(decoders: dict[str, Decoder], chunks: list[bytes], stream: Stream, case: str) -> None:
-    for name, decode in decoders.items():
+Run = tuple[Decoder, list[bytes], int]  # the decoder, its reads, what one figure is per (events, lines)
+
+
+def _verify(runs: dict[str, Run], stream: Stream, case: str) -> None:
+    for name, (decode, chunks, _) in runs.items():
         texts = decode(chunks)
         if texts != stream.texts:
             raise AssertionError(f"{name} decoded {case} into different token texts; its figures would mean nothing")
 
 
-def _measure(
-    decoders: dict[str, Decoder], chunks: list[bytes], repeats: int, per: int
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """CPU and wall-clock microseconds per event, per decoder and repeat.
+def _measure(runs: dict[str, Run], repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """CPU and wall-clock microseconds per event (or update), per decoder and repeat.
 
     The CPU time of this thread is the figure compared: it is what decoding
     costs, and unlike the wall clock it does not grow while other processes
     on a busy machine hold the core.
     """
-    cpu: dict[str, list[float]] = {name: [] for name in decoders}
-    wall: dict[str, list[float]] = {name: [] for name in decoders}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    wall: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for name, decode in decoders.items():
+        for name, (decode, chunks, per) in runs.items():
             with timed() as timer:
                 decode(chunks)
             cpu[name].append(timer.cpu / per * 1e6)
@@ -242,7 +280,7 @@ def _targets(section: Section) -> list[Target]:
                 else f"{ours:.2f} µs/event, {ours / TARGET_US:.2f}x over the target",
             )
         )
-        others = [row for row in section.rows if row.case == case and row.name != OURS]
+        others = [row for row in section.rows if row.case == case and row.name not in (OURS, NDJSON, NDJSON_PER_TOKEN)]
         if others:
             slowest_margin = min(others, key=lambda row: row.ratio or 0.0)
             targets.append(
@@ -252,4 +290,14 @@ def _targets(section: Section) -> list[Target]:
                     f"closest: {slowest_margin.name}, h2ochat {slowest_margin.ratio:.2f}x faster",
                 )
             )
+        ndjson, per_token = section.row(case, NDJSON), section.row(case, NDJSON_PER_TOKEN)
+        ratio = ndjson.ratio or 0.0
+        targets.append(
+            Target(
+                f"chat-ui NDJSON decoder per update as fast as TGI per event, ≤ {NDJSON_TARGET_RATIO}x ({case})",
+                0 < ratio <= NDJSON_TARGET_RATIO,
+                f"{ndjson.stats.median:.2f} µs/update, {ratio:.2f}x the TGI decoder's time per event "
+                f"(per token {per_token.stats.median:.2f} µs, {per_token.ratio or 0:.2f}x)",
+            )
+        )
     return targets

@@ -26,7 +26,7 @@ def check(section: Section) -> Section:
 def test_every_available_decoder_yields_the_token_texts() -> None:
     section = check(decode.run(events=200, repeats=1))
     decoders, missing = decode.available()
-    assert {row.name for row in section.rows} == set(decoders)
+    assert {row.name for row in section.rows} == {*decoders, decode.NDJSON, decode.NDJSON_PER_TOKEN}
     assert decode.OURS in decoders and len(decoders) + len(missing) == len(decode.DECODERS)
 
 

@@ -15,7 +15,9 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("module", ["h2ochat.protocol", "h2ochat.protocol.sse", "h2ochat.protocol.openai"])
+@pytest.mark.parametrize(
+    "module", ["h2ochat.protocol", "h2ochat.protocol.sse", "h2ochat.protocol.openai", "h2ochat.protocol.chatui_bodies"]
+)
 def test_the_protocol_loads_no_io_library(module: str) -> None:
     heavy = ("aiohttp", "h2ochat.providers", "h2ochat.client")
     loaded = _run(f"import {module}, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from h2ochat.protocol.chatui import ChatUIStreamDecoder, MessageUpdate, encode_token, encode_update
 from h2ochat.protocol.errors import *  # noqa: F403
 from h2ochat.protocol.errors import __all__ as _errors
 from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
@@ -20,10 +21,12 @@ from h2ochat.protocol.tgi import (
 __all__ = [
     *_errors,
     "DEFAULT_PARAMETERS",
+    "ChatUIStreamDecoder",
     "MAX_JSON_DEPTH",
     "Details",
     "EventStreamDecoder",
     "Message",
+    "MessageUpdate",
     "Messages",
     "ServerSentEvent",
     "StreamEvent",
@@ -34,6 +37,8 @@ __all__ = [
     "encode_error_event",
     "encode_event",
     "encode_stream_event",
+    "encode_token",
+    "encode_update",
     "format_prompt",
     "too_deep",
 ]

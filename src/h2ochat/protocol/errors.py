@@ -17,7 +17,7 @@
     │   ├── RateLimited           429; ``retry_after`` holds the server's hint
     │   ├── ConversationNotFound  404 for a conversation (missing, or another session's)
     │   └── ServerError           5xx
-    └── GenerationError           an error event inside the stream (``error_type``)
+    └── GenerationError           an error event inside the stream (``error_type``; chat-ui's ``statusCode``)
         ├── InputValidationError  ``validation``
         ├── GenerationFailed      ``generation``
         ├── ModelOverloaded       ``overloaded``
@@ -66,6 +66,7 @@ __all__ = [
     "ERROR_TYPES",
     "body_excerpt",
     "error_for_event",
+    "error_for_status_update",
     "error_for_status",
     "parse_retry_after",
 ]
@@ -160,6 +161,8 @@ class GenerationError(H2oChatError):
     """The server reported an error inside the event stream."""
 
     error_type = "generation"
+    # The HTTP status current chat-ui attaches to a ``status:error`` update (its upstream's), if any.
+    status_code: int | None = None
 
     def __init__(self, message: str, *, partial_text: str = "") -> None:
         super().__init__(message)
@@ -200,6 +203,40 @@ def error_for_event(error: str, error_type: str | None, partial_text: str = "") 
     cls = ERROR_TYPES.get(error_type or "", GenerationError)
     kind = f" ({error_type})" if error_type else ""
     return cls(f"the server reported an error{kind}: {error}", partial_text=partial_text)
+
+
+def error_for_status_update(message: str | None, status_code: int | None, partial_text: str = "") -> GenerationError:
+    """The exception for current chat-ui's in-stream ``{"type":"status","status":"error"}`` update.
+
+    chat-ui passes on its upstream's status code: the class follows it as the TGI
+    ``error_type`` would (a refused input, a busy model, a failure), and the
+    message says what to do where the code tells it.
+    """
+    cls = _UPDATE_STATUS_CLASSES.get(status_code or 0, GenerationError)
+    if cls is GenerationError and (status_code is None or status_code >= 500):
+        cls = GenerationFailed
+    code = f" (status {status_code})" if status_code is not None else ""
+    text = message if message else "(no message)"
+    exc = cls(
+        f"the server reported an error{code}: {text}{_UPDATE_HINTS.get(status_code or 0, '')}",
+        partial_text=partial_text,
+    )
+    exc.status_code = status_code
+    return exc
+
+
+_UPDATE_STATUS_CLASSES: dict[int, type[GenerationError]] = {
+    400: InputValidationError,
+    413: InputValidationError,
+    422: InputValidationError,
+    429: ModelOverloaded,
+    503: ModelOverloaded,
+}
+_UPDATE_HINTS = {
+    401: " (log in again: pass fresh cookies=, on HuggingChat both hf-chat and token)",
+    402: " (the account has no credits left for this model: add some or pick another model)",
+    429: " (the model is busy: wait and try again)",
+}
 
 
 _EXCERPT = 200
