@@ -111,3 +111,20 @@ async def test_a_prompt_answered_before_is_shared_by_every_place_that_asks_again
     assert reused > 4 * 250  # each of the four started from the start held in memory
     assert read <= 8  # each read only its last token (its logits give the first answer token)
     assert all(answer["generated_text"] for answer in answers)
+
+
+async def test_distinct_prompts_asked_again_each_take_back_their_own_place(server: RunningServer) -> None:
+    """Four different questions answered at once, then asked again at once (four people pressing
+    Retry): each reads only its last token. Every place then holds a question and a longer answer;
+    a place taken by its memory's share of the new prompt alone (at least half) would go to none of
+    them, and the least recently used one would throw another question's memory away."""
+    template = "<|im_start|>user\nTell me about the number {}.<|im_end|>\n<|im_start|>assistant\n"
+    questions = [template.format(n) for n in range(4)]
+    await asyncio.gather(*(generate(server, question, max_new_tokens=160) for question in questions))
+    scheduler = scheduler_of(server)
+    before = scheduler.stats()
+    # Asked again in the other order: the least recently used place holds another question.
+    await asyncio.gather(*(generate(server, question, max_new_tokens=4) for question in reversed(questions)))
+    after = scheduler.stats()
+    assert after["prompt_tokens_read"] - before["prompt_tokens_read"] == 4  # one token each: its logits
+    assert after["prompt_tokens_reused"] - before["prompt_tokens_reused"] >= 4 * 12

@@ -39,6 +39,7 @@ class Pool:
     prompt_cache: bool
     free: list[int] = field(init=False)  # free places, least recently used first
     cached: list[list[int]] = field(init=False)  # the tokens each place's memory holds
+    asked: list[int] = field(init=False)  # how many of them were its last answer's prompt
     reserved: dict[int, int] = field(default_factory=dict)  # place -> cells its running answer may use
     read: int = 0  # prompt tokens decoded
     reused: int = 0  # prompt tokens found in memory
@@ -46,6 +47,7 @@ class Pool:
     def __post_init__(self) -> None:
         self.free = list(range(self.parallel))
         self.cached = [[] for _ in range(self.parallel)]
+        self.asked = [0] * self.parallel
 
     @property
     def share(self) -> int:
@@ -111,22 +113,33 @@ class Pool:
     def _place(self, slot: Slot, running: list[Slot]) -> None:
         """Give ``slot`` a free place, and as much of its prompt's start as memory holds.
 
-        A free place is taken for its own memory only if the prompt keeps at least half of it
-        (every prompt starts with the chat template's system turn, and taking a place for that
-        alone would throw away a whole conversation held there); otherwise the least recently
-        used one. In the unified pool a longer start held elsewhere (another free place, or an
-        answer running now) is then shared into it.
+        A prompt that starts with the whole prompt a free place last answered is that
+        conversation moving on (a retry, the next turn): it takes that place back, the longest
+        such, as llama-server takes the slot most like the prompt. Otherwise it takes the place
+        whose memory costs least to give up: taking a place throws away what it holds past the
+        common start, and each is scored by what the prompt can reuse less what is thrown away
+        (in the unified pool the longest start held anywhere is shared in, so the place that
+        loses least wins; with split streams only the place's own memory counts). So a short new
+        chat never wipes a long conversation that merely shares its system turn, and eight people
+        pressing Retry at once do not wipe each other's memory. Ties go to the place whose own
+        memory reaches furthest, then to the least recently used.
         """
         prompt, free = slot.prompt, self.free
-        own = {place: self._common(self.cached[place], prompt) for place in free}
-        worth = [place for place in free if 2 * own[place] >= len(self.cached[place])]
-        place = max(worth, key=own.__getitem__) if worth else free[0]  # max: the first of equals
+        # What every place's memory, free or answering now, holds of the prompt's start.
+        held = {place: self._common(tokens, prompt) for place, tokens in self._holders(running)}
+        anywhere = max(held.values(), default=0)
+
+        def value(place: int) -> tuple[int, int]:
+            reuse = anywhere if self.unified else held[place]
+            return reuse - (len(self.cached[place]) - held[place]), held[place]
+
+        same = [place for place in free if self.cached[place] and held[place] >= self.asked[place]]
+        place = max(same, key=held.__getitem__) if same else max(free, key=value)  # max: the first of equals
         free.remove(place)
         slot.seq_id = place  # the slot holds the place now: a failure below gives it back
-        start, source = own[place], place
+        start, source = held[place], place
         if self.unified:
-            for other, tokens in self._holders(running, place):
-                common = self._common(tokens, prompt)
+            for other, common in held.items():
                 if common > start:
                     start, source = common, other
         # The last prompt token is always decoded: its logits give the first answer token.
@@ -141,10 +154,11 @@ class Pool:
         self.reused += reuse
         self.read += len(prompt) - reuse
 
-    def _holders(self, running: list[Slot], taken: int) -> list[tuple[int, list[int]]]:
-        """Every other place with the tokens its memory holds from position 0."""
+    def _holders(self, running: list[Slot]) -> list[tuple[int, list[int]]]:
+        """Every place with the tokens its memory holds from position 0: free places first (their
+        whole memory), then running answers (the prompt read so far)."""
         held = [(place, self.cached[place]) for place in self.free]
-        held += [(slot.seq_id, slot.prompt[: slot.read]) for slot in running if slot.seq_id not in (-1, taken)]
+        held += [(slot.seq_id, slot.prompt[: slot.read]) for slot in running if slot.seq_id != -1]
         return held
 
     def _common(self, a: list[int], b: list[int]) -> int:
@@ -173,7 +187,7 @@ class Pool:
         self.cached[place] = []
         kept = slot.prompt[: slot.read] + slot.sampled[:-1] if self.prompt_cache else []
         self.lib.llama_memory_seq_rm(self.memory, place, len(kept), -1)
-        self.cached[place] = kept
+        self.cached[place], self.asked[place] = kept, slot.read
 
     def forget(self, place: int) -> None:
         self.cached[place] = []
