@@ -118,7 +118,7 @@ async def settings(request: web.Request) -> web.StreamResponse:
         # before is worth nothing after. Only then: a page posts the settings again on every change of
         # model, and renewing each time would strand its requests already under way with the old id.
         request[SESSION] = await store.renew_session(request[SESSION])
-    location = request.headers.get("Referer") or "/"
+    location = request.headers.get("Referer") or request.app[CONFIG].base_path + "/"
     if _prefers_html(request):
         return web.Response(status=303, headers={"Location": location})
     return json_response({"type": "redirect", "status": 303, "location": location})

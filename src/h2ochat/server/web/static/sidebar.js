@@ -177,7 +177,7 @@ export class Sidebar {
     li.className = "conversation";
     li.dataset.id = item.id;
     const link = document.createElement("a");
-    link.href = `/conversation/${item.id}`;
+    link.href = `conversation/${item.id}`; // under the <base href>
     link.dataset.id = item.id;
     link.textContent = item.title;
     link.title = item.title;
