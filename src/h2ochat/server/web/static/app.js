@@ -46,7 +46,7 @@ const sidebar = new Sidebar({
   drawer: { aside: $("sidebar"), menu: $("menu"), close: $("close-drawer"), backdrop: $("backdrop"), behind: [$("skip"), $("main")] },
   onOpen: (id) => navigate(`conversation/${id}`),
   onDeleted: (id, next) => {
-    if (state.current?.id === id) navigate("");
+    if (state.current?.id === id) navigate("./");
     // Focus was on the deleted row: to the conversation now in its place, if on screen, else the message box.
     if (next && getComputedStyle(next).visibility !== "hidden") next.focus();
     else composer.focus();
@@ -128,13 +128,13 @@ $("model").addEventListener("change", () => {
   picker.describe();
   if (welcome.passed) api.acceptSettings(picker.selected).catch(report);
   // A conversation keeps its model: another model means a new chat.
-  if (state.current && state.current.model !== picker.selected) navigate("");
+  if (state.current && state.current.model !== picker.selected) navigate("./");
 });
 
 // Conversations and the address ---------------------------------------------------------------------
 
 // Addresses are relative to the <base href> the server writes (its base path, "/" or "/chat/"):
-// "" is the new chat, "conversation/<id>" a conversation.
+// "./" is the new chat (not "": pushState takes "" as "stay"), "conversation/<id>" a conversation.
 const BASE = new URL(document.baseURI).pathname;
 
 function navigate(path) {
@@ -374,7 +374,7 @@ function exportAs(kind) {
 }
 
 function newChat() {
-  navigate("");
+  navigate("./");
   composer.focus();
 }
 
