@@ -3,6 +3,7 @@ the answer decoded with the project's own decoder (protocol/chatui.py)."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from typing import Any
@@ -21,7 +22,9 @@ def multipart(data: str | bytes | None, **files: bytes) -> aiohttp.MultipartWrit
     """A ``multipart/form-data`` body with the ``data`` part (None: without it) and ``files`` parts."""
     writer = aiohttp.MultipartWriter("form-data")
     if data is not None:
-        part = writer.append(data, {"Content-Type": "text/plain"} if isinstance(data, str) else None)
+        raw = data.encode() if isinstance(data, str) else data
+        # A stream rather than bytes: aiohttp warns about sending a large body (the 413 test) as bytes.
+        part = writer.append(io.BytesIO(raw), {"Content-Type": "text/plain; charset=utf-8"})
         part.set_content_disposition("form-data", name="data")
     for name, content in files.items():
         part = writer.append(content, {"Content-Type": "text/plain"})
