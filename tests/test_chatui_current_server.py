@@ -94,7 +94,7 @@ async def test_the_next_turn_goes_under_the_answer_and_the_model_sees_the_branch
             await client.send(conversation, root, "one")
             first = last_answer(await client.read(conversation))
             raw = await client.send(conversation, first["id"], "two")
-            final = [u for u in updates(raw) if isinstance(u, FinalAnswerUpdate)][0]
+            final = next(u for u in updates(raw) if isinstance(u, FinalAnswerUpdate))
             assert final.text == f"system: sys\nuser: one\nassistant: {first['content']}\nuser: two"
         finally:
             await client.close()
@@ -187,7 +187,7 @@ async def test_a_conversation_continues_across_generations(served: RunningServer
     await old.message(started, "2023 first")
     parent = last_answer(await client.read(started))["id"]
     raw = await client.send(started, parent, "today second")
-    assert [u for u in updates(raw) if isinstance(u, FinalAnswerUpdate)][0].text == TEXT
+    assert next(u for u in updates(raw) if isinstance(u, FinalAnswerUpdate)).text == TEXT
     status, body, _ = await old.request("GET", f"/api/conversation/{started}")
     assert [m["content"] for m in body["messages"] if m["role"] == "user"] == ["2023 first", "today second"]
 
