@@ -67,7 +67,7 @@ async def test_the_recorded_client_requests_get_the_recorded_shapes(served: Runn
         theirs = superjson.decode(response("3b-get-after").body)
         stored = {"files", "updates", "generationId", "materializedSeq"}  # what h2ochat does not keep
         assert len(mine["messages"]) == len(theirs["messages"]) == 3
-        for our_message, their_message in zip(mine["messages"], theirs["messages"]):
+        for our_message, their_message in zip(mine["messages"], theirs["messages"], strict=True):
             assert set(their_message) - stored <= set(our_message)
             assert our_message["from"] == their_message["from"]
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,3 +293,27 @@ async def test_concurrent_stops_and_messages_do_not_break_the_tree(client: Curre
     await asyncio.gather(*(client.send(conversation, root, f"q{i}") for i in range(3)))
     tree = await client.read(conversation)
     assert len(tree["messages"]) == 7 and len(tree["messages"][0]["children"]) == 3
+
+
+async def test_a_full_conversation_and_a_model_no_longer_served(tmp_path: Path) -> None:
+    config = replace(fixed_config(str(tmp_path / "chat.db"), text="ok"), max_messages=3)
+    async with start_server(config) as server:
+        client = Current(server.url)
+        try:
+            await client.start()
+            conversation, root = await client.create()
+            await client.send(conversation, root, "one")  # the root and this exchange: 3 messages
+            status, raw, _ = await client.post(conversation, {"id": root, "inputs": "two"})
+            assert status == 409 and b"start a new conversation" in raw
+            cookies = client.http.cookie_jar
+        finally:
+            await client.close()
+    renamed = replace(config, models=[replace(config.models[0], name="test/other")])
+    async with start_server(renamed) as server:
+        client = Current(server.url)
+        try:
+            client.http.cookie_jar.update_cookies({c.key: c.value for c in cookies})
+            status, raw, _ = await client.post(conversation, {"id": root, "inputs": "three"})
+            assert status == 410 and b"no longer served" in raw
+        finally:
+            await client.close()
