@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
+from h2ochat.server.chatui.current_reads import routes as current_read_routes
 from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.routes import routes
@@ -68,6 +69,8 @@ __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
+# Writes that may start a session: 2023's, and today's settings (a current client's first POST may be it).
+_WRITES = ("/settings", "/conversation", "/api/v2/user/settings")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
@@ -130,7 +133,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     request[SESSION] = session.id if session is not None else ""
     if session is not None:
         request[SESSION_FOUND] = session
-    writes = request.method not in SAFE_METHODS and request.path.startswith(("/settings", "/conversation"))
+    writes = request.method not in SAFE_METHODS and request.path.startswith(_WRITES)
     if ambiguous and writes:
         # No new session either: its cookie would replace the person's own in the browser.
         raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
@@ -236,6 +239,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_routes(routes)
     app.add_routes(message_routes)
     app.add_routes(read_routes)
+    app.add_routes(current_read_routes)
     app.add_routes(openai_routes)
     app.add_routes(tgi_routes)
     app.add_routes(page_routes)  # the web chat page at / (server/web/page.py)
