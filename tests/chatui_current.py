@@ -50,7 +50,7 @@ class Current:
         return response.status, body, response
 
     async def start(self) -> None:
-        """The first POST: a session, with the welcome gate passed as today's settings say it."""
+        """The first POST as the page of today sends it: a session, and the welcome dialog seen."""
         status, body, _ = await self.request("POST", "/api/v2/user/settings", json={"welcomeModalSeen": True})
         assert status == 200, body
 

@@ -36,7 +36,7 @@ def _header(raw_head: bytes, name: str) -> str:
 async def test_the_recorded_client_requests_get_the_recorded_shapes(served: RunningServer) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         origin = {"Origin": served.url}
-        settings = {"welcomeModalSeen": True}  # h2ochat's welcome gate, which chat-ui of today lacks
+        settings = {"welcomeModalSeen": True}  # as the recorded page did first
         async with http.post(f"{served.url}/api/v2/user/settings", json=settings, headers=origin) as r:
             assert r.status == 200
         create = request("1-create")

@@ -137,8 +137,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if ambiguous and writes:
         # No new session either: its cookie would replace the person's own in the browser.
         raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
-    gated = config.welcome_gate and writes and request.path.startswith("/conversation")
-    if gated and (session is None or session.ethics_accepted_at is None):
+    if config.welcome_gate and _is_2023_message(request) and (session is None or session.ethics_accepted_at is None):
         message = "You need to accept the welcome modal first"
         raise ApiError(405, message, body={"error": message})
     if session is None and writes:
@@ -149,6 +148,18 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         if (request.method, request.path) != ("POST", "/settings"):
             request[SESSION] = await store.new_session()
     return await handler(request)
+
+
+def _is_2023_message(request: web.Request) -> bool:
+    """The request the welcome gate guards: 2023's message post (JSON). chat-ui of today has no gate
+    (its clients send no acceptance), so its multipart message and every other request pass; the
+    gate still keeps anyone from chatting through the 2023 protocol before the settings step."""
+    return (
+        request.method == "POST"
+        and request.match_info.route.resource is not None
+        and request.match_info.route.resource.canonical.endswith("/conversation/{id}")
+        and not request.content_type.startswith("multipart/")
+    )
 
 
 async def _cookie_session(request: web.Request, store: Store) -> tuple[Session | None, bool]:
