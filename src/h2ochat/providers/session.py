@@ -28,8 +28,8 @@ import functools
 import logging
 import uuid
 import warnings
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
 
 import msgspec
 from yarl import URL
@@ -37,8 +37,6 @@ from yarl import URL
 from h2ochat.protocol.chatui_bodies import CreatedConversation
 from h2ochat.protocol.errors import (
     ConversationNotFound,
-    DeleteFailedWarning,
-    H2oChatError,
     HTTPStatusError,
     ParametersIgnoredWarning,
     ProtocolError,
@@ -47,7 +45,6 @@ from h2ochat.protocol.errors import (
     TimeoutException,
     TransportError,
 )
-from h2ochat.protocol.nesting import too_deep
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import DEFAULT_PARAMETERS, message_request, settings_form
@@ -55,13 +52,13 @@ from h2ochat.providers.answers import read_current, read_tgi
 from h2ochat.providers.base import AsyncResult, CallInfo
 from h2ochat.providers.current import GENERATIONS, CurrentSteps, Generation, detect
 from h2ochat.providers.defaults import server_model, server_url
+from h2ochat.providers.lifecycle import Conversations, decode_json
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
 from h2ochat.providers.transport import ByteStream, Transport
 
 __all__ = ["H2oSession", "Prepared"]
 
 log = logging.getLogger("h2ochat")
-T = TypeVar("T")
 # Failures that may pass: the models list is asked again on the next call. Any other error
 # answer means the server does not list its models (chat-ui of 2023, h2oGPT), once and for all.
 _PASSING = (TransportError, TimeoutException, RateLimited, ServerError)
@@ -142,13 +139,15 @@ class H2oSession:
         )
         self._settings: dict[str, asyncio.Task[None]] = {}
         self._models: asyncio.Task[list[dict[str, Any]]] | None = None
-        self._spares: dict[str, asyncio.Task[CreatedConversation]] = {}
         self._current = CurrentSteps(self._http)
-        self._generation: Generation | None = next((g for g in GENERATIONS if g == protocol), None)
+        self._conversations = Conversations(self._http, self._current, prefetch=prefetch)
+        self._generation: Generation | None = None
         self._detecting: asyncio.Task[Generation] | None = None
         self._listed: list[dict[str, Any]] | None = None  # the models the probe brought
-        self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        forced = next((generation for generation in GENERATIONS if generation == protocol), None)
+        if forced is not None:
+            self._generation = self._conversations.generation = forced
 
     async def __aenter__(self) -> H2oSession:
         return self
@@ -161,24 +160,12 @@ class H2oSession:
         if self._closed:
             return
         self._closed = True
-        for spare in self._spares.values():
-            self._discard(spare)
-        self._spares.clear()
         for task in [*self._settings.values(), *([self._models] if self._models else [])]:
             task.cancel()
-        # Conversation creations and deletes still running; a finished creation
-        # schedules its delete before gather() returns, hence the loop. Shielded: a
-        # cancellation here (a second one, or a timeout around the caller) must not
-        # cancel the deletes nor leave the connections open; it is raised afterwards.
-        cancelled: asyncio.CancelledError | None = None
-        while self._background:
-            try:
-                await asyncio.shield(asyncio.gather(*self._background, return_exceptions=True))
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-        await self._http.close()
-        if cancelled is not None:
-            raise cancelled
+        try:
+            await self._conversations.aclose()
+        finally:  # a cancellation must not leave the connections open either
+            await self._http.close()
 
     def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
         """Stream the answer to ``messages``; keyword arguments are generation parameters."""
@@ -226,7 +213,7 @@ class H2oSession:
 
     async def _detect(self) -> Generation:
         generation, self._listed = await detect(self._http)
-        self._generation = generation
+        self._generation = self._conversations.generation = generation
         log.debug("%s speaks the %s chat protocol", self.root, generation)
         return generation
 
@@ -234,7 +221,7 @@ class H2oSession:
         if await self.generation() == "current":
             listed, self._listed = self._listed, None
             return listed if listed is not None else await self._current.models()
-        models = _decode_json(await self._http.request("models", "GET", "/api/models"))
+        models = decode_json(await self._http.request("models", "GET", "/api/models"))
         if not isinstance(models, list):
             raise ProtocolError(f"models step: GET {self.root}/api/models did not answer a list of models")
         return [model for model in models if isinstance(model, dict)]
@@ -290,7 +277,7 @@ class H2oSession:
             # After the settings, whose answer brings the session's cookie; cached after the first call.
             body = message_request(request.inputs, request.parameters, await self._defaults(model))
             send = functools.partial(self._send_2023, body)
-        created, prefetched = await self._take_conversation(model)
+        created, prefetched = await self._conversations.take(model)
         info.conversation_id = created.id
         texts: list[str] = []
         posted = False
@@ -309,8 +296,8 @@ class H2oSession:
             # shutting down) must not abandon the delete; aclose() waits for it.
             conversation = info.conversation_id or created.id  # the message step may have replaced it
             stop = generation_id if posted and not info.done else None
-            ending = self._end(conversation, complete=info.done, stop=stop, seen="".join(texts))
-            await asyncio.shield(self._spawn(ending))
+            ending = self._conversations.end(conversation, complete=info.done, stop=stop, seen="".join(texts))
+            await asyncio.shield(self._conversations.spawn(ending))
 
     async def _accept_settings(self, model: str) -> None:
         """Step 1, once per session and model, shared by concurrent calls."""
@@ -323,56 +310,6 @@ class H2oSession:
     async def _post_settings(self, model: str) -> None:
         # 303 (See Other) and 200 with a JSON redirect object both mean accepted.
         await self._http.request("settings", "POST", "/settings", data=settings_form(model), ok=(200, 303))
-
-    async def _take_conversation(self, model: str) -> tuple[CreatedConversation, bool]:
-        """Step 2: the conversation made in advance if there is one, else a new one."""
-        spare = self._spares.pop(model, None)
-        if spare is not None:
-            try:
-                return await self._own(spare), True
-            except H2oChatError as exc:
-                log.debug("the conversation made in advance failed (%s); creating one now", exc)
-        return await self._own(self._spawn(self._create_conversation(model))), False
-
-    def _prefetch(self, model: str) -> None:
-        if self.prefetch and not self._closed and model not in self._spares:
-            self._spares[model] = self._spawn(self._create_conversation(model))
-
-    async def _own(self, creation: asyncio.Task[CreatedConversation]) -> CreatedConversation:
-        """Await a conversation's creation; if the caller is cancelled meanwhile,
-        the conversation is deleted once created instead of being leaked."""
-        try:
-            return await asyncio.shield(creation)
-        except asyncio.CancelledError:
-            self._discard(creation)
-            raise
-
-    def _discard(self, creation: asyncio.Task[CreatedConversation]) -> None:
-        """Delete the conversation ``creation`` makes, now or once it is made."""
-        if not creation.done():
-            creation.add_done_callback(self._discard)
-        elif not creation.cancelled() and creation.exception() is None:
-            self._spawn(self._delete(creation.result().id, complete=False))
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def _create_conversation(self, model: str) -> CreatedConversation:
-        if await self.generation() == "current":
-            return await self._current.create(model)
-        body = await self._http.request(
-            "conversation", "POST", "/conversation", content=msgspec.json.encode({"model": model})
-        )
-        answer = _decode_json(body)
-        conversation = answer.get("conversationId") if isinstance(answer, dict) else None
-        if not isinstance(conversation, str) or not conversation:
-            raise ProtocolError(
-                f"conversation step: {self.root}/conversation answered without a conversationId: {body[:120]!r}"
-            )
-        return CreatedConversation(conversation, None, None)
 
     async def _send_2023(self, body: bytes, created: CreatedConversation) -> ByteStream:
         return await self._http.stream(f"/conversation/{created.id}", body)
@@ -397,54 +334,13 @@ class H2oSession:
                 raise
             # A conversation made in advance can vanish (a server restart); the
             # message was refused, so sending it again to a fresh one is safe.
-            created = await self._own(self._spawn(self._create_conversation(model)))
+            created = await self._conversations.new(model)
             info.conversation_id = created.id
             chunks = await send(created)
         # Only now, with this call's own requests sent, so that making the next
         # call's conversation never competes with them for a connection.
-        self._prefetch(model)
+        self._conversations.make_spare(model)
         return chunks
-
-    async def _end(self, conversation: str, *, complete: bool, stop: str | None, seen: str) -> None:
-        """Stop a run of today's protocol the caller left (at what it saw), then delete."""
-        if stop is not None:
-            try:
-                await self._current.stop(conversation, stop, seen)
-            except H2oChatError as exc:
-                log.warning("could not stop the answer in conversation %s: %s", conversation, exc)
-        await self._delete(conversation, complete=complete)
-
-    async def _delete(self, conversation: str, *, complete: bool) -> None:
-        """The last step. After a complete answer a failure is a warning, so the answer is kept."""
-        try:
-            if self._generation == "current":
-                await self._current.delete(conversation)
-            else:
-                await self._http.request("delete", "DELETE", f"/conversation/{conversation}")
-        except ConversationNotFound:
-            pass  # already gone: the goal of the step is reached
-        except H2oChatError as exc:
-            if complete:
-                warnings.warn(
-                    f"the answer is complete, but its conversation {conversation} could not be deleted: {exc}",
-                    DeleteFailedWarning,
-                    stacklevel=2,
-                )
-            else:
-                log.warning("could not delete conversation %s: %s", conversation, exc)
-
-
-def _decode_json(body: bytes) -> Any:
-    """A JSON answer, or None when it is not JSON at all, or nested past our limit.
-
-    msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string: just a bad answer here.
-    """
-    if too_deep(body):
-        return None
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
 
 
 def _warn_ignored(parameters: Mapping[str, Any]) -> None:
