@@ -243,6 +243,7 @@ _UPDATE_HINTS = {
     401: " (log in again: pass fresh cookies=, on HuggingChat both hf-chat and token)",
     402: " (the account has no credits left for this model: add some or pick another model)",
     429: " (the model is busy: wait and try again)",
+    503: " (the model is busy or starting: wait and try again)",
 }
 
 
