@@ -8,16 +8,20 @@ warning for generation parameters.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from click.testing import CliRunner
 
 from h2ochat import AsyncClient
+from h2ochat.cli import cli
 from h2ochat.protocol.chatui import encode_token
 from h2ochat.protocol.errors import (
     ConversationNotFound,
@@ -304,3 +308,37 @@ async def test_the_provider_and_the_openai_client_speak_it_too(replay: tuple[Cha
     assert completion.choices[0].finish_reason == "stop"
     with pytest.raises(ValueError, match="protocol must be"):
         H2o.create_async_generator(MODEL, USER, url=url, protocol="v3")
+
+
+@pytest.fixture
+def replay_thread() -> Iterator[tuple[ChatUIReplay, str]]:
+    """The replay served from its own thread, for the command line's own event loop."""
+    loop = asyncio.new_event_loop()
+    double = ChatUIReplay()
+    runner = web.AppRunner(double.app())
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield double, f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+def test_the_command_line_detects_or_is_told(replay_thread: tuple[ChatUIReplay, str]) -> None:
+    double, url = replay_thread
+    result = CliRunner().invoke(cli, ["ask", "--url", url, "-m", MODEL, "--json", "What is the capital of France?"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["text"] == ANSWER
+    assert double.paths()[0] == ("GET", "/api/v2/models")
+    double.requests.clear()
+    double.answered = False
+    result = CliRunner().invoke(cli, ["ask", "--url", url, "--protocol", "current", "-m", MODEL, "Hi"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == ANSWER and double.paths()[0] == ("POST", "/conversation")
+    result = CliRunner().invoke(cli, ["ask", "--url", url, "--protocol", "2024", "Hi"])
+    assert result.exit_code == 2 and "2024" in result.output
