@@ -33,6 +33,7 @@ CONVERSATION = "6b12cac1c4f4d7fe466ca041"
 ROOT = "8413e7ed-5bd2-4bb1-a00a-fa45488fbf70"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ANSWER = "The capital of France is Paris."
+ANSWER_ID = "52e12455-19fa-4340-aea5-54510a9c19bf"  # in the read after the answer
 MODELS = {"json": [{"id": MODEL, "name": MODEL, "displayName": MODEL, "multimodal": False, "unlisted": False}]}
 
 
@@ -115,7 +116,8 @@ class ChatUIReplay:
         data = json.loads(self.requests[-1].form.get("data", "null") or "null")
         if request.match_info["id"] != CONVERSATION:
             return web.json_response({"message": "Conversation not found"}, status=404)
-        if not isinstance(data, dict) or data.get("id") != ROOT or not data.get("inputs"):
+        # The recorded root, or (a second turn) the recorded answer that the later read shows.
+        if not isinstance(data, dict) or data.get("id") not in (ROOT, ANSWER_ID) or not data.get("inputs"):
             return web.json_response({"message": "An error occurred", "errorId": "0f6c1a52"}, status=500)
         response = web.StreamResponse(headers={"Content-Type": "application/jsonl"})
         response.set_cookie("hf-chat", self.cookie, path="/", httponly=True, samesite="Lax")

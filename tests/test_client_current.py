@@ -34,7 +34,7 @@ from h2ochat.protocol.errors import (
 )
 from h2ochat.providers import H2o, H2oSession
 from tests.chatui import ChatUIDouble
-from tests.chatui_replay import ANSWER, CONVERSATION, MODEL, ROOT, ChatUIReplay, recorded_data_part
+from tests.chatui_replay import ANSWER, ANSWER_ID, CONVERSATION, MODEL, ROOT, ChatUIReplay, recorded_data_part
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 Serve = Callable[..., Awaitable[TestServer]]
@@ -342,3 +342,40 @@ def test_the_command_line_detects_or_is_told(replay_thread: tuple[ChatUIReplay, 
     assert result.stdout.strip() == ANSWER and double.paths()[0] == ("POST", "/conversation")
     result = CliRunner().invoke(cli, ["ask", "--url", url, "--protocol", "2024", "Hi"])
     assert result.exit_code == 2 and "2024" in result.output
+
+
+async def test_a_conversation_turns_under_the_answer_read_back(replay: tuple[ChatUIReplay, str]) -> None:
+    double, url = replay
+    async with H2oSession(url, prefetch=False) as session:
+        async with await session.conversation(MODEL, "Be brief.") as chat:
+            assert (chat.id, chat.parent) == (CONVERSATION, ROOT)
+            assert await chat.send("What is the capital of France?").text() == ANSWER
+            assert chat.title == "What is the capital of"
+            assert await chat.send("And of Italy?").text() == ANSWER  # the replay answers alike
+            assert chat.parent == ANSWER_ID
+    posts = [json.loads(s.form["data"]) for s in double.requests if s.form]
+    # The recorded read names no run of ours: the answer is found under the question under the parent.
+    assert [post["id"] for post in posts] == [ROOT, ANSWER_ID]
+    assert [post["inputs"] for post in posts] == ["What is the capital of France?", "And of Italy?"]
+    assert json.loads(double.requests[1].body) == {"model": MODEL, "preprompt": "Be brief."}
+    assert double.paths()[-1] == ("DELETE", f"/api/v2/conversations/{CONVERSATION}")
+
+
+async def test_a_conversation_turn_left_early_is_stopped_and_still_the_parent(replay: tuple[ChatUIReplay, str]) -> None:
+    double, url = replay
+    async with H2oSession(url, prefetch=False, protocol="current") as session:
+        async with await session.conversation(MODEL) as chat:
+            first = chat.send("What is the capital of France?")
+            assert await first.__anext__() == "The"
+            await first.aclose()
+            await chat.send("Go on").text()
+    stop = next(s for s in double.requests if s.path.endswith("/stop-generating"))
+    assert json.loads(stop.body)["seenContentLength"] == 3
+    assert [json.loads(s.form["data"])["id"] for s in double.requests if s.form] == [ROOT, ANSWER_ID]
+
+
+async def test_conversations_need_today_s_protocol(chatui: tuple[ChatUIDouble, str]) -> None:
+    _, url = chatui
+    async with H2oSession(url, prefetch=False) as session:
+        with pytest.raises(ValueError, match="protocol='current'"):
+            await session.conversation()

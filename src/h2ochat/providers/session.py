@@ -50,6 +50,7 @@ from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import DEFAULT_PARAMETERS, message_request, settings_form
 from h2ochat.providers.answers import read_current, read_tgi
 from h2ochat.providers.base import AsyncResult, CallInfo
+from h2ochat.providers.conversation import Conversation
 from h2ochat.providers.current import GENERATIONS, CurrentSteps, Generation, detect
 from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.lifecycle import Conversations, decode_json
@@ -197,6 +198,20 @@ class H2oSession:
         if task is None or (task.done() and (task.cancelled() or isinstance(task.exception(), _PASSING))):
             task = self._models = asyncio.ensure_future(self._fetch_models())
         return await asyncio.shield(task)
+
+    async def conversation(
+        self, model: str | None = None, system: str | None = None, *, keep: bool = False
+    ) -> Conversation:
+        """A conversation kept on the server, turn after turn (today's chat-ui protocol only):
+        ``async with await session.conversation(model) as chat: await chat.send("Hi").text()``."""
+        if await self.generation() != "current":
+            raise ValueError(
+                f"{self.root} speaks the chat protocol of 2023: conversations kept turn after turn need "
+                "today's (protocol='current'); session.stream(messages) sends the whole chat each call"
+            )
+        return Conversation(
+            self._conversations, server_model(model), system, max_line_size=self.max_event_size, keep=keep
+        )
 
     async def generation(self) -> Generation:
         """The generation of the protocol the server speaks: ``"2023"`` or ``"current"``.
