@@ -346,13 +346,12 @@ def test_the_command_line_detects_or_is_told(replay_thread: tuple[ChatUIReplay, 
 
 async def test_a_conversation_turns_under_the_answer_read_back(replay: tuple[ChatUIReplay, str]) -> None:
     double, url = replay
-    async with H2oSession(url, prefetch=False) as session:
-        async with await session.conversation(MODEL, "Be brief.") as chat:
-            assert (chat.id, chat.parent) == (CONVERSATION, ROOT)
-            assert await chat.send("What is the capital of France?").text() == ANSWER
-            assert chat.title == "What is the capital of"
-            assert await chat.send("And of Italy?").text() == ANSWER  # the replay answers alike
-            assert chat.parent == ANSWER_ID
+    async with H2oSession(url, prefetch=False) as session, await session.conversation(MODEL, "Be brief.") as chat:
+        assert (chat.id, chat.parent) == (CONVERSATION, ROOT)
+        assert await chat.send("What is the capital of France?").text() == ANSWER
+        assert chat.title == "What is the capital of"
+        assert await chat.send("And of Italy?").text() == ANSWER  # the replay answers alike
+        assert chat.parent == ANSWER_ID
     posts = [json.loads(s.form["data"]) for s in double.requests if s.form]
     # The recorded read names no run of ours: the answer is found under the question under the parent.
     assert [post["id"] for post in posts] == [ROOT, ANSWER_ID]
@@ -363,12 +362,14 @@ async def test_a_conversation_turns_under_the_answer_read_back(replay: tuple[Cha
 
 async def test_a_conversation_turn_left_early_is_stopped_and_still_the_parent(replay: tuple[ChatUIReplay, str]) -> None:
     double, url = replay
-    async with H2oSession(url, prefetch=False, protocol="current") as session:
-        async with await session.conversation(MODEL) as chat:
-            first = chat.send("What is the capital of France?")
-            assert await first.__anext__() == "The"
-            await first.aclose()
-            await chat.send("Go on").text()
+    async with (
+        H2oSession(url, prefetch=False, protocol="current") as session,
+        await session.conversation(MODEL) as chat,
+    ):
+        first = chat.send("What is the capital of France?")
+        assert await first.__anext__() == "The"
+        await first.aclose()
+        await chat.send("Go on").text()
     stop = next(s for s in double.requests if s.path.endswith("/stop-generating"))
     assert json.loads(stop.body)["seenContentLength"] == 3
     assert [json.loads(s.form["data"])["id"] for s in double.requests if s.form] == [ROOT, ANSWER_ID]
