@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from h2ochat.protocol import superjson
+from h2ochat.protocol.chatui_bodies import announce_generations
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.answering import branch, fit
@@ -62,7 +63,10 @@ async def models(request: web.Request) -> web.StreamResponse:
         }
         for runtime in request.app[MODELS].runtimes.values()
     ]
-    return envelope(listed, {"Cache-Control": "private, max-age=60"})
+    # Beside the envelope (superjson reads only `json` and `meta`): this server speaks 2023 as well,
+    # so h2ochat's client, whose probe is this route, keeps 2023's generation parameters and details.
+    body = announce_generations(superjson.encode(listed))
+    return json_response(body, headers={"Cache-Control": "private, max-age=60"})
 
 
 @routes.get("/api/v2/conversations")
