@@ -84,6 +84,8 @@ class Request:
 
     @property
     def step(self) -> str:
+        if self.path.startswith("/api/"):
+            return "probe"  # the client's GET /api/v2/models: this server speaks 2023's protocol only
         if self.path == "/settings":
             return "settings"
         if self.path == "/conversation":
@@ -248,6 +250,8 @@ class FaultServer:
         session = request.session or str(uuid.uuid4())
         cookie = {"Set-Cookie": f"{COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax"}
         step = request.step
+        if step == "probe":
+            return http_response(404, b'{"message": "Not found"}'), None
         if step == "settings":
             body = {"type": "redirect", "status": 303, "location": request.headers.get("referer", "/")}
             return http_response(200, json.dumps(body).encode(), headers=cookie), None

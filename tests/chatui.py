@@ -161,6 +161,8 @@ class ChatUIDouble:
 
 
 def _step(request: web.Request) -> str:
+    if request.path.startswith("/api/"):
+        return "probe"  # GET /api/v2/models, which a chat-ui of 2023 does not have: 404
     if request.path == "/settings":
         return "settings"
     if request.path == "/conversation":

@@ -6,6 +6,7 @@ The page under a prefix in a browser: test_page_base_path.py.
 from __future__ import annotations
 
 import html.parser
+import json
 import re
 import subprocess
 import sys
@@ -16,11 +17,14 @@ from typing import Any
 
 import pytest
 from msgspec.structs import replace
+from yarl import URL
 
 from h2ochat import H2oSession
+from h2ochat.protocol.chatui import StreamUpdate
 from h2ochat.server import RunningServer, load_config, start_server
 from h2ochat.server.config import ConfigError, ServerConfig
 from reliability.process import write_config
+from tests.chatui_current import Current, updates
 from tests.helpers import FIXED_MODEL, RawClient, branch, events, fixed_config
 
 Client = Callable[[str], RawClient]
@@ -68,15 +72,39 @@ async def test_the_2023_chat_flow_under_chat(chat_server: RunningServer, raw_cli
     assert (await client.request("GET", "/api/conversations"))[1] == []
 
 
+async def test_todays_chat_ui_protocol_under_chat(chat_server: RunningServer) -> None:
+    """The current generation's routes get the prefix with no work of their own (app.ROUTE_TABLES)."""
+    client = Current(chat_server.url)
+    try:
+        await client.start()  # POST /chat/api/v2/user/settings: a session, as today's page starts one
+        jar = client.http.cookie_jar
+        assert "hf-chat" in jar.filter_cookies(URL(chat_server.url + "/"))
+        assert "hf-chat" not in jar.filter_cookies(URL(origin(chat_server.url) + "/"))  # Path=/chat
+        status, body, _ = await client.request("GET", "/api/v2/models")
+        assert status == 200 and FIXED_MODEL in json.dumps(body)
+        conversation, root = await client.create()
+        got = updates(await client.send(conversation, root, "Hi"))
+        assert "".join(u.token for u in got if isinstance(u, StreamUpdate)) == ANSWER
+        stored = await client.read(conversation)
+        assert [m["content"] for m in stored["messages"][1:]] == ["Hi", ANSWER]
+        cross = {"Origin": "http://evil.example"}  # the Origin rule for multipart, under the prefix too
+        status, _, _ = await client.request("POST", f"/conversation/{conversation}", data=b"x", headers=cross)
+        assert status == 403
+    finally:
+        await client.close()
+
+
 async def test_the_h2ochat_client_chats_given_the_prefixed_url(chat_server: RunningServer) -> None:
     async with H2oSession(chat_server.url) as session:
         assert await session.ask([{"role": "user", "content": "Hi"}], FIXED_MODEL) == ANSWER
 
 
 async def test_the_welcome_gate_holds_under_the_prefix(chat_server: RunningServer, raw_client: Client) -> None:
-    """The session middleware singles out /conversation writes by path: with the prefix, still."""
+    """The session middleware singles out routes by path: with the prefix, still."""
     client = raw_client(chat_server.url)
-    status, body, _ = await client.request("POST", "/conversation", json={"model": FIXED_MODEL})
+    conversation = await client.create()  # a write under /chat: a session is started for it
+    assert "; Path=/chat; " in (await client.request("GET", "/api/models"))[2].headers.get("Set-Cookie", "")
+    status, body, _ = await client.message(conversation, "Hello?")  # 2023's message: gated
     assert status == 405 and body == {"error": "You need to accept the welcome modal first"}
 
 

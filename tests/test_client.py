@@ -51,6 +51,7 @@ async def test_four_steps_stream_tokens_and_delete(chatui: tuple[ChatUIDouble, s
     result = H2o.create_async_generator("", USER, url=url)
     assert await collect(result) == ["Hello", " world"]
     assert [(m, p) for m, p, _ in double.requests] == [
+        ("GET", "/api/v2/models"),  # which generation: the 404 of a chat-ui of 2023, so its four steps follow
         ("POST", "/settings"),
         ("POST", "/conversation"),
         ("POST", f"/conversation/{double.created[0]}"),

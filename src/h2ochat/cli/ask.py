@@ -16,7 +16,14 @@ __all__ = ["Spinner", "ask", "generation_options", "server_options"]
 
 
 def server_options(function: Any) -> Any:
-    """--url, --proxy and --debug, shared by the commands that talk to a server."""
+    """--url, --proxy, --protocol and --debug, shared by the commands that talk to a server."""
+    function = click.option(
+        "--protocol",
+        type=click.Choice(["auto", "2023", "current"]),
+        default="auto",
+        show_default=True,
+        help="Chat protocol generation: chat-ui of 2023, or of today (HuggingChat); auto asks the server once.",
+    )(function)
     function = click.option(
         "--url",
         help="Server root, e.g. http://127.0.0.1:8080 (env H2OCHAT_URL). Default: the embedded model.",
@@ -58,6 +65,7 @@ def ask(
     no_stream: bool,
     url: str | None,
     proxy: str | None,
+    protocol: str,
     debug: bool,
 ) -> None:
     """Ask one question and stream the answer to stdout.
@@ -75,7 +83,7 @@ def ask(
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": text})
     parameters = parse_parameters(params)
-    run(lambda: _ask(messages, model, parameters, url, proxy, as_json, no_stream), debug)
+    run(lambda: _ask(messages, model, parameters, url, proxy, as_json, no_stream, protocol), debug)
 
 
 async def _ask(
@@ -86,9 +94,10 @@ async def _ask(
     proxy: str | None,
     as_json: bool,
     no_stream: bool,
+    protocol: str = "auto",
 ) -> None:
     stream_to_stdout = not (as_json or no_stream)
-    async with connect(url, proxy, model, announce=not as_json) as connection:
+    async with connect(url, proxy, model, announce=not as_json, protocol=protocol) as connection:
         started = time.perf_counter()
         first_token: float | None = None
         parts: list[str] = []

@@ -43,7 +43,13 @@ Enter sends; Alt-Enter (or Esc then Enter) adds a line. Ctrl-C stops an answer."
 @generation_options
 @server_options
 def chat(
-    model: str | None, system: str | None, params: tuple[str, ...], url: str | None, proxy: str | None, debug: bool
+    model: str | None,
+    system: str | None,
+    params: tuple[str, ...],
+    url: str | None,
+    proxy: str | None,
+    protocol: str,
+    debug: bool,
 ) -> None:
     """Chat interactively; history is kept across runs.
 
@@ -53,13 +59,18 @@ def chat(
       h2ochat chat --url http://127.0.0.1:8080 -s "Answer in one sentence."
     """
     parameters = parse_parameters(params)
-    run(lambda: _chat(model, system, parameters, url, proxy), debug)
+    run(lambda: _chat(model, system, parameters, url, proxy, protocol), debug)
 
 
 async def _chat(
-    model: str | None, system: str | None, parameters: dict[str, Any], url: str | None, proxy: str | None
+    model: str | None,
+    system: str | None,
+    parameters: dict[str, Any],
+    url: str | None,
+    proxy: str | None,
+    protocol: str = "auto",
 ) -> None:
-    async with connect(url, proxy, model) as connection:
+    async with connect(url, proxy, model, protocol=protocol) as connection:
         await Chat(connection, system, parameters).run()
 
 

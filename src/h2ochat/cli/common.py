@@ -86,12 +86,15 @@ class Connection:
 
 @contextlib.asynccontextmanager
 async def connect(
-    url: str | None, proxy: str | None, model: str | None, announce: bool = True
+    url: str | None, proxy: str | None, model: str | None, announce: bool = True, protocol: str = "auto"
 ) -> AsyncIterator[Connection]:
-    """A session to ``url``, or to the embedded server started here when no server is configured."""
+    """A session to ``url``, or to the embedded server started here when no server is configured.
+
+    ``protocol`` is the generation to speak (``auto``: the session asks the server once).
+    """
     url, model = configured_url(url), configured_model(model)
     if url is not None:
-        async with H2oSession(url, proxy=proxy) as session:
+        async with H2oSession(url, proxy=proxy, protocol=protocol) as session:
             yield Connection(session, await _chosen_model(session, model))
         return
     from h2ochat.server import ServerConfig, start_server
@@ -101,7 +104,7 @@ async def connect(
         showing = announce and stderr.is_terminal
         with stderr.status("Loading the embedded model…") if showing else contextlib.nullcontext():
             server = await stack.enter_async_context(start_server(ServerConfig(port=0, db=":memory:")))
-        session = await stack.enter_async_context(H2oSession(server.url))
+        session = await stack.enter_async_context(H2oSession(server.url, protocol=protocol))
         chosen = await _chosen_model(session, model)
         if announce:
             stderr.print(f"[dim]{EMBEDDED_NOTE.format(model=chosen)}[/]")

@@ -23,7 +23,7 @@ __all__ = ["models"]
 @click.option("--json", "as_json", is_flag=True, help="Print the server's models as JSON (as GET /api/models).")
 @server_options
 @click.pass_context
-def models(ctx: click.Context, as_json: bool, url: str | None, proxy: str | None, debug: bool) -> None:
+def models(ctx: click.Context, as_json: bool, url: str | None, proxy: str | None, protocol: str, debug: bool) -> None:
     """List the GGUF models pulled to this machine, and the models a server offers
     (the embedded one when no --url is given).
 
@@ -39,7 +39,7 @@ def models(ctx: click.Context, as_json: bool, url: str | None, proxy: str | None
         return
     if not as_json:
         _print_local()
-    run(lambda: _server_models(as_json, url, proxy), debug)
+    run(lambda: _server_models(as_json, url, proxy, protocol), debug)
 
 
 @models.command()
@@ -107,8 +107,8 @@ def _print_local() -> None:
     print()
 
 
-async def _server_models(as_json: bool, url: str | None, proxy: str | None) -> None:
-    async with connect(url, proxy, None, announce=False) as connection:
+async def _server_models(as_json: bool, url: str | None, proxy: str | None, protocol: str = "auto") -> None:
+    async with connect(url, proxy, None, announce=False, protocol=protocol) as connection:
         offered = await connection.session.models()
     if as_json:
         print(json.dumps(offered, ensure_ascii=False, indent=2))

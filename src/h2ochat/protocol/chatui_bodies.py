@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -30,6 +30,10 @@ __all__ = [
     "decode_message_post",
     "encode_create_answer",
     "message_post",
+    "GENERATIONS",
+    "Generation",
+    "announce_generations",
+    "announced_generations",
 ]
 
 
@@ -144,3 +148,22 @@ def encode_create_answer(conversation_id: str, conversation: Mapping[str, Any]) 
     """The create answer as chat-ui writes it: the conversation (datetimes and all) as a superjson string."""
     inner = _encoder.encode(superjson.encode(conversation)).decode()
     return _encoder.encode({"conversationId": conversation_id, "conversation": inner})
+
+
+Generation = Literal["2023", "current"]
+#: The generations of chat-ui's protocol, by the names ``protocol=`` takes and h2ochat's server announces.
+GENERATIONS: tuple[Generation, ...] = ("2023", "current")
+_MARK = "h2ochat"
+
+
+def announce_generations(envelope: dict[str, Any]) -> dict[str, Any]:
+    """``envelope`` (superjson's) with the generations this server speaks beside it: superjson reads
+    only ``json`` and ``meta``, so other clients see nothing new."""
+    return {**envelope, _MARK: {"protocols": list(GENERATIONS)}}
+
+
+def announced_generations(envelope: Any) -> tuple[str, ...]:
+    """The generations a server announced beside an envelope (none from a chat-ui)."""
+    mark = envelope.get(_MARK) if isinstance(envelope, Mapping) else None
+    protocols = mark.get("protocols") if isinstance(mark, Mapping) else None
+    return tuple(p for p in protocols if isinstance(p, str)) if isinstance(protocols, list) else ()

@@ -24,8 +24,10 @@
         └── IncompleteGeneration  ``incomplete_generation``
 
 Errors raised while a stream is read carry ``partial_text``: what had arrived.
-One warning: ``DeleteFailedWarning``, when a complete answer's conversation
-could not be deleted (the answer is kept).
+Two warnings: ``DeleteFailedWarning``, when a complete answer's conversation
+could not be deleted (the answer is kept), and ``ParametersIgnoredWarning``, when
+generation parameters go to a server of today's chat-ui, whose protocol has no
+place for them.
 This module is pure: it formats messages and picks classes, it does no I/O.
 """
 
@@ -55,6 +57,7 @@ __all__ = [
     "InputValidationError",
     "MalformedEvent",
     "ModelOverloaded",
+    "ParametersIgnoredWarning",
     "ProtocolError",
     "ProxyError",
     "RateLimited",
@@ -82,6 +85,10 @@ class H2oChatError(Exception):
 
 class DeleteFailedWarning(UserWarning):
     """A conversation could not be deleted after its answer was complete."""
+
+
+class ParametersIgnoredWarning(UserWarning):
+    """Generation parameters were passed for a server of today's chat-ui, which takes none."""
 
 
 class ProtocolError(H2oChatError):
@@ -236,6 +243,7 @@ _UPDATE_HINTS = {
     401: " (log in again: pass fresh cookies=, on HuggingChat both hf-chat and token)",
     402: " (the account has no credits left for this model: add some or pick another model)",
     429: " (the model is busy: wait and try again)",
+    503: " (the model is busy or starting: wait and try again)",
 }
 
 
@@ -309,7 +317,7 @@ def error_for_status(
     cls = _STATUS_CLASSES.get(status, ServerError if status >= 500 else HTTPStatusError)
     if cls is ConversationNotFound and step not in ("message", "delete"):
         cls = HTTPStatusError
-    hint = _HINTS.get(status, "")
+    hint = _hint(status, body, excerpt)
     message = f"{step} step failed: HTTP {status} from {url}: {excerpt}{hint}"
     exc = cls(message, status=status, step=step, url=url, body=excerpt)
     if isinstance(exc, RateLimited):
@@ -317,9 +325,43 @@ def error_for_status(
     return exc
 
 
+def _hint(status: int, body: bytes, excerpt: str) -> str:
+    """What to do, as far as the status and body tell it."""
+    if status == 500 and excerpt == "An error occurred":
+        # Current chat-ui's answer to any exception in a handler: the cause stays in its log.
+        error_id = _error_id(body)
+        named = f" (errorId {error_id})" if error_id else ""
+        return (
+            f"{named}: the server failed on this request and keeps the cause in its log; with chat-ui this is "
+            "most often a request of the other protocol generation (try protocol='2023' or protocol='current') "
+            "or a parent message id the conversation does not hold"
+        )
+    if status == 401 and "logged in" in excerpt:
+        return (
+            " (this server lets only logged-in people chat: pass cookies= with the cookies of a browser "
+            "that is logged in; HuggingChat needs both hf-chat and token, see the README)"
+        )
+    return _HINTS.get(status, "")
+
+
+def _error_id(body: bytes) -> str | None:
+    if too_deep(body):
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    error_id = payload.get("errorId") if isinstance(payload, dict) else None
+    return error_id if isinstance(error_id, str) else None
+
+
 _HINTS = {
-    401: " (the server wants credentials: pass headers= or cookies=)",
-    403: " (the server refused the request: check the url and the Referer it expects)",
+    401: " (the server wants credentials: pass headers= or cookies=, such as a logged-in session's cookie)",
+    403: (
+        " (the server refused the request: check the url, which must be the server's public address: "
+        "chat-ui takes form posts only from its own pages, by their Origin today and their Referer in 2023, "
+        "and h2ochat sends both from the url; or the conversation belongs to another session)"
+    ),
     405: " (a welcome gate may be closed: the settings step must succeed first)",
     429: " (rate limited: wait and try again)",
 }

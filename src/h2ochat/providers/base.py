@@ -26,7 +26,11 @@ T = TypeVar("T")
 
 @dataclass
 class CallInfo:
-    """What is known about a call besides its text; filled in as the stream goes."""
+    """What is known about a call besides its text; filled in as the stream goes.
+
+    ``title`` and ``reasoning`` (the model's thinking, kept apart from the answer)
+    come from servers of today's chat-ui only; ``seed`` from 2023's with ``details``.
+    """
 
     conversation_id: str | None = None
     finish_reason: str | None = None
@@ -34,6 +38,8 @@ class CallInfo:
     seed: int | None = None
     generated_text: str | None = None
     done: bool = False
+    title: str | None = None
+    reasoning: str = ""
 
 
 class AsyncResult:

@@ -20,7 +20,18 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_URL", "TRANSPORT_OPTIONS", "H2o"]
 
 # Keyword arguments that configure the call and are never sent as generation parameters.
 TRANSPORT_OPTIONS = frozenset(
-    {"url", "timeout", "stream", "headers", "cookies", "max_retries", "session", "max_event_size", "recommended"}
+    {
+        "url",
+        "timeout",
+        "stream",
+        "headers",
+        "cookies",
+        "max_retries",
+        "session",
+        "max_event_size",
+        "recommended",
+        "protocol",
+    }
 )
 # What gpt4free's clients add to every call: the provider itself, and their API key (h2oGPT has none).
 _CALLER_NOISE = frozenset({"provider", "api_key"})
@@ -32,8 +43,11 @@ class H2o(AsyncGeneratorProvider):
     Keyword arguments are generation parameters (``temperature=0.1``,
     ``max_new_tokens=64``, ``stop=[...]``, ``seed=1``, ``details=True``), except
     the transport options: ``url``, ``timeout``, ``headers``, ``cookies``,
-    ``max_retries``, ``max_event_size``, ``stream``, ``recommended`` and
-    ``session`` (an open :class:`H2oSession` to reuse instead of a new one per call).
+    ``max_retries``, ``max_event_size``, ``stream``, ``recommended``, ``protocol``
+    (``"2023"`` or ``"current"``; by default each call's session asks the server which
+    it speaks) and ``session`` (an open :class:`H2oSession` to reuse instead of a new
+    one per call). Today's chat-ui protocol carries no generation parameters: passing
+    some to such a server warns (``ParametersIgnoredWarning``).
 
     The parameters not given are the original provider's (``temperature=0.4``,
     ``repetition_penalty=1.2``...), as code written for it expects; with

@@ -1,61 +1,65 @@
-"""``H2oSession``: a reusable client for one h2oGPT-compatible server.
+"""``H2oSession``: a reusable client for one chat server, of either generation of chat-ui's protocol.
 
-A call is the four steps of docs/protocol.md section 1: accept the settings,
+A call is the steps of docs/protocol.md: in 2023's protocol accept the settings,
 create a conversation, stream the answer to one message, delete the
-conversation. The conversation is deleted whatever happens to the call.
+conversation; in today's (section 13) create, post the message as a multipart
+form, stream its ``MessageUpdate`` lines, delete. The conversation is deleted
+whatever happens to the call, and a run of today's that the caller leaves is
+stopped first, at the text the caller saw (today's server generates on after a
+disconnect). Which generation the server speaks is learnt once per session with
+one request (:func:`~h2ochat.providers.current.detect`), unless ``protocol=`` says.
 
-A session keeps its connections and cookie, posts the settings once per
+A session keeps its connections and cookie, posts 2023's settings once per
 model, and creates the next call's conversation while the current one
 streams, so that a call costs one round trip before its first token. The
 HTTP itself (pool, limits, retries, error answers) is :class:`Transport`'s.
 
-Which generation parameters go under the caller's own is decided here too:
-the ones the server recommends for the model (``GET /api/models``, asked
-once per session) unless ``recommended=False``, else the original provider's.
+Which generation parameters go under the caller's own is decided here too
+(2023 only: today's protocol carries none, and passing some warns): the ones
+the server recommends for the model (``GET /api/models``, asked once per
+session) unless ``recommended=False``, else the original provider's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import uuid
 import warnings
-from collections.abc import AsyncGenerator, Coroutine, Mapping
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
 
 import msgspec
 from yarl import URL
 
+from h2ochat.protocol.chatui_bodies import CreatedConversation
 from h2ochat.protocol.errors import (
     ConversationNotFound,
-    DeleteFailedWarning,
-    H2oChatError,
     HTTPStatusError,
-    IncompleteStream,
+    ParametersIgnoredWarning,
     ProtocolError,
     RateLimited,
     ServerError,
     TimeoutException,
     TransportError,
 )
-from h2ochat.protocol.nesting import too_deep
 from h2ochat.protocol.prompt import Messages, format_prompt
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
-from h2ochat.protocol.tgi import (
-    DEFAULT_PARAMETERS,
-    StreamEvent,
-    TGIStreamDecoder,
-    message_request,
-    settings_form,
-)
+from h2ochat.protocol.tgi import DEFAULT_PARAMETERS, message_request, settings_form
+from h2ochat.providers.answers import read_current, read_tgi
 from h2ochat.providers.base import AsyncResult, CallInfo
+from h2ochat.providers.conversation import Conversation
+from h2ochat.providers.current import GENERATIONS, CurrentSteps, Generation, detect
 from h2ochat.providers.defaults import server_model, server_url
+from h2ochat.providers.lifecycle import Conversations, decode_json
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
 from h2ochat.providers.transport import ByteStream, Transport
 
 __all__ = ["H2oSession", "Prepared"]
 
 log = logging.getLogger("h2ochat")
-T = TypeVar("T")
 # Failures that may pass: the models list is asked again on the next call. Any other error
 # answer means the server does not list its models (chat-ui of 2023, h2oGPT), once and for all.
 _PASSING = (TransportError, TimeoutException, RateLimited, ServerError)
@@ -95,6 +99,9 @@ class H2oSession:
       server recommends for the model (default True), read once from its
       models list; a server that lists none gets the original provider's
       defaults, as it does with ``recommended=False``.
+    - ``protocol``: ``"2023"`` or ``"current"`` (today's chat-ui) to speak that
+      generation of the protocol; by default (``None`` or ``"auto"``) the first
+      call asks the server once (``GET /api/v2/models``).
     """
 
     def __init__(
@@ -110,8 +117,11 @@ class H2oSession:
         max_connections: int = 100,
         prefetch: bool = True,
         recommended: bool = True,
+        protocol: str | None = None,
     ) -> None:
         self.root = _root(url)
+        if protocol not in (None, "auto", *GENERATIONS):
+            raise ValueError(f"protocol must be '2023', 'current' or 'auto', got {protocol!r}")
         self.proxy = Proxy(proxy if proxy is not None else proxy_from_env(URL(self.root)))
         self.timeout = Timeout() if timeout is UNSET else Timeout.of(timeout)
         self.max_event_size = max_event_size
@@ -122,16 +132,23 @@ class H2oSession:
             timeout=self.timeout,
             proxy=self.proxy,
             retry=RetryPolicy(max_retries),
-            # chat-ui's server checks that requests come from its own pages.
-            headers={"Referer": self.root + "/", **(headers or {})},
+            # chat-ui's server checks that form posts come from its own pages: by their Referer in
+            # 2023, by their Origin today.
+            headers={"Referer": self.root + "/", "Origin": str(URL(self.root).origin()), **(headers or {})},
             cookies=dict(cookies or {}),
             max_connections=max_connections,
         )
         self._settings: dict[str, asyncio.Task[None]] = {}
         self._models: asyncio.Task[list[dict[str, Any]]] | None = None
-        self._spares: dict[str, asyncio.Task[str]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._current = CurrentSteps(self._http)
+        self._conversations = Conversations(self._http, self._current, prefetch=prefetch)
+        self._generation: Generation | None = None
+        self._detecting: asyncio.Task[Generation] | None = None
+        self._listed: list[dict[str, Any]] | None = None  # the models the probe brought
         self._closed = False
+        forced = next((generation for generation in GENERATIONS if generation == protocol), None)
+        if forced is not None:
+            self._generation = self._conversations.generation = forced
 
     async def __aenter__(self) -> H2oSession:
         return self
@@ -144,24 +161,12 @@ class H2oSession:
         if self._closed:
             return
         self._closed = True
-        for spare in self._spares.values():
-            self._discard(spare)
-        self._spares.clear()
         for task in [*self._settings.values(), *([self._models] if self._models else [])]:
             task.cancel()
-        # Conversation creations and deletes still running; a finished creation
-        # schedules its delete before gather() returns, hence the loop. Shielded: a
-        # cancellation here (a second one, or a timeout around the caller) must not
-        # cancel the deletes nor leave the connections open; it is raised afterwards.
-        cancelled: asyncio.CancelledError | None = None
-        while self._background:
-            try:
-                await asyncio.shield(asyncio.gather(*self._background, return_exceptions=True))
-            except asyncio.CancelledError as exc:
-                cancelled = exc
-        await self._http.close()
-        if cancelled is not None:
-            raise cancelled
+        try:
+            await self._conversations.aclose()
+        finally:  # a cancellation must not leave the connections open either
+            await self._http.close()
 
     def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
         """Stream the answer to ``messages``; keyword arguments are generation parameters."""
@@ -183,7 +188,8 @@ class H2oSession:
         return await self.stream(messages, model, **parameters).text()
 
     async def models(self) -> list[dict[str, Any]]:
-        """The models the server offers (``GET /api/models``: h2ochat's servers, chat-ui's since 2024).
+        """The models the server offers (``GET /api/models``: h2ochat's servers, chat-ui's since 2024;
+        ``GET /api/v2/models`` on today's chat-ui).
 
         Asked once per session and shared by concurrent callers; a failure that may pass
         (the network, 429, 5xx) is asked again by the next caller, any other is kept.
@@ -193,8 +199,44 @@ class H2oSession:
             task = self._models = asyncio.ensure_future(self._fetch_models())
         return await asyncio.shield(task)
 
+    async def conversation(
+        self, model: str | None = None, system: str | None = None, *, keep: bool = False
+    ) -> Conversation:
+        """A conversation kept on the server, turn after turn (today's chat-ui protocol only):
+        ``async with await session.conversation(model) as chat: await chat.send("Hi").text()``."""
+        if await self.generation() != "current":
+            raise ValueError(
+                f"{self.root} speaks the chat protocol of 2023: conversations kept turn after turn need "
+                "today's (protocol='current'); session.stream(messages) sends the whole chat each call"
+            )
+        return Conversation(
+            self._conversations, server_model(model), system, max_line_size=self.max_event_size, keep=keep
+        )
+
+    async def generation(self) -> Generation:
+        """The generation of the protocol the server speaks: ``"2023"`` or ``"current"``.
+
+        Asked once per session (shared by concurrent callers), unless ``protocol=`` said;
+        a failure is raised, and the next caller asks again.
+        """
+        if self._generation is not None:
+            return self._generation
+        task = self._detecting
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._detecting = asyncio.ensure_future(self._detect())
+        return await asyncio.shield(task)
+
+    async def _detect(self) -> Generation:
+        generation, self._listed = await detect(self._http)
+        self._generation = self._conversations.generation = generation
+        log.debug("%s speaks the %s chat protocol", self.root, generation)
+        return generation
+
     async def _fetch_models(self) -> list[dict[str, Any]]:
-        models = _decode_json(await self._http.request("models", "GET", "/api/models"))
+        if await self.generation() == "current":
+            listed, self._listed = self._listed, None
+            return listed if listed is not None else await self._current.models()
+        models = decode_json(await self._http.request("models", "GET", "/api/models"))
         if not isinstance(models, list):
             raise ProtocolError(f"models step: GET {self.root}/api/models did not answer a list of models")
         return [model for model in models if isinstance(model, dict)]
@@ -228,52 +270,49 @@ class H2oSession:
         listed = await self.recommended_parameters(model) if self.recommended else None
         return DEFAULT_PARAMETERS if listed is None else listed
 
-    # The four steps -------------------------------------------------------------------------
+    # The steps ------------------------------------------------------------------------------
 
     async def call(self, info: CallInfo, request: Prepared) -> AsyncGenerator[str, None]:
-        """One call, from settings to delete; ``info`` is filled in as it goes.
+        """One call, from 2023's settings to the delete; ``info`` is filled in as it goes.
 
-        Step 3's answer is read here: token texts until the event that carries
-        ``generated_text``. The transport applies the time limits; telling it
-        about the first token (``got_token``) is what ends the first-token limit.
+        The answer is read by :mod:`h2ochat.providers.answers`, in the generation the
+        server speaks; the transport applies the time limits.
         """
         if self._closed:
             raise RuntimeError("this H2oSession is closed; create a new one")
         model = request.model
-        await self._accept_settings(model)
-        # After the settings, whose answer brings the session's cookie; cached after the first call.
-        body = message_request(request.inputs, request.parameters, await self._defaults(model))
-        conversation, prefetched = await self._take_conversation(model)
-        info.conversation_id = conversation
+        current = await self.generation() == "current"
+        generation_id = str(uuid.uuid4()) if current else None
+        send: Callable[[CreatedConversation], Awaitable[ByteStream]]
+        if generation_id is not None:
+            _warn_ignored(request.parameters)
+            send = functools.partial(self._send_current, request.inputs, generation_id)
+        else:
+            await self._accept_settings(model)
+            # After the settings, whose answer brings the session's cookie; cached after the first call.
+            body = message_request(request.inputs, request.parameters, await self._defaults(model))
+            send = functools.partial(self._send_2023, body)
+        created, prefetched = await self._conversations.take(model)
+        info.conversation_id = created.id
         texts: list[str] = []
+        posted = False
         try:
-            chunks = await self._post_message(info, model, body, prefetched)
-            decoder = TGIStreamDecoder(self.max_event_size)
-            try:
-                async with chunks:
-                    async for chunk in chunks:
-                        for event in decoder.decode(chunk):
-                            if event.token is not None:
-                                info.generated_tokens += 1
-                                if not event.token.special:
-                                    texts.append(event.token.text)
-                                    yield event.token.text
-                            if event.generated_text is not None:
-                                _finish(info, event)
-                                return
-                        if info.generated_tokens:  # once per read, not per token: the hot path
-                            chunks.got_token()
-                raise IncompleteStream(
-                    f"message step: the stream from {chunks.url} ended before its final event "
-                    f"({len(texts)} tokens received); the server may have stopped or crashed"
-                )
-            except H2oChatError as exc:
-                _fail(exc, texts)
+            chunks = await self._post_message(info, model, send, prefetched, created)
+            posted = True
+            if current:
+                tokens = read_current(chunks, info, texts, self.max_event_size)
+            else:
+                tokens = read_tgi(chunks, info, texts, self.max_event_size)
+            async with contextlib.aclosing(tokens):
+                async for text in tokens:
+                    yield text
         finally:
             # Shielded: a second cancellation (a timeout around the caller, the loop
             # shutting down) must not abandon the delete; aclose() waits for it.
-            conversation = info.conversation_id or conversation  # the message step may have replaced it
-            await asyncio.shield(self._spawn(self._delete(conversation, complete=info.done)))
+            conversation = info.conversation_id or created.id  # the message step may have replaced it
+            stop = generation_id if posted and not info.done else None
+            ending = self._conversations.end(conversation, complete=info.done, stop=stop, seen="".join(texts))
+            await asyncio.shield(self._conversations.spawn(ending))
 
     async def _accept_settings(self, model: str) -> None:
         """Step 1, once per session and model, shared by concurrent calls."""
@@ -287,110 +326,46 @@ class H2oSession:
         # 303 (See Other) and 200 with a JSON redirect object both mean accepted.
         await self._http.request("settings", "POST", "/settings", data=settings_form(model), ok=(200, 303))
 
-    async def _take_conversation(self, model: str) -> tuple[str, bool]:
-        """Step 2: the conversation made in advance if there is one, else a new one."""
-        spare = self._spares.pop(model, None)
-        if spare is not None:
-            try:
-                return await self._own(spare), True
-            except H2oChatError as exc:
-                log.debug("the conversation made in advance failed (%s); creating one now", exc)
-        return await self._own(self._spawn(self._create_conversation(model))), False
+    async def _send_2023(self, body: bytes, created: CreatedConversation) -> ByteStream:
+        return await self._http.stream(f"/conversation/{created.id}", body)
 
-    def _prefetch(self, model: str) -> None:
-        if self.prefetch and not self._closed and model not in self._spares:
-            self._spares[model] = self._spawn(self._create_conversation(model))
+    async def _send_current(self, inputs: str, generation_id: str, created: CreatedConversation) -> ByteStream:
+        # CurrentSteps.create always finds the root: the first turn's parent.
+        return await self._current.post(created.id, inputs, created.root_message_id or "", generation_id)
 
-    async def _own(self, creation: asyncio.Task[str]) -> str:
-        """Await a conversation's creation; if the caller is cancelled meanwhile,
-        the conversation is deleted once created instead of being leaked."""
+    async def _post_message(
+        self,
+        info: CallInfo,
+        model: str,
+        send: Callable[[CreatedConversation], Awaitable[ByteStream]],
+        prefetched: bool,
+        created: CreatedConversation,
+    ) -> ByteStream:
+        """The message's request, to ``created`` (replaced if a prefetched one vanished)."""
         try:
-            return await asyncio.shield(creation)
-        except asyncio.CancelledError:
-            self._discard(creation)
-            raise
-
-    def _discard(self, creation: asyncio.Task[str]) -> None:
-        """Delete the conversation ``creation`` makes, now or once it is made."""
-        if not creation.done():
-            creation.add_done_callback(self._discard)
-        elif not creation.cancelled() and creation.exception() is None:
-            self._spawn(self._delete(creation.result(), complete=False))
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    async def _create_conversation(self, model: str) -> str:
-        body = await self._http.request(
-            "conversation", "POST", "/conversation", content=msgspec.json.encode({"model": model})
-        )
-        answer = _decode_json(body)
-        conversation = answer.get("conversationId") if isinstance(answer, dict) else None
-        if not isinstance(conversation, str) or not conversation:
-            raise ProtocolError(
-                f"conversation step: {self.root}/conversation answered without a conversationId: {body[:120]!r}"
-            )
-        return conversation
-
-    async def _post_message(self, info: CallInfo, model: str, body: bytes, prefetched: bool) -> ByteStream:
-        """Step 3's request, to the conversation in ``info`` (replaced if a prefetched one vanished)."""
-        try:
-            chunks = await self._http.stream(f"/conversation/{info.conversation_id}", body)
+            chunks = await send(created)
         except ConversationNotFound:
             if not prefetched:
                 raise
             # A conversation made in advance can vanish (a server restart); the
             # message was refused, so sending it again to a fresh one is safe.
-            info.conversation_id = await self._own(self._spawn(self._create_conversation(model)))
-            chunks = await self._http.stream(f"/conversation/{info.conversation_id}", body)
+            created = await self._conversations.new(model)
+            info.conversation_id = created.id
+            chunks = await send(created)
         # Only now, with this call's own requests sent, so that making the next
         # call's conversation never competes with them for a connection.
-        self._prefetch(model)
+        self._conversations.make_spare(model)
         return chunks
 
-    async def _delete(self, conversation: str, *, complete: bool) -> None:
-        """Step 4. After a complete answer a failure is a warning, so the answer is kept."""
-        try:
-            await self._http.request("delete", "DELETE", f"/conversation/{conversation}")
-        except ConversationNotFound:
-            pass  # already gone: the goal of the step is reached
-        except H2oChatError as exc:
-            if complete:
-                warnings.warn(
-                    f"the answer is complete, but its conversation {conversation} could not be deleted: {exc}",
-                    DeleteFailedWarning,
-                    stacklevel=2,
-                )
-            else:
-                log.warning("could not delete conversation %s: %s", conversation, exc)
 
-
-def _decode_json(body: bytes) -> Any:
-    """A JSON answer, or None when it is not JSON at all, or nested past our limit.
-
-    msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string: just a bad answer here.
-    """
-    if too_deep(body):
-        return None
-    try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-
-
-def _finish(info: CallInfo, event: StreamEvent) -> None:
-    info.generated_text = event.generated_text
-    if event.details is not None:
-        info.finish_reason = event.details.finish_reason
-        info.generated_tokens = event.details.generated_tokens
-        info.seed = event.details.seed
-    info.done = True
-
-
-def _fail(exc: H2oChatError, texts: list[str], cause: BaseException | None = None) -> NoReturn:
-    exc.partial_text = "".join(texts)
-    exc.step = exc.step or "message"
-    raise exc from (cause or exc.__cause__)
+def _warn_ignored(parameters: Mapping[str, Any]) -> None:
+    # ``details`` asks for information, which today's stream gives anyway (a finish reason).
+    ignored = sorted(name for name in parameters if name != "details")
+    if ignored:
+        warnings.warn(
+            f"generation parameters not sent: {', '.join(ignored)}. Today's chat-ui protocol has no place "
+            "for them (the server's configuration decides); a server that also speaks 2023's takes them "
+            "with protocol='2023'",
+            ParametersIgnoredWarning,
+            stacklevel=2,
+        )

@@ -37,7 +37,7 @@ from h2ochat.protocol.errors import (
 )
 from h2ochat.providers.options import Proxy, RetryPolicy, Timeout, redact
 
-__all__ = ["ByteStream", "Transport", "map_errors"]
+__all__ = ["EVENT_STREAM", "ByteStream", "Transport", "map_errors"]
 
 log = logging.getLogger("h2ochat")
 _NO_PROXY = Proxy(None)
@@ -104,7 +104,7 @@ def _socks_error(exc: Exception) -> type[H2oChatError] | None:
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _JSON = {"Content-Type": "application/json"}
-_STREAM = {**_JSON, "Accept": "text/event-stream"}
+EVENT_STREAM = ("text/event-stream",)
 
 
 class Transport:
@@ -183,10 +183,15 @@ class Transport:
         data: dict[str, str] | None = None,
         content: bytes | None = None,
         ok: tuple[int, ...] = (200,),
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        """One non-streaming step's answer body, retried on connection failures, 429 and 502/503/504."""
+        """One non-streaming step's answer body, retried on connection failures, 429 and 502/503/504.
+
+        ``content`` is sent as JSON, ``data`` as a form; ``headers`` go over the session's.
+        """
         url = self.root + path
         http = self.client()
+        sent = {**(_JSON if content is not None else {}), **(headers or {})} or None
         for attempt in range(self.retry.max_retries + 1):
             try:
                 with map_errors(step, url, self.proxy):
@@ -194,7 +199,7 @@ class Transport:
                         method,
                         url,
                         data=content if content is not None else data,
-                        headers=_JSON if content is not None else None,
+                        headers=sent,
                         proxy=self.proxy.http_proxy,
                         allow_redirects=False,
                         timeout=self._limits(self.timeout.read),
@@ -214,14 +219,24 @@ class Transport:
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
-    async def stream(self, path: str, body: bytes, *, step: str = "message") -> ByteStream:
-        """POST ``body`` and return the answer's body as chunks, once it is known to be an event stream.
+    async def stream(
+        self,
+        path: str,
+        body: bytes | Mapping[str, str],
+        *,
+        step: str = "message",
+        accept: str = "text/event-stream",
+        expect: tuple[str, ...] = EVENT_STREAM,
+    ) -> ByteStream:
+        """POST ``body`` and return the answer's body as chunks, once its content type is one of ``expect``.
 
-        The first-token limit starts now. The request is retried only when the
-        connection was never made, so the server never saw it; an error status
-        raises :class:`HTTPStatusError` (or a subclass) with the body's excerpt.
+        ``body`` is JSON bytes, or the text fields of a ``multipart/form-data`` body
+        (current chat-ui's message). The first-token limit starts now. The request is
+        retried only when the connection was never made, so the server never saw it; an
+        error status raises :class:`HTTPStatusError` (or a subclass) with the body's excerpt.
         """
         url = self.root + path
+        headers = {"Accept": accept, **(_JSON if isinstance(body, bytes) else {})}
         limit = self.timeout.first_token
         deadline = None if limit is None else asyncio.get_running_loop().time() + limit
         http = self.client()
@@ -229,7 +244,9 @@ class Transport:
             try:
                 async with timeout_at(deadline):
                     with map_errors(step, url, self.proxy, phase="connect"):
-                        response = await http.post(url, data=body, headers=_STREAM, proxy=self.proxy.http_proxy)
+                        response = await http.post(
+                            url, data=_payload(body), headers=headers, proxy=self.proxy.http_proxy
+                        )
                 break
             except (ConnectError, ConnectTimeout) as exc:
                 if isinstance(exc, ProxyError) or attempt == self.retry.max_retries:
@@ -241,12 +258,13 @@ class Transport:
             await asyncio.sleep(self.retry.delay(attempt))
         if response.status != 200:
             await self._raise_status(step, response)
-        if response.content_type != "text/event-stream":
+        if response.content_type not in expect:
             excerpt = body_excerpt(await response.content.read(1024), response.content_type)
             response.release()
+            wanted = "an event stream" if expect == EVENT_STREAM else " or ".join(expect)
             raise ProtocolError(
                 f"{step} step: {url} answered {response.content_type or 'no content type'} "
-                f"instead of an event stream: {excerpt}"
+                f"instead of {wanted}: {excerpt}"
             )
         return ByteStream(response, step, url, self, deadline)
 
@@ -350,6 +368,17 @@ class ByteStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _payload(body: bytes | Mapping[str, str]) -> bytes | aiohttp.MultipartWriter:
+    """JSON bytes as they are; text fields as ``multipart/form-data`` (FormData would send a form of
+    text fields only urlencoded, which current chat-ui's message route refuses)."""
+    if isinstance(body, bytes):
+        return body
+    writer = aiohttp.MultipartWriter("form-data")
+    for name, value in body.items():
+        writer.append(value).set_content_disposition("form-data", name=name)
+    return writer
 
 
 def _first_token_timeout(step: str, url: str, limit: float | None) -> FirstTokenTimeout:

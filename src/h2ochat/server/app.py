@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
+from h2ochat.server.chatui.current_reads import routes as current_read_routes
 from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.routes import routes
@@ -69,6 +70,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     routes,
     message_routes,
     read_routes,
+    current_read_routes,
     openai_routes,
     tgi_routes,
     page_routes,  # the web chat page at / (server/web/page.py)
@@ -79,6 +81,8 @@ __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
+# Writes that may start a session: 2023's, and today's settings (a current client's first POST may be it).
+_WRITES = ("/settings", "/conversation", "/api/v2/user/settings")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
@@ -156,12 +160,11 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if session is not None:
         request[SESSION_FOUND] = session
     path = route_path(request)
-    writes = request.method not in SAFE_METHODS and path.startswith(("/settings", "/conversation"))
+    writes = request.method not in SAFE_METHODS and path.startswith(_WRITES)
     if ambiguous and writes:
         # No new session either: its cookie would replace the person's own in the browser.
         raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
-    gated = config.welcome_gate and writes and path.startswith("/conversation")
-    if gated and (session is None or session.ethics_accepted_at is None):
+    if config.welcome_gate and _is_2023_message(request) and (session is None or session.ethics_accepted_at is None):
         message = "You need to accept the welcome modal first"
         raise ApiError(405, message, body={"error": message})
     if session is None and writes:
@@ -172,6 +175,18 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         if (request.method, path) != ("POST", "/settings"):
             request[SESSION] = await store.new_session()
     return await handler(request)
+
+
+def _is_2023_message(request: web.Request) -> bool:
+    """The request the welcome gate guards: 2023's message post (JSON). chat-ui of today has no gate
+    (its clients send no acceptance), so its multipart message and every other request pass; the
+    gate still keeps anyone from chatting through the 2023 protocol before the settings step."""
+    return (
+        request.method == "POST"
+        and request.match_info.route.resource is not None
+        and request.match_info.route.resource.canonical.endswith("/conversation/{id}")
+        and not request.content_type.startswith("multipart/")
+    )
 
 
 async def _cookie_session(request: web.Request, store: Store) -> tuple[Session | None, bool]:

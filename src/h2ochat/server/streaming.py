@@ -198,8 +198,10 @@ class EventWriter:
         generation: Generation,
         interval: float,
         timeout: float,
+        keep_alive: bytes = _KEEPALIVE,
     ) -> None:
         self._request = request
+        self._keep_alive_bytes = keep_alive
         self._response = response
         self._generation = generation
         self._interval = interval
@@ -263,16 +265,25 @@ class EventWriter:
             await asyncio.sleep(self._last + self._interval - self._loop.time())
             if self._loop.time() - self._last >= self._interval:
                 try:
-                    await self.write(_KEEPALIVE)
+                    await self.write(self._keep_alive_bytes)
                 except ConnectionError:
                     self._generation.stop("client disconnected")
                     return
 
 
 async def stream_answer(
-    request: web.Request, answer: Answer, dialect: Dialect, headers: dict[str, str] | None = None
+    request: web.Request,
+    answer: Answer,
+    dialect: Dialect,
+    headers: dict[str, str] | None = None,
+    *,
+    keep_alive: bytes | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
-    """Generate and stream the answer; returns the response and how the answer ended, never raises for the client."""
+    """Generate and stream the answer; returns the response and how the answer ended, never raises for the client.
+
+    ``keep_alive`` is what is written after ``keepalive_interval`` of silence (default: an event-stream
+    comment); ``headers`` may replace the event stream's Content-Type.
+    """
     config = request.app[CONFIG]
     response = web.StreamResponse(headers={**_HEADERS, **(headers or {})})
     generation = answer.generation
@@ -280,7 +291,9 @@ async def stream_answer(
         await response.prepare(request)
     except ConnectionError:
         return response, answer.outcome("client disconnected")
-    writer = EventWriter(request, response, generation, config.keepalive_interval, config.write_timeout)
+    writer = EventWriter(
+        request, response, generation, config.keepalive_interval, config.write_timeout, keep_alive or _KEEPALIVE
+    )
     try:
         with generation.interruptible():
             await writer.write(dialect.start(answer))

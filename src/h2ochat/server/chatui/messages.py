@@ -1,4 +1,5 @@
-"""Posting a message (chat-ui 2023, docs/protocol.md "Send a message"): the exchange's place in the
+"""Posting a message (chat-ui 2023, docs/protocol.md "Send a message"; a multipart body is today's
+chat-ui, answered by ``current_messages``): the exchange's place in the
 conversation's tree, the prompt, and the answer streamed and saved.
 
 A message without ``is_retry`` is appended to the branch the person looks at. ``is_retry`` names a
@@ -9,9 +10,7 @@ overwritten: every version stays in the tree.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -20,12 +19,13 @@ from aiohttp import web
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tgi import MessageOptions, MessageRequest
 from h2ochat.protocol.tree import Tree
+from h2ochat.server.chatui.answering import branch, count_message, fit, stream_and_save
+from h2ochat.server.chatui.current_messages import post_current
 from h2ochat.server.chatui.routes import owned_tree, runtime_of
-from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, decode_body, limit_rate
-from h2ochat.server.inference.backends import InputTooLong
-from h2ochat.server.inference.runtime import Fitted, ModelRuntime
-from h2ochat.server.storage import Conversation, MessageRow, Store
-from h2ochat.server.streaming import Answer, TgiEvents, admit, stream_answer
+from h2ochat.server.edge.http import CONFIG, STORE, ApiError, decode_body
+from h2ochat.server.inference.runtime import ModelRuntime
+from h2ochat.server.storage import Conversation, MessageRow
+from h2ochat.server.streaming import TgiEvents
 
 __all__ = ["routes"]
 
@@ -36,6 +36,8 @@ routes = web.RouteTableDef()
 
 @routes.post("/conversation/{id}")
 async def post_message(request: web.Request) -> web.StreamResponse:
+    if request.content_type == "multipart/form-data":
+        return await post_current(request)  # today's chat-ui; a JSON body is 2023's
     config = request.app[CONFIG]
     conversation, rows = await owned_tree(request)
     body: MessageRequest = decode_body(await request.read(), MessageRequest)
@@ -56,20 +58,15 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     parent_id, user = _place(tree, rows, conversation, options, inputs)
     if options.response_id == options.id or options.response_id in rows:
         raise ApiError(400, f"options.response_id {options.response_id} is already used; send a new UUID")
-    await _count_message(request, runtime)
-    system, messages = _branch(rows, tree.path(parent_id))
+    await count_message(request, runtime, TgiEvents())
+    system, messages = branch(rows, tree.path(parent_id))
     if user is not None:
         messages.append({"role": "user", "content": inputs})
-    fitted = await _fit(runtime, messages, parameters, system=system)
+    fitted = await fit(runtime, messages, parameters, system=system)
     await store.begin_exchange(
         conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
     )
-    return await _stream_answer(request, runtime, conversation, fitted, options.response_id, inputs)
-
-
-def _branch(rows: dict[str, MessageRow], path: list[str]) -> tuple[str, list[dict[str, str]]]:
-    """What the model is sent for a path from the root: the system prompt, and the messages after it."""
-    return rows[path[0]].content, [{"role": rows[i].role, "content": rows[i].content} for i in path[1:]]
+    return await stream_and_save(request, runtime, conversation, fitted, options.response_id, TgiEvents(inputs))
 
 
 def _place(
@@ -114,12 +111,12 @@ async def _continue(
         )
     if options.response_id != options.id:
         raise ApiError(400, "With is_continue, options.response_id must repeat options.id: the answer goes on in place")
-    await _count_message(request, runtime)
-    system, messages = _branch(rows, tree.ancestors(last.id))
-    fitted = await _fit(runtime, messages, parameters, prefix=last.content, system=system)
+    await count_message(request, runtime, TgiEvents())
+    system, messages = branch(rows, tree.ancestors(last.id))
+    fitted = await fit(runtime, messages, parameters, prefix=last.content, system=system)
     if not await store.resume_answer(conversation.id, last.id):
         raise ApiError(409, "This answer is being generated already; wait for it to end, then continue it")
-    return await _stream_answer(request, runtime, conversation, fitted, last.id, "", before=last)
+    return await stream_and_save(request, runtime, conversation, fitted, last.id, TgiEvents(), before=last)
 
 
 def _options(body: MessageRequest) -> MessageOptions:
@@ -132,95 +129,6 @@ def _options(body: MessageRequest) -> MessageOptions:
     if options.is_retry and options.is_continue is True:
         raise ApiError(400, "options.is_retry and options.is_continue exclude each other: send one of them")
     return options
-
-
-async def _count_message(request: web.Request, runtime: ModelRuntime) -> None:
-    """Counted once the message is known to be acceptable; a full queue refuses before anything is stored."""
-    per_minute = request.app[CONFIG].rate_limit_per_minute
-    await limit_rate(
-        request.app[STORE],
-        f"messages:{request[SESSION]}",
-        per_minute,
-        f"messages: this server accepts {per_minute} per minute per session",
-    )
-    admit(runtime, TgiEvents())
-
-
-async def _fit(
-    runtime: ModelRuntime, messages: list[dict[str, str]], parameters: Any, *, system: str, prefix: str = ""
-) -> Fitted:
-    try:  # a message the model cannot take is refused before it is stored, too
-        return await runtime.fit(messages, parameters, prefix, system=system)
-    except InputTooLong as exc:
-        raise ApiError(400, str(exc)) from None
-
-
-async def _stream_answer(
-    request: web.Request,
-    runtime: ModelRuntime,
-    conversation: Conversation,
-    fitted: Fitted,
-    answer_id: str,
-    inputs: str,
-    before: MessageRow | None = None,
-) -> web.StreamResponse:
-    """Stream and save the answer; ``before`` is the answer being continued, whose text and tokens it extends."""
-    app = request.app
-    store, config = app[STORE], app[CONFIG]
-    started = time.monotonic()
-    with app[MODELS].track(conversation.id) as generation:
-        answer = Answer(runtime, fitted.request, generation)
-        checkpoints = asyncio.ensure_future(
-            _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval, before)
-        )
-        outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
-        try:
-            # Beside the events, which are TGI's: how many earlier messages the model did not see.
-            headers = {"H2ochat-Left-Out": str(fitted.left_out)}
-            response, outcome = await stream_answer(request, answer, TgiEvents(inputs), headers)
-        finally:
-            checkpoints.cancel()
-            # Shielded: an answer must be saved even if this handler is being cancelled.
-            await asyncio.shield(
-                store.finish_answer(
-                    conversation.id,
-                    answer_id,
-                    _text(before) + outcome.text,
-                    finish_reason=outcome.finish_reason,
-                    interruption=outcome.interruption,
-                    generated_tokens=_tokens(before) + outcome.generated_tokens,
-                )
-            )
-    elapsed = time.monotonic() - started
-    log.info(
-        "generated model=%s tokens=%d seconds=%.2f tokens/s=%.1f end=%s",
-        runtime.config.name,
-        outcome.generated_tokens,
-        elapsed,
-        outcome.generated_tokens / elapsed if elapsed else 0.0,
-        outcome.finish_reason or f"interrupted ({outcome.interruption})",
-    )
-    return response
-
-
-async def _checkpoints(
-    store: Store, conversation_id: str, answer_id: str, answer: Answer, every: float, before: MessageRow | None
-) -> None:
-    """Save the answer so far every ``every`` seconds, so that a crash loses at most that much of it."""
-    saved = ""
-    while True:
-        await asyncio.sleep(every)
-        if answer.text != saved:
-            saved = answer.text
-            await store.save_partial(conversation_id, answer_id, _text(before) + saved, _tokens(before) + answer.count)
-
-
-def _text(before: MessageRow | None) -> str:
-    return before.content if before is not None else ""
-
-
-def _tokens(before: MessageRow | None) -> int:
-    return (before.generated_tokens or 0) if before is not None else 0
 
 
 def _is_uuid(value: str) -> bool:

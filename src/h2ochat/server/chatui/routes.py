@@ -8,13 +8,17 @@ exactly like a missing one.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from h2ochat.protocol.chatui_bodies import encode_create_answer
 from h2ochat.protocol.parameters import check_settings
 from h2ochat.protocol.tree import Tree
+from h2ochat.server.chatui.documents import conversation_document
+from h2ochat.server.chatui.stops import StopPoint, stop_reason
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import (
     CONFIG,
@@ -34,7 +38,7 @@ from h2ochat.server.inference.runtime import ModelRuntime, Models
 from h2ochat.server.inference.titles import summarize
 from h2ochat.server.storage import Conversation, MessageRow
 
-__all__ = ["owned", "owned_tree", "routes", "runtime_of"]
+__all__ = ["owned", "owned_tree", "remove_message", "routes", "runtime_of", "save_session_settings", "unknown_model"]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -107,8 +111,18 @@ async def settings(request: web.Request) -> web.StreamResponse:
     models = request.app[MODELS]
     if model is not None and (not isinstance(model, str) or model not in models.names):
         raise unknown_model(model, models)
-    accepted = _truthy(form.get("ethicsModalAccepted"))
+    # welcomeModalSeen: today's chat-ui's name for the same acceptance, in its JSON settings.
+    accepted = _truthy(form.get("ethicsModalAccepted")) or _truthy(form.get("welcomeModalSeen"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
+    await save_session_settings(request, model, share, accepted)
+    location = request.headers.get("Referer") or request.app[CONFIG].base_path + "/"
+    if _prefers_html(request):
+        return web.Response(status=303, headers={"Location": location})
+    return json_response({"type": "redirect", "status": 303, "location": location})
+
+
+async def save_session_settings(request: web.Request, model: str | None, share: bool, accepted: bool) -> None:
+    """The settings of both generations, saved alike; the request's session may change (see below)."""
     store = request.app[STORE]
     # Without a session, the settings step issues one with the settings in one statement (app.sessions).
     request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted)
@@ -118,10 +132,6 @@ async def settings(request: web.Request) -> web.StreamResponse:
         # before is worth nothing after. Only then: a page posts the settings again on every change of
         # model, and renewing each time would strand its requests already under way with the old id.
         request[SESSION] = await store.renew_session(request[SESSION])
-    location = request.headers.get("Referer") or request.app[CONFIG].base_path + "/"
-    if _prefers_html(request):
-        return web.Response(status=303, headers={"Location": location})
-    return json_response({"type": "redirect", "status": 303, "location": location})
 
 
 @routes.post("/conversation")
@@ -136,10 +146,17 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
         raise unknown_model(body.model, models)
     config = request.app[CONFIG]
     preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
-    conversation_id = await request.app[STORE].create_conversation(
+    store = request.app[STORE]
+    conversation_id = await store.create_conversation(
         request[SESSION], body.model, config.max_conversations, preprompt=preprompt
     )
-    return json_response({"conversationId": conversation_id})
+    # Today's chat-ui adds the new conversation, system root and all, as a superjson string; 2023's
+    # clients read conversationId only, so one answer serves both.
+    found = await store.conversation_with_messages(conversation_id, request[SESSION])
+    if found is None:  # deleted by a concurrent request already
+        raise ApiError(404, "Conversation not found")
+    document = conversation_document(*found)
+    return web.Response(body=encode_create_answer(conversation_id, document), content_type="application/json")
 
 
 @routes.delete("/conversation/{id}")
@@ -197,9 +214,15 @@ def _update(body: ConversationUpdate, config: ServerConfig) -> tuple[str | None,
 
 @routes.post("/conversation/{id}/stop-generating")
 async def stop_generating(request: web.Request) -> web.StreamResponse:
+    """2023 sends no body; today's chat-ui may send its stop point, ``{generationId, seenContentLength}``,
+    and the stopped answer is then saved as far as the person saw it (``stops``)."""
     conversation = await owned(request)
+    raw = await request.read()
+    point = decode_body(raw, StopPoint) if raw.strip() else None
+    if point is not None and point.generation_id is not None and not _is_uuid(point.generation_id):
+        raise ApiError(400, f"generationId must be a UUID, the one sent with the message; got {point.generation_id!r}")
     # Through the store: the generation may run on another replica.
-    await request.app[STORE].request_stop(conversation.id, "stop-generating was requested")
+    await request.app[STORE].request_stop(conversation.id, stop_reason(point))
     return web.Response(status=200)
 
 
@@ -231,6 +254,11 @@ class Vote(msgspec.Struct, forbid_unknown_fields=True):
 @routes.delete("/conversation/{id}/message/{message}")
 async def delete_message(request: web.Request) -> web.StreamResponse:
     """A message and everything that follows it; the branch shown moves beside it, or up to its parent."""
+    return json_response({"activeMessageId": await remove_message(request)})
+
+
+async def remove_message(request: web.Request) -> str:
+    """Delete the request's ``{message}`` and what follows it (both generations); the new active leaf."""
     conversation, by_id = await owned_tree(request)
     store, message_id = request.app[STORE], request.match_info["message"]
     rows = list(by_id.values())
@@ -245,7 +273,7 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, f"Message {message_id} is not a message of this conversation")
     if any(row.status == "generating" for row in rows if row.id in doomed):
         await store.request_stop(conversation.id, "the message was deleted")
-    return json_response({"activeMessageId": leaf})
+    return leaf
 
 
 @routes.post("/conversation/{id}/message/{message}/vote")
@@ -269,6 +297,14 @@ async def _read_form(request: web.Request) -> Any:
         raise  # too large: aiohttp's own refusal, worded by the app
     except Exception as exc:  # bad UTF-8, an unknown charset, a broken multipart body: the client's form
         raise ApiError(400, f"The form could not be read ({type(exc).__name__}: {exc})") from None
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _truthy(value: object) -> bool:

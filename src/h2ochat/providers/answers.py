@@ -1,0 +1,140 @@
+"""Reading a streamed answer, in either generation of the chat protocol: texts out, ``CallInfo`` filled in.
+
+2023's answer is TGI's event stream (tokens, then an event with ``generated_text``);
+today's chat-ui answers ``MessageUpdate`` lines (tokens, ``title``, ``reasoning``,
+then ``finalAnswer``). Both readers yield the answer's text piece by piece,
+append each piece to the caller's ``texts`` (what the person has seen, which a
+stop request reports), tell the transport when the first token came, and raise
+h2ochat's errors with ``partial_text`` set. The decoders themselves are in
+:mod:`h2ochat.protocol`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import NoReturn
+
+from h2ochat.protocol.chatui import (
+    ChatUIStreamDecoder,
+    FinalAnswerUpdate,
+    MessageUpdate,
+    ReasoningUpdate,
+    StreamUpdate,
+    TitleUpdate,
+)
+from h2ochat.protocol.errors import H2oChatError, IncompleteStream
+from h2ochat.protocol.tgi import StreamEvent, TGIStreamDecoder
+from h2ochat.providers.base import CallInfo
+from h2ochat.providers.transport import ByteStream
+
+__all__ = ["fail", "read_current", "read_tgi"]
+
+
+async def read_tgi(
+    chunks: ByteStream, info: CallInfo, texts: list[str], max_event_size: int
+) -> AsyncGenerator[str, None]:
+    """2023: token texts until the event that carries ``generated_text``."""
+    decoder = TGIStreamDecoder(max_event_size)
+    try:
+        async with chunks:
+            async for chunk in chunks:
+                for event in decoder.decode(chunk):
+                    if event.token is not None:
+                        info.generated_tokens += 1
+                        if not event.token.special:
+                            texts.append(event.token.text)
+                            yield event.token.text
+                    if event.generated_text is not None:
+                        _finish_tgi(info, event)
+                        return
+                if info.generated_tokens:  # once per read, not per token: the hot path
+                    chunks.got_token()
+            raise _incomplete(chunks, texts)
+    except H2oChatError as exc:
+        fail(exc, texts)
+
+
+async def read_current(
+    chunks: ByteStream, info: CallInfo, texts: list[str], max_line_size: int
+) -> AsyncGenerator[str, None]:
+    """Today's chat-ui: ``stream`` tokens until ``finalAnswer``, whose text is the answer.
+
+    Reading stops at ``finalAnswer``, as chat-ui's page does: what follows (4096
+    spaces, ``status:finished``) says nothing more. Thinking counts as the first
+    token for the time limit, so a model that reasons at length is not cut off.
+    """
+    decoder = ChatUIStreamDecoder(max_line_size)
+    try:
+        async with chunks:
+            async for chunk in chunks:
+                for update in decoder.decode(chunk):
+                    text = _take(update, info, texts)
+                    if text:
+                        yield text
+                    if info.done:
+                        return
+                if info.generated_tokens or info.reasoning:
+                    chunks.got_token()
+            for update in decoder.flush():
+                text = _take(update, info, texts)
+                if text:
+                    yield text
+                if info.done:
+                    return
+            raise _incomplete(chunks, texts)
+    except H2oChatError as exc:
+        fail(exc, texts)
+
+
+def _take(update: MessageUpdate, info: CallInfo, texts: list[str]) -> str | None:
+    """Record one update; the text it adds to the answer, if any."""
+    if type(update) is StreamUpdate:  # `type() is`: the hot path, and no subclasses exist
+        if update.token:
+            info.generated_tokens += 1
+            texts.append(update.token)
+        return update.token
+    if type(update) is FinalAnswerUpdate:
+        return _finish_current(update, info, texts)
+    if type(update) is TitleUpdate:
+        info.title = update.title
+    elif type(update) is ReasoningUpdate and update.subtype == "stream":
+        info.reasoning += update.token
+    return None
+
+
+def _finish_current(update: FinalAnswerUpdate, info: CallInfo, texts: list[str]) -> str | None:
+    """``finalAnswer.text`` is the answer; what it adds to the tokens seen (a server that sent none, or
+    text merged after a tool call) is yielded too. A text that does not extend them stays in
+    ``info.generated_text``: what was yielded cannot be taken back."""
+    info.generated_text = update.text
+    # chat-ui marks a run interrupted when the model stopped without its end token: the length limit.
+    info.finish_reason = "length" if update.interrupted else "stop"
+    info.done = True
+    seen = "".join(texts)
+    if len(update.text) > len(seen) and update.text.startswith(seen):
+        rest = update.text[len(seen) :]
+        texts.append(rest)
+        return rest
+    return None
+
+
+def _finish_tgi(info: CallInfo, event: StreamEvent) -> None:
+    info.generated_text = event.generated_text
+    if event.details is not None:
+        info.finish_reason = event.details.finish_reason
+        info.generated_tokens = event.details.generated_tokens
+        info.seed = event.details.seed
+    info.done = True
+
+
+def _incomplete(chunks: ByteStream, texts: list[str]) -> IncompleteStream:
+    return IncompleteStream(
+        f"{chunks.step} step: the stream from {chunks.url} ended before its final event "
+        f"({len(texts)} tokens received); the server may have stopped or crashed"
+    )
+
+
+def fail(exc: H2oChatError, texts: list[str], cause: BaseException | None = None) -> NoReturn:
+    exc.partial_text = "".join(texts)
+    exc.step = exc.step or "message"
+    raise exc from (cause or exc.__cause__)

@@ -1,0 +1,129 @@
+"""What both generations of the chat-ui protocol do to answer a message: check, fit, store, stream, save.
+
+The 2023 handlers (``messages``) and the current ones (``current_messages``) differ in how a message
+names its place in the tree and in how the answer is worded on the wire (a :class:`Dialect`); the
+prompt of a branch, the rate limit, the fitting, the checkpoints and the final save are the same, so
+they live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, limit_rate
+from h2ochat.server.inference.backends import InputTooLong
+from h2ochat.server.inference.runtime import Fitted, ModelRuntime
+from h2ochat.server.storage import Conversation, MessageRow, Store
+from h2ochat.server.streaming import Answer, Dialect, Outcome, admit, stream_answer
+
+__all__ = ["branch", "count_message", "fit", "stream_and_save"]
+
+log = logging.getLogger("h2ochat.server")
+
+SavedText = Callable[[Answer, Outcome], str]
+"""What is saved as the answer's text, from how it ended (default: the outcome's text)."""
+
+
+def branch(rows: dict[str, MessageRow], path: list[str]) -> tuple[str, list[dict[str, str]]]:
+    """What the model is sent for a path from the root: the system prompt, and the messages after it."""
+    return rows[path[0]].content, [{"role": rows[i].role, "content": rows[i].content} for i in path[1:]]
+
+
+async def count_message(request: web.Request, runtime: ModelRuntime, dialect: Dialect) -> None:
+    """Counted once the message is known to be acceptable; a full queue refuses before anything is stored."""
+    per_minute = request.app[CONFIG].rate_limit_per_minute
+    await limit_rate(
+        request.app[STORE],
+        f"messages:{request[SESSION]}",
+        per_minute,
+        f"messages: this server accepts {per_minute} per minute per session",
+    )
+    admit(runtime, dialect)
+
+
+async def fit(
+    runtime: ModelRuntime, messages: list[dict[str, str]], parameters: Any, *, system: str, prefix: str = ""
+) -> Fitted:
+    try:  # a message the model cannot take is refused before it is stored, too
+        return await runtime.fit(messages, parameters, prefix, system=system)
+    except InputTooLong as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+async def stream_and_save(
+    request: web.Request,
+    runtime: ModelRuntime,
+    conversation: Conversation,
+    fitted: Fitted,
+    answer_id: str,
+    dialect: Dialect,
+    *,
+    headers: dict[str, str] | None = None,
+    keep_alive: bytes | None = None,
+    before: MessageRow | None = None,
+    saved_text: SavedText | None = None,
+) -> web.StreamResponse:
+    """Stream and save the answer; ``before`` is the answer being continued, whose text and tokens it extends."""
+    app = request.app
+    store, config = app[STORE], app[CONFIG]
+    started = time.monotonic()
+    with app[MODELS].track(conversation.id) as generation:
+        answer = Answer(runtime, fitted.request, generation)
+        checkpoints = asyncio.ensure_future(
+            _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval, before)
+        )
+        outcome = answer.outcome("client disconnected")  # unless the loop says otherwise
+        try:
+            # Beside the events: how many earlier messages the model did not see.
+            headers = {"H2ochat-Left-Out": str(fitted.left_out), **(headers or {})}
+            response, outcome = await stream_answer(request, answer, dialect, headers, keep_alive=keep_alive)
+        finally:
+            checkpoints.cancel()
+            text = outcome.text if saved_text is None else saved_text(answer, outcome)
+            # Shielded: an answer must be saved even if this handler is being cancelled.
+            await asyncio.shield(
+                store.finish_answer(
+                    conversation.id,
+                    answer_id,
+                    _text(before) + text,
+                    finish_reason=outcome.finish_reason,
+                    interruption=outcome.interruption,
+                    generated_tokens=_tokens(before) + outcome.generated_tokens,
+                )
+            )
+    elapsed = time.monotonic() - started
+    log.info(
+        "generated model=%s tokens=%d seconds=%.2f tokens/s=%.1f end=%s",
+        runtime.config.name,
+        outcome.generated_tokens,
+        elapsed,
+        outcome.generated_tokens / elapsed if elapsed else 0.0,
+        outcome.finish_reason or f"interrupted ({outcome.interruption})",
+    )
+    return response
+
+
+async def _checkpoints(
+    store: Store, conversation_id: str, answer_id: str, answer: Answer, every: float, before: MessageRow | None
+) -> None:
+    """Save the answer so far every ``every`` seconds, so that a crash loses at most that much of it."""
+    saved = ""
+    while True:
+        await asyncio.sleep(every)
+        if answer.text != saved:
+            saved = answer.text
+            await store.save_partial(conversation_id, answer_id, _text(before) + saved, _tokens(before) + answer.count)
+
+
+def _text(before: MessageRow | None) -> str:
+    return before.content if before is not None else ""
+
+
+def _tokens(before: MessageRow | None) -> int:
+    return (before.generated_tokens or 0) if before is not None else 0
