@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ class Served:
     log: list[str] = field(default_factory=list)
 
     def start(self) -> Served:
-        port = ["--port", self.url.rsplit(":", 1)[1]] if self.url else ["--port", "0"]
+        port = ["--port", str(urllib.parse.urlsplit(self.url).port)] if self.url else ["--port", "0"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "h2ochat", "serve", *port, *self.args], stderr=subprocess.PIPE, text=True, env=env

@@ -52,8 +52,9 @@ def test_every_module_is_preloaded() -> None:
     from h2ochat.server.web.page import STATIC
 
     html = (STATIC / "index.html").read_text(encoding="utf-8")
-    modules = [f"/static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*.*js") if p.is_file()]
-    missing = [m for m in modules if m != "/static/app.js" and f'<link rel="modulepreload" href="{m}">' not in html]
+    # Relative: under the page's <base href>, the server's base path.
+    modules = [f"static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*.*js") if p.is_file()]
+    missing = [m for m in modules if m != "static/app.js" and f'<link rel="modulepreload" href="{m}">' not in html]
     assert len(modules) == 23 and missing == []  # app.js, its 19 modules and 3 libraries
 
 

@@ -97,6 +97,11 @@ _LIST = _CommaList()
     help="Proxies whose X-Forwarded-Proto/X-Forwarded-Host are believed, comma-separated addresses or networks.",
 )
 @click.option(
+    "--base-path",
+    help="Serve everything under this prefix (e.g. /chat, as chat-ui's APP_BASE), for a proxy that "
+    "forwards a sub-path unchanged (default: none).",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
@@ -124,6 +129,7 @@ def serve(
       h2ochat serve --config models.toml
       h2ochat serve --gguf ~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf
       h2ochat serve --hf bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M
+      h2ochat serve --base-path /chat
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(lambda: _serve(config_path, gguf, hf, open_page, options), debug)

@@ -38,6 +38,7 @@ from h2ochat.server.edge.http import (
     describe_http_error,
     json_response,
     limit_rate,
+    route_path,
 )
 from h2ochat.server.edge.security import (
     HOSTS,
@@ -63,6 +64,17 @@ from h2ochat.server.storage import (
     open_store,
 )
 from h2ochat.server.web.page import routes as page_routes
+
+# Every route of the server, served under config.base_path by _add_routes: a new table goes here.
+ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+    routes,
+    message_routes,
+    read_routes,
+    current_read_routes,
+    openai_routes,
+    tgi_routes,
+    page_routes,  # the web chat page at / (server/web/page.py)
+)
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 
@@ -120,6 +132,20 @@ def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
 
 
 @web.middleware
+async def outside_base(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a ``base_path``, nothing exists outside it: a 404 that says where the app lives, before any
+    session, key or gate is looked at."""
+    base = request.app[CONFIG].base_path
+    if base and not (request.path == base or request.path.startswith(base + "/")):
+        raise ApiError(
+            404,
+            f"No such endpoint: {request.method} {request.path}; this server serves everything under "
+            f"{base} (its base_path): the page is at {base}/, the API under {base}/api, {base}/v1 and so on",
+        )
+    return await handler(request)
+
+
+@web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The hf-chat session and the welcome gate (docs/protocol.md, "Sessions").
 
@@ -133,7 +159,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     request[SESSION] = session.id if session is not None else ""
     if session is not None:
         request[SESSION_FOUND] = session
-    writes = request.method not in SAFE_METHODS and request.path.startswith(_WRITES)
+    path = route_path(request)
+    writes = request.method not in SAFE_METHODS and path.startswith(_WRITES)
     if ambiguous and writes:
         # No new session either: its cookie would replace the person's own in the browser.
         raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
@@ -145,7 +172,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
         # The settings step stores its new session together with the settings (Store.save_settings):
         # one statement, not two.
-        if (request.method, request.path) != ("POST", "/settings"):
+        if (request.method, path) != ("POST", "/settings"):
             request[SESSION] = await store.new_session()
     return await handler(request)
 
@@ -207,9 +234,11 @@ async def _set_cookie(request: web.Request, response: web.StreamResponse) -> Non
     session = request.get(SESSION)
     if session:  # a read without a session gets none
         secure = "; Secure" if public(request).scheme == "https" else ""
-        max_age = int(request.app[CONFIG].session_idle_days * 86400)
+        config = request.app[CONFIG]
+        max_age = int(config.session_idle_days * 86400)
+        path = config.base_path or "/"  # another application on the same host never receives it
         response.headers.add(
-            "Set-Cookie", f"{COOKIE}={session}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+            "Set-Cookie", f"{COOKIE}={session}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
         )
 
 
@@ -231,7 +260,7 @@ def create_app(config: ServerConfig) -> web.Application:
     The database and the models open on startup and close on cleanup.
     """
     # The guard first: a request refused by a later one must still end the guard's head timer.
-    middlewares = [guard_requests, forwarded, json_errors, v1_guard, protect, sessions]
+    middlewares = [guard_requests, forwarded, json_errors, outside_base, v1_guard, protect, sessions]
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[HOSTS] = allowed_hosts(config)
@@ -247,14 +276,24 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_response_prepare.append(_set_cookie)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_stop_generations)
-    app.add_routes(routes)
-    app.add_routes(message_routes)
-    app.add_routes(read_routes)
-    app.add_routes(current_read_routes)
-    app.add_routes(openai_routes)
-    app.add_routes(tgi_routes)
-    app.add_routes(page_routes)  # the web chat page at / (server/web/page.py)
+    for table in ROUTE_TABLES:
+        _add_routes(app, table, config.base_path)
     return app
+
+
+def _add_routes(app: web.Application, table: web.RouteTableDef, base: str) -> None:
+    """The table's routes under ``base``; ``/`` becomes both ``/chat`` and ``/chat/``, as a proxy or a
+    client (the TGI one posts to its base URL) may ask for either.
+
+    Prefixed at registration rather than by a sub-application: the routes and middlewares then see
+    one application, and aiohttp's router matches the full path with no rewriting.
+    """
+    for route in table:
+        if not isinstance(route, web.RouteDef):  # a static directory would need its own prefixing
+            raise TypeError(f"only plain routes can be served under a base path, not {route!r}")
+        paths = [base, base + "/"] if base and route.path == "/" else [base + route.path]
+        for path in paths:
+            web.RouteDef(route.method, path, route.handler, route.kwargs).register(app.router)  # GET: HEAD too
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
@@ -308,7 +347,7 @@ async def _stop_generations(app: web.Application) -> None:
 
 @dataclass
 class RunningServer:
-    url: str
+    url: str  # where the application lives: the base_path included
     runner: web.AppRunner
 
     @property
@@ -335,7 +374,7 @@ async def start_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         assert runner.server is not None
         async with listen(runner.server, config) as guard:
             host, port = _bound_address(guard.listeners, config)
-            yield RunningServer(f"http://{host}:{port}", runner)
+            yield RunningServer(f"http://{host}:{port}{config.base_path}", runner)
     finally:
         await _shut_down(runner, guard, config.shutdown_timeout)
 

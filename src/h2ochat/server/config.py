@@ -47,6 +47,7 @@ Every table forbids unknown keys, so a typo fails at start-up with its path.
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,6 +73,7 @@ __all__ = [
     "ServerConfig",
     "TgiEndpoint",
     "UpstreamEndpoint",
+    "check_base_path",
     "default_models",
     "load_config",
 ]
@@ -234,11 +236,16 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     allowed_hosts: list[str] | None = None
     # Proxies whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or networks, "*": any).
     forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
+    # The prefix every route is served under ("/chat": the page at /chat/, the API at /chat/api/...),
+    # as chat-ui's APP_BASE; for a proxy that forwards a sub-path unchanged. "" or "/": none.
+    base_path: str = ""
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
 
     def __post_init__(self) -> None:
         check_models(self.models)
         check_proxies(self.forwarded_allow_ips)
+        # Normalised here rather than refused, so "/chat/" in a file means what its writer meant.
+        msgspec.structs.force_setattr(self, "base_path", check_base_path(self.base_path))
         if self.tgi_model is not None and self.model(self.tgi_model) is None:
             raise ConfigError(
                 f"tgi_model {self.tgi_model!r} is not one of the configured models: {', '.join(self.model_names)}"
@@ -361,6 +368,31 @@ def check_proxies(entries: list[str]) -> None:
                 f"forwarded_allow_ips: {entry!r} is not an IP address or network; name each proxy by "
                 'its address (10.0.0.5, ::1) or network (10.0.0.0/8), or "*" for any'
             ) from None
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def check_base_path(path: str) -> str:
+    """``base_path`` as routes are matched: ``""`` for none, else ``/a/b`` (no trailing slash).
+
+    Only plain segments are accepted: a query, a fragment, percent-escapes or ``..`` in a prefix
+    would be matched against decoded, normalised request paths and never (or wrongly) match.
+    """
+    if path in ("", "/"):
+        return ""
+    if not path.startswith("/"):
+        raise ConfigError(f"base_path {path!r} must start with '/' (for example /chat); '/' or '' means none")
+    trimmed = path.rstrip("/")
+    for segment in trimmed[1:].split("/"):
+        if segment in (".", ".."):
+            raise ConfigError(f"base_path {path!r} must not contain '.' or '..' segments; write the prefix itself")
+        if not _SEGMENT.fullmatch(segment):
+            raise ConfigError(
+                f"base_path {path!r}: each part between slashes must be letters, digits, '.', '_', '~' or '-' "
+                "(no empty parts, query, fragment, spaces or %-escapes), for example /chat or /apps/chat"
+            )
+    return trimmed
 
 
 def check_models(models: list[ModelConfig]) -> None:

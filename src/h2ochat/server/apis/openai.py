@@ -30,7 +30,16 @@ from h2ochat.protocol.openai import (
     tgi_parameters,
 )
 from h2ochat.protocol.parameters import request_parameters
-from h2ochat.server.edge.http import CONFIG, MODELS, ApiError, BadBody, describe_http_error, json_response, parse_json
+from h2ochat.server.edge.http import (
+    CONFIG,
+    MODELS,
+    ApiError,
+    BadBody,
+    describe_http_error,
+    json_response,
+    parse_json,
+    route_path,
+)
 from h2ochat.server.inference.backends import GeneratedToken, GenerationRequest
 from h2ochat.server.inference.runtime import ModelRuntime, build_request
 from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
@@ -56,7 +65,8 @@ def openai_error(status: int, message: str, *, param: str | None = None, code: s
 @web.middleware
 async def v1_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The API key, and OpenAI's error shape for aiohttp's own refusals, on ``/v1`` paths only."""
-    if not (request.path == "/v1" or request.path.startswith("/v1/")):
+    path = route_path(request)
+    if not (path == "/v1" or path.startswith("/v1/")):
         return await handler(request)
     key = request.app[CONFIG].api_key
     if key:  # an empty key (an empty environment variable) means no key

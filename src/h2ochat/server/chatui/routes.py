@@ -115,7 +115,7 @@ async def settings(request: web.Request) -> web.StreamResponse:
     accepted = _truthy(form.get("ethicsModalAccepted")) or _truthy(form.get("welcomeModalSeen"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
     await save_session_settings(request, model, share, accepted)
-    location = request.headers.get("Referer") or "/"
+    location = request.headers.get("Referer") or request.app[CONFIG].base_path + "/"
     if _prefers_html(request):
         return web.Response(status=303, headers={"Location": location})
     return json_response({"type": "redirect", "status": 303, "location": location})

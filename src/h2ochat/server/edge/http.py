@@ -31,6 +31,7 @@ __all__ = [
     "describe_http_error",
     "json_response",
     "parse_json",
+    "route_path",
 ]
 
 T = TypeVar("T")
@@ -80,6 +81,18 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
         return parse_json(raw, kind)
     except BadBody as exc:
         raise ApiError(400, str(exc)) from None
+
+
+def route_path(request: web.Request) -> str:
+    """The request's path below the server's ``base_path``: what the routes are named by (``/settings``).
+
+    Middlewares that single out routes by path use this, so that they hold with any prefix.
+    """
+    base = request.app[CONFIG].base_path
+    path = request.path
+    if base and (path == base or path.startswith(base + "/")):
+        return path[len(base) :] or "/"
+    return path
 
 
 def describe_http_error(exc: web.HTTPException, request: web.Request) -> str:

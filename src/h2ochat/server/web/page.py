@@ -1,5 +1,8 @@
 """The web chat page: its HTML at ``/`` and ``/conversation/<id>``, its static files, its security headers.
 
+Under a ``base_path`` (``/chat``) all of it moves there: the HTML names it in ``<base href>``, and
+every address in the page and its scripts is relative.
+
 The page is plain HTML, CSS and JavaScript modules from ``static/`` (no build
 step); it talks to the server only through the chat protocol and the JSON
 reads under ``/api/``. Static files are read once, kept in memory with a
@@ -27,11 +30,12 @@ STATIC = Path(__file__).with_name("static")
 
 # Scripts and styles from this server only: model text that slipped past the
 # sanitizer still could not run. Images only from here too, so that a Markdown
-# image in an answer cannot send the conversation to another host.
+# image in an answer cannot send the conversation to another host. base-uri 'self': the page's own
+# <base href> (the server's base path) and no other.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -91,7 +95,10 @@ async def page(request: web.Request) -> web.StreamResponse:
         "maxInputChars": config.max_input_chars,
         "maxNewTokens": config.max_new_tokens_limit,  # the most a conversation's settings may ask for
     }
-    text = _index().replace("__FACTS__", html.escape(json.dumps(facts), quote=True))
+    # One <base href> makes every address of the page and its scripts relative to the base path, the
+    # same files serving "/" and "/chat/"; rewriting each address instead would be one per file to keep.
+    base = html.escape(config.base_path + "/", quote=True)
+    text = _index().replace("__FACTS__", html.escape(json.dumps(facts), quote=True)).replace("__BASE__", base)
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 

@@ -1,5 +1,7 @@
 // The chat protocol (PROTOCOL.md) and the server's JSON reads, as the page uses them.
 // Every failure becomes a ChatError whose message a person can read.
+// Paths are relative: fetch resolves them against the page's <base href>, the server's base path
+// ("/" or "/chat/"), so the page works behind a proxy at a sub-path with no other knowledge of it.
 
 export class ChatError extends Error {
   constructor(message, { status = 0, partial = false, lost = false } = {}) {
@@ -27,7 +29,7 @@ function lost(partial = false) {
 // Whether the server answers now; its own failure is not reported as a lost request.
 export async function reachable() {
   try {
-    return (await fetch("/api/models", { cache: "no-store", signal: AbortSignal.timeout(5000) })).ok;
+    return (await fetch("api/models", { cache: "no-store", signal: AbortSignal.timeout(5000) })).ok;
   } catch {
     return false;
   }
@@ -77,11 +79,11 @@ export async function getJSON(path) {
   return (await request("GET", path)).json();
 }
 
-export const models = () => getJSON("/api/models");
-export const conversation = (id) => getJSON(`/api/conversation/${encodeURIComponent(id)}`);
+export const models = () => getJSON("api/models");
+export const conversation = (id) => getJSON(`api/conversation/${encodeURIComponent(id)}`);
 
 export function conversations(query = "") {
-  return getJSON(query ? `/api/conversations?q=${encodeURIComponent(query)}` : "/api/conversations");
+  return getJSON(query ? `api/conversations?q=${encodeURIComponent(query)}` : "api/conversations");
 }
 
 // A request whose answer carries nothing the page needs: its body is still read to the end, or the
@@ -92,7 +94,7 @@ async function call(method, path, options) {
 }
 
 export function acceptSettings(model) {
-  return call("POST", "/settings", {
+  return call("POST", "settings", {
     form: {
       ethicsModalAccepted: "true",
       shareConversationsWithModelAuthors: "false",
@@ -105,20 +107,20 @@ export function acceptSettings(model) {
 // `preprompt`: the conversation's system prompt; null or undefined: the model's own.
 export async function createConversation(model, preprompt) {
   const json = preprompt == null ? { model } : { model, preprompt };
-  const body = await (await request("POST", "/conversation", { json })).json();
+  const body = await (await request("POST", "conversation", { json })).json();
   return body.conversationId;
 }
 
-export const rename = (id, title) => call("PATCH", `/conversation/${id}`, { json: { title } });
-export const saveSettings = (id, settings) => call("PATCH", `/conversation/${id}`, { json: { settings } });
-export const remove = (id) => call("DELETE", `/conversation/${id}`);
-export const savePreprompt = (id, preprompt) => call("PATCH", `/conversation/${id}`, { json: { preprompt } });
+export const rename = (id, title) => call("PATCH", `conversation/${id}`, { json: { title } });
+export const saveSettings = (id, settings) => call("PATCH", `conversation/${id}`, { json: { settings } });
+export const remove = (id) => call("DELETE", `conversation/${id}`);
+export const savePreprompt = (id, preprompt) => call("PATCH", `conversation/${id}`, { json: { preprompt } });
 
 // The tree (docs/protocol.md): each call answers with the leaf the active branch now ends at.
-const messagePath = (id, messageId) => `/conversation/${id}/message/${encodeURIComponent(messageId)}`;
+const messagePath = (id, messageId) => `conversation/${id}/message/${encodeURIComponent(messageId)}`;
 
 export async function setActive(id, messageId) {
-  const response = await request("PATCH", `/conversation/${id}`, { json: { activeMessageId: messageId } });
+  const response = await request("PATCH", `conversation/${id}`, { json: { activeMessageId: messageId } });
   return (await response.json()).activeMessageId;
 }
 
@@ -127,10 +129,10 @@ export async function removeMessage(id, messageId) {
 }
 
 export const vote = (id, messageId, score) => call("POST", `${messagePath(id, messageId)}/vote`, { json: { score } });
-export const stopGenerating = (id) => call("POST", `/conversation/${id}/stop-generating`);
+export const stopGenerating = (id) => call("POST", `conversation/${id}/stop-generating`);
 
 export async function summarize(id) {
-  return (await (await request("POST", `/conversation/${id}/summarize`)).json()).title;
+  return (await (await request("POST", `conversation/${id}/summarize`)).json()).title;
 }
 
 // Send a message and call onToken(text) for each token as it arrives. Resolves with how the answer
@@ -144,7 +146,7 @@ export async function sendMessage(
   if (isContinue) options.is_continue = true;
   // details: the final event then says how the answer ended and how many tokens it took.
   const body = { inputs, parameters: { ...parameters, details: true }, stream: true, options };
-  const response = await request("POST", `/conversation/${id}`, { json: body, signal });
+  const response = await request("POST", `conversation/${id}`, { json: body, signal });
   onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
   const decoder = new EventDecoder();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

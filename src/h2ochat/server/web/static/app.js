@@ -44,9 +44,9 @@ const sidebar = new Sidebar({
   search: $("search"),
   confirm: $("confirm"),
   drawer: { aside: $("sidebar"), menu: $("menu"), close: $("close-drawer"), backdrop: $("backdrop"), behind: [$("skip"), $("main")] },
-  onOpen: (id) => navigate(`/conversation/${id}`),
+  onOpen: (id) => navigate(`conversation/${id}`),
   onDeleted: (id, next) => {
-    if (state.current?.id === id) navigate("/");
+    if (state.current?.id === id) navigate("./");
     // Focus was on the deleted row: to the conversation now in its place, if on screen, else the message box.
     if (next && getComputedStyle(next).visibility !== "hidden") next.focus();
     else composer.focus();
@@ -128,20 +128,26 @@ $("model").addEventListener("change", () => {
   picker.describe();
   if (welcome.passed) api.acceptSettings(picker.selected).catch(report);
   // A conversation keeps its model: another model means a new chat.
-  if (state.current && state.current.model !== picker.selected) navigate("/");
+  if (state.current && state.current.model !== picker.selected) navigate("./");
 });
 
 // Conversations and the address ---------------------------------------------------------------------
 
+// Addresses are relative to the <base href> the server writes (its base path, "/" or "/chat/"):
+// "./" is the new chat (not "": pushState takes "" as "stay"), "conversation/<id>" a conversation.
+const BASE = new URL(document.baseURI).pathname;
+
 function navigate(path) {
-  if (location.pathname !== path) history.pushState(null, "", path);
+  if (location.pathname !== new URL(path, document.baseURI).pathname) history.pushState(null, "", path);
   route();
 }
 
 window.addEventListener("popstate", () => route());
 
 function conversationInAddress() {
-  const match = location.pathname.match(/^\/conversation\/([^/]+)$/);
+  // The page at "/chat" (no slash) is under the base "/chat/" too.
+  const here = location.pathname.startsWith(BASE) ? location.pathname.slice(BASE.length) : "";
+  const match = here.match(/^conversation\/([^/]+)$/);
   return match ? decodeURIComponent(match[1]) : null;
 }
 
@@ -258,7 +264,7 @@ async function send(text) {
     } finally {
       state.starting = false;
     }
-    history.pushState(null, "", `/conversation/${state.current.id}`);
+    history.pushState(null, "", `conversation/${state.current.id}`);
     sidebar.select(state.current.id);
     sidebar.refresh();
   }
@@ -368,7 +374,7 @@ function exportAs(kind) {
 }
 
 function newChat() {
-  navigate("/");
+  navigate("./");
   composer.focus();
 }
 

@@ -177,7 +177,8 @@ export class Sidebar {
     li.className = "conversation";
     li.dataset.id = item.id;
     const link = document.createElement("a");
-    link.href = `/conversation/${item.id}`;
+    // The full path under the <base href> (the server's base path): "/chat/conversation/<id>".
+    link.href = new URL(`conversation/${item.id}`, document.baseURI).pathname;
     link.dataset.id = item.id;
     link.textContent = item.title;
     link.title = item.title;
