@@ -39,6 +39,7 @@ from g4f.providers.response import FinishReason, TitleGeneration  # noqa: E402
 
 ANSWER = "Hello there, general Kenobi."
 BASE = "/chat"
+PEER_TIMEOUT = 60.0  # seconds for one peer's steps; they take well under one here
 
 
 @pytest.fixture
@@ -120,7 +121,13 @@ async def g4f_turn(provider: type[HuggingChat], messages: list[dict[str, str]], 
     async def collect() -> list[Any]:
         return [chunk async for chunk in provider.create_async_generator(FIXED_MODEL, messages, **options)]
 
-    return await asyncio.to_thread(asyncio.run, collect())
+    return await in_thread(asyncio.run, collect())
+
+
+async def in_thread(call: Any, *args: Any) -> Any:
+    """A peer's blocking calls, bounded: neither peer sets a timeout on its requests, and a test that
+    hangs says nothing. (Leaving the test shuts the server, which ends a thread stuck in a read.)"""
+    return await asyncio.wait_for(asyncio.to_thread(call, *args), PEER_TIMEOUT)
 
 
 async def test_g4f_huggingchat_chats_two_turns_with_every_token(server: RunningServer, g4f_home: Path) -> None:
@@ -223,7 +230,7 @@ def hugchat_chats(origin: str) -> dict[str, Any]:
 
 async def test_hugchat_chats_two_turns_and_deletes(server: RunningServer) -> None:
     async with front(origin_of(server)) as origin:
-        seen = await asyncio.to_thread(hugchat_chats, origin)
+        seen = await in_thread(hugchat_chats, origin)
     assert seen["model"] == FIXED_MODEL  # from /chat/api/v2/models
     assert seen["created"] == ["system"]  # the root it needs as the first parent
     assert seen["tokens"] == split_words(ANSWER) and seen["first"] == ANSWER
@@ -248,7 +255,7 @@ async def test_hugchat_chats_with_the_recorded_chat_ui() -> None:
     """The reference for the failures below: hugchat does work against a real current chat-ui."""
     replay = ChatUIReplay(base=BASE, public_origin="https://" + PUBLIC_HOST)
     async with served(replay) as origin:
-        tokens, text = await asyncio.to_thread(hugchat_chats_once, origin)
+        tokens, text = await in_thread(hugchat_chats_once, origin)
     assert text == RECORDED_ANSWER and "".join(tokens) == RECORDED_ANSWER
 
 
@@ -271,13 +278,13 @@ async def test_hugchat_share_and_settings_fail_on_chat_ui_itself(server: Running
     routes have no share), and the form settings succeed (2023's settings form is still spoken)."""
     replay = ChatUIReplay(base=BASE, public_origin="https://" + PUBLIC_HOST)
     async with served(replay) as origin:
-        share, settings = await asyncio.to_thread(hugchat_share_and_settings, origin)
+        share, settings = await in_thread(hugchat_share_and_settings, origin)
     assert share.startswith("Unknown server response: {'shareId'")  # chat-ui answered 200
     assert settings == "Failed to set share conversation with status code: 500"
     assert ("POST", "/settings") in replay.paths()
 
     async with front(origin_of(server)) as origin:
-        share, settings = await asyncio.to_thread(hugchat_share_and_settings, origin)
+        share, settings = await in_thread(hugchat_share_and_settings, origin)
     assert share == "Failed to share conversation with status code: 404"
     assert settings == "ok"
 
