@@ -59,6 +59,9 @@ class ChatUIReplay:
     script: list[bytes] | None = None  # the message answer's chunks, instead of the recorded ones
     answered: bool = False  # whether the message was answered: the conversation read gives the later tree
     cookie: str = field(default_factory=_cookie)
+    base: str = ""  # APP_BASE: every route under it ("/chat" on HuggingChat)
+    # PUBLIC_ORIGIN: an Origin the CSRF rule accepts besides the request's own (HuggingChat's, for hugchat)
+    public_origin: str | None = None
 
     def fail(self, step: str, status: int, body: str, content_type: str = "application/json") -> None:
         async def respond(request: web.Request) -> web.StreamResponse:
@@ -70,6 +73,14 @@ class ChatUIReplay:
         return [(seen.method, seen.path) for seen in self.requests]
 
     def app(self) -> web.Application:
+        app = self._routes()
+        if not self.base:
+            return app
+        outer = web.Application()
+        outer.add_subapp(self.base, app)
+        return outer
+
+    def _routes(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/api/v2/models", self._models)
         app.router.add_post("/conversation", self._create)
@@ -77,11 +88,14 @@ class ChatUIReplay:
         app.router.add_post("/conversation/{id}", self._message)
         app.router.add_post("/conversation/{id}/stop-generating", self._stop)
         app.router.add_delete("/api/v2/conversations/{id}", self._delete)
+        app.router.add_post("/conversation/{id}/share", self._share)
+        app.router.add_post("/settings", self._settings)
         return app
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        seen = Seen(request.method, request.path, dict(request.headers), b"")
+        path = request.path.removeprefix(self.base)
+        seen = Seen(request.method, path, dict(request.headers), b"")
         self.requests.append(seen)
         if request.content_type == "multipart/form-data":
             seen.form = {name: str(value) for name, value in (await request.post()).items()}
@@ -89,12 +103,15 @@ class ChatUIReplay:
             seen.body = await request.read()
         if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded", "text/plain"):
             origin = request.headers.get("Origin")
-            if origin != f"{request.scheme}://{request.host}":
+            if origin not in (f"{request.scheme}://{request.host}", self.public_origin):
                 return web.Response(status=403, text="Non-JSON form requests need to have an origin")
-        queue = self.faults.get(_step(request))
+        queue = self.faults.get(_step(request.method, path))
         if queue:
             return await queue.popleft()(request)
-        needs_cookie = request.path != "/api/v2/models" and (request.method, request.path) != ("POST", "/conversation")
+        needs_cookie = path != "/api/v2/models" and (request.method, path) not in (
+            ("POST", "/conversation"),
+            ("POST", "/settings"),
+        )
         if needs_cookie and request.cookies.get("hf-chat") != self.cookie:
             return web.json_response({"message": "Conversation not found"}, status=404)
         return await handler(request)
@@ -137,6 +154,21 @@ class ChatUIReplay:
             return web.json_response({"message": "Conversation not found"}, status=404)
         return web.json_response({"json": {"success": True}})
 
+    async def _share(self, request: web.Request) -> web.StreamResponse:
+        # Not recorded; CHATUI-CURRENT.md section 11: a 7-character share id (since 2025-06; {url} before).
+        if request.match_info["id"] != CONVERSATION:
+            return web.json_response({"message": "Conversation not found"}, status=404)
+        return web.json_response({"shareId": "aB3dE5f"})
+
+    async def _settings(self, request: web.Request) -> web.StreamResponse:
+        # Not recorded; CHATUI-CURRENT.md section 3: the body is parsed as JSON whatever its type, so a
+        # form fails in request.json() and surfaces as chat-ui's uncaught-error answer.
+        try:
+            json.loads(self.requests[-1].body)
+        except ValueError:
+            return web.json_response({"message": "An error occurred", "errorId": "5d0c7e21"}, status=500)
+        return web.Response(status=200)
+
 
 def _recorded(name: str, cookie: str | None = None) -> web.Response:
     response = web.Response(body=recorded_response(name).body, content_type="application/json")
@@ -145,16 +177,16 @@ def _recorded(name: str, cookie: str | None = None) -> web.Response:
     return response
 
 
-def _step(request: web.Request) -> str:
-    if request.path.endswith("/stop-generating"):
+def _step(method: str, path: str) -> str:
+    if path.endswith("/stop-generating"):
         return "stop"
-    if request.path == "/api/v2/models":
+    if path == "/api/v2/models":
         return "probe"
-    if request.path == "/conversation":
+    if path == "/conversation":
         return "create"
-    if request.method == "DELETE":
+    if method == "DELETE":
         return "delete"
-    return "message" if request.method == "POST" else "read"
+    return "message" if method == "POST" else "read"
 
 
 def recorded_data_part() -> dict[str, Any]:
