@@ -83,6 +83,7 @@ def test_axe_finds_nothing_serious_anywhere(scheme: str, width: int, page_server
     page = v.page
     found = serious(page, "welcome dialog")
     page.get_by_role("button", name="Start chatting").click()
+    page.wait_for_selector("#welcome:not([open])", state="attached")  # accepted: sending works from here
     found += serious(page, "empty page")
     send(page, "Show me some Markdown")  # code, a table, a list, a link
     wait_answer(page)

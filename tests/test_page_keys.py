@@ -110,6 +110,7 @@ def test_every_response_is_read_rename_delete_stop_settings_and_the_welcome(page
 
     page.on("requestfailed", record)
     page.get_by_role("button", name="Start chatting").click()
+    page.wait_for_selector("#welcome:not([open])", state="attached")  # accepted: sending works from here
     send(page, "one whole answer")
     wait_answer(page)
     page.get_by_label("Model").select_option("test/slow")
