@@ -21,7 +21,7 @@ from h2ochat.protocol.tgi import MessageOptions, MessageRequest
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.answering import branch, count_message, fit, stream_and_save
 from h2ochat.server.chatui.current_messages import post_current
-from h2ochat.server.chatui.routes import owned_tree, runtime_of
+from h2ochat.server.chatui.routes import is_uuid, owned_tree, runtime_of
 from h2ochat.server.edge.http import CONFIG, STORE, ApiError, decode_body
 from h2ochat.server.inference.runtime import ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow
@@ -124,16 +124,8 @@ def _options(body: MessageRequest) -> MessageOptions:
     if options is None:
         raise ApiError(400, 'options is required: {"id": <uuid>, "response_id": <uuid>, "is_retry": false}')
     for name in ("id", "response_id"):
-        if not _is_uuid(getattr(options, name)):
+        if not is_uuid(getattr(options, name)):
             raise ApiError(400, f"options.{name} must be a UUID, got {getattr(options, name)!r}")
     if options.is_retry and options.is_continue is True:
         raise ApiError(400, "options.is_retry and options.is_continue exclude each other: send one of them")
     return options
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True

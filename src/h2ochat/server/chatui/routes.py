@@ -38,7 +38,16 @@ from h2ochat.server.inference.runtime import ModelRuntime, Models
 from h2ochat.server.inference.titles import summarize
 from h2ochat.server.storage import Conversation, MessageRow
 
-__all__ = ["owned", "owned_tree", "remove_message", "routes", "runtime_of", "save_session_settings", "unknown_model"]
+__all__ = [
+    "is_uuid",
+    "owned",
+    "owned_tree",
+    "remove_message",
+    "routes",
+    "runtime_of",
+    "save_session_settings",
+    "unknown_model",
+]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -219,7 +228,7 @@ async def stop_generating(request: web.Request) -> web.StreamResponse:
     conversation = await owned(request)
     raw = await request.read()
     point = decode_body(raw, StopPoint) if raw.strip() else None
-    if point is not None and point.generation_id is not None and not _is_uuid(point.generation_id):
+    if point is not None and point.generation_id is not None and not is_uuid(point.generation_id):
         raise ApiError(400, f"generationId must be a UUID, the one sent with the message; got {point.generation_id!r}")
     # Through the store: the generation may run on another replica.
     await request.app[STORE].request_stop(conversation.id, stop_reason(point))
@@ -299,10 +308,11 @@ async def _read_form(request: web.Request) -> Any:
         raise ApiError(400, f"The form could not be read ({type(exc).__name__}: {exc})") from None
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """Whether ``value`` is a UUID in any form Python reads (2023's ids and today's generationId)."""
     try:
         uuid.UUID(value)
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):
         return False
     return True
 
