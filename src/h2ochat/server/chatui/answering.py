@@ -16,13 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
+from h2ochat.protocol.parameters import Parameters, request_parameters
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, limit_rate
 from h2ochat.server.inference.backends import InputTooLong
 from h2ochat.server.inference.runtime import Fitted, ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow, Store
 from h2ochat.server.streaming import Answer, Dialect, Outcome, admit, stream_answer
 
-__all__ = ["branch", "count_message", "fit", "stream_and_save"]
+__all__ = ["branch", "count_message", "fit", "saved_parameters", "stream_and_save"]
 
 log = logging.getLogger("h2ochat.server")
 
@@ -45,6 +46,19 @@ async def count_message(request: web.Request, runtime: ModelRuntime, dialect: Di
         f"messages: this server accepts {per_minute} per minute per session",
     )
     admit(runtime, dialect)
+
+
+def saved_parameters(request: web.Request, runtime: ModelRuntime, conversation: Conversation) -> Parameters:
+    """Where the wire carries no sampling parameters (today's chat-ui): the conversation's settings
+    over the model's defaults."""
+    try:
+        return request_parameters(
+            runtime.defaults,
+            dict(conversation.settings) or None,
+            ceiling=request.app[CONFIG].max_new_tokens_limit,
+        )
+    except ValueError as exc:
+        raise ApiError(400, f"This conversation's settings are not usable: {exc}") from None
 
 
 async def fit(

@@ -19,9 +19,8 @@ from aiohttp import web
 
 from h2ochat.protocol.chatui import KEEP_ALIVE
 from h2ochat.protocol.chatui_bodies import MessagePost, decode_message_post
-from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tree import Tree
-from h2ochat.server.chatui.answering import branch, count_message, fit, stream_and_save
+from h2ochat.server.chatui.answering import branch, count_message, fit, saved_parameters, stream_and_save
 from h2ochat.server.chatui.current_stream import HEADERS, ChatUIUpdates, first_words
 from h2ochat.server.chatui.routes import owned_tree, runtime_of
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError
@@ -44,12 +43,7 @@ async def post_current(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             400, f"inputs is {len(user[1])} characters; this server accepts at most {config.max_input_chars}"
         )
-    try:  # no sampling parameters on this wire: the conversation's settings over the model's defaults
-        parameters = request_parameters(
-            runtime.defaults, dict(conversation.settings) or None, ceiling=config.max_new_tokens_limit
-        )
-    except ValueError as exc:
-        raise ApiError(400, f"This conversation's settings are not usable: {exc}") from None
+    parameters = saved_parameters(request, runtime, conversation)
     dialect = ChatUIUpdates(generation_id=post.generation_id)
     await count_message(request, runtime, dialect)
     system, messages = branch(rows, tree.path(parent_id))

@@ -16,9 +16,8 @@ from aiohttp import web
 
 from h2ochat.protocol import superjson
 from h2ochat.protocol.chatui_bodies import announce_generations
-from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tree import Tree
-from h2ochat.server.chatui.answering import branch, fit
+from h2ochat.server.chatui.answering import branch, fit, saved_parameters
 from h2ochat.server.chatui.documents import conversation_document, conversation_summary, moment
 from h2ochat.server.chatui.routes import (
     owned,
@@ -28,7 +27,7 @@ from h2ochat.server.chatui.routes import (
     save_session_settings,
     unknown_model,
 )
-from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
+from h2ochat.server.edge.http import MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
 
 __all__ = ["routes"]
 
@@ -213,14 +212,7 @@ async def prompt(request: web.Request) -> web.StreamResponse:
     tree = Tree(rows.values())
     path = tree.ancestors(row.id) if row.role == "assistant" else tree.path(row.id)
     system, messages = branch(rows, path)
-    config = request.app[CONFIG]
-    try:
-        parameters = request_parameters(
-            runtime.defaults, dict(conversation.settings) or None, ceiling=config.max_new_tokens_limit
-        )
-    except ValueError as exc:
-        raise ApiError(400, f"This conversation's settings are not usable: {exc}") from None
-    fitted = await fit(runtime, messages, parameters, system=system)
+    fitted = await fit(runtime, messages, saved_parameters(request, runtime, conversation), system=system)
     generation = fitted.request
     return json_response(
         {
