@@ -55,8 +55,8 @@ async def raw(db: str, sql: str) -> None:
 
 async def test_settings_are_stored_with_the_conversation_and_read_by_every_read(store: Store) -> None:
     mine, theirs = await store.new_session(), await store.new_session()
-    conversation = await store.create_conversation(mine, "m")
-    other = await store.create_conversation(mine, "m")
+    conversation = (await store.create_conversation(mine, "m")).id
+    other = (await store.create_conversation(mine, "m")).id
     assert (await store.conversation(conversation, mine)).settings == {}  # type: ignore[union-attr]
     assert await store.save_conversation_settings(conversation, mine, {"temperature": 0.3, "max_new_tokens": 50})
     assert not await store.save_conversation_settings(conversation, theirs, {"temperature": 2.0})
@@ -73,7 +73,7 @@ async def test_settings_are_stored_with_the_conversation_and_read_by_every_read(
 async def test_conversations_stored_before_settings_existed_read_as_none_set(db: str) -> None:
     store = await open_store(db)
     session = await store.new_session()
-    conversation = await store.create_conversation(session, "m")
+    conversation = (await store.create_conversation(session, "m")).id
     await store.close()
     # The database as the release before it was: without the column and without its migration.
     await raw(db, "ALTER TABLE conversations DROP COLUMN settings")

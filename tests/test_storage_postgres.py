@@ -55,7 +55,7 @@ async def test_a_restarted_database_is_unavailable_then_reconnected_and_nothing_
     a, b = await replica(postgres_url), await replica(postgres_url)
     try:
         session = await a.new_session()
-        conversation = await a.create_conversation(session, "m")
+        conversation = (await a.create_conversation(session, "m")).id
         await append(a, conversation, "u", "hello", "a")
         pg_cluster.stop()
         started = time.monotonic()
@@ -123,7 +123,7 @@ async def test_leases_and_the_sweep_read_the_databases_clock_not_a_replicas(
     behind["seconds"] = 10.0
     late = await open_store(postgres_url, StoreOptions(lease=2.0))
     session = await late.new_session()
-    conversation = await late.create_conversation(session, "m")
+    conversation = (await late.create_conversation(session, "m")).id
     await append(late, conversation, "u", "hello", "a")
     await late.save_partial(conversation, "a", "still going", 2)
     await late.upkeep()

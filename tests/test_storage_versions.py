@@ -123,7 +123,7 @@ async def _exercise(store: Any) -> None:
     assert await store.session("s1") == type(first)("s1", "model-a", False, first.ethics_accepted_at)
     assert await store.session("nobody") is None
 
-    conversation = await store.create_conversation("s1", "model-a")
+    conversation = (await store.create_conversation("s1", "model-a")).id
     assert (await store.conversation(conversation, "s1")) is not None
     assert (await store.conversation(conversation, "s2")) is None
     assert await store.rename_conversation(conversation, "s1", "Capitals")

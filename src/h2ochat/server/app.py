@@ -55,6 +55,7 @@ from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
     Session,
+    SessionGone,
     Store,
     StoreError,
     StoreOptions,
@@ -85,6 +86,7 @@ COOKIE = "hf-chat"
 _WRITES = ("/settings", "/conversation", "/api/v2/user/settings")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
+_CHECKED_IN_STATEMENT = (("POST", "/conversation"), ("DELETE", "/conversation/{id}"))  # see _checked_in_statement
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what the server issues (and the UUIDs it used to)
 MAX_COOKIES = 4  # hf-chat values looked up per request; more and none is trusted
 _AMBIGUOUS = (
@@ -95,6 +97,7 @@ _AMBIGUOUS = (
 # What the store's refusals mean in HTTP; the message is the error's own.
 _STORE_STATUS: dict[type[StoreError], int] = {
     StoreUnavailable: 503,
+    SessionGone: 401,  # only if a session ended between the lookup and the step
     ConversationGone: 404,
     MessageIdTaken: 409,
     TooManyConversations: 409,
@@ -153,7 +156,30 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     Without one, a request that writes to the chat protocol gets a new session (at most
     ``new_sessions_per_minute`` per client address); a read gets none (and no cookie). Cookies
     that are ambiguous (:func:`_cookie_session`) give a read no session and refuse a write.
+
+    A step whose own first statement checks the session (:func:`_checked_in_statement`) is not preceded
+    by a lookup when the request names one session: a round trip saved on every chat step (issue 20).
+    If such a step refuses, for whatever reason, the session is looked up as for any other request, and
+    only if it was not live is the step taken again, as a request without it would be; so every answer
+    stays what the lookup first would have given.
     """
+    candidate = _lone_cookie(request) if _checked_in_statement(request) else None
+    if candidate is None:
+        await _look_up_session(request)
+        return await handler(request)
+    request[SESSION] = candidate
+    try:
+        return await handler(request)
+    except Exception as exc:
+        refused = exc
+    await _look_up_session(request)  # raises the welcome gate's refusal, or issues a new session
+    if request[SESSION] == candidate:
+        raise refused  # the session was live: the refusal was the step's own
+    return await handler(request)
+
+
+async def _look_up_session(request: web.Request) -> None:
+    """Set the request's session from its cookies, refusing or issuing one as :func:`sessions` says."""
     store, config = request.app[STORE], request.app[CONFIG]
     session, ambiguous = await _cookie_session(request, store)
     request[SESSION] = session.id if session is not None else ""
@@ -174,7 +200,24 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         # one statement, not two.
         if (request.method, path) != ("POST", "/settings"):
             request[SESSION] = await store.new_session()
-    return await handler(request)
+
+
+def _checked_in_statement(request: web.Request) -> bool:
+    """Whether the request's step checks the session in its first statement, before anything is written
+    (create: ``Store.create_conversation``; a message of 2023: ``conversation_with_messages`` with the
+    welcome gate; delete: ``delete_conversation``), and reads nothing a second try could not read again
+    (today's multipart message is read as a stream, so it is looked up first)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return False
+    route = (request.method, resource.canonical.removeprefix(request.app[CONFIG].base_path))
+    return route in _CHECKED_IN_STATEMENT or _is_2023_message(request)
+
+
+def _lone_cookie(request: web.Request) -> str | None:
+    """The request's hf-chat value when it sends exactly one, of the shape the server issues."""
+    values = _cookie_values(request)
+    return values[0] if len(values) == 1 and _SESSION_ID.fullmatch(values[0]) else None
 
 
 def _is_2023_message(request: web.Request) -> bool:

@@ -39,7 +39,9 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     if request.content_type == "multipart/form-data":
         return await post_current(request)  # today's chat-ui; a JSON body is 2023's
     config = request.app[CONFIG]
-    conversation, rows = await owned_tree(request)
+    # The session and its welcome gate are checked in this read (app.sessions lets it): a refusal is worded
+    # by the middleware, which then looks the session up.
+    conversation, rows = await owned_tree(request, accepted=config.welcome_gate)
     body: MessageRequest = decode_body(await request.read(), MessageRequest)
     options = _options(body)
     runtime = runtime_of(request, conversation)

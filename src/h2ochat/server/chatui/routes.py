@@ -77,9 +77,11 @@ async def owned(request: web.Request) -> Conversation:
     return conversation
 
 
-async def owned_tree(request: web.Request) -> tuple[Conversation, dict[str, MessageRow]]:
-    """:func:`owned` with the conversation's messages by id, read in the same statement."""
-    found = await request.app[STORE].conversation_with_messages(request.match_info["id"], request[SESSION])
+async def owned_tree(request: web.Request, *, accepted: bool = False) -> tuple[Conversation, dict[str, MessageRow]]:
+    """:func:`owned` with the conversation's messages by id, read in the same statement (with ``accepted``:
+    only for a session that accepted the welcome gate)."""
+    store, session = request.app[STORE], request[SESSION]
+    found = await store.conversation_with_messages(request.match_info["id"], session, accepted=accepted)
     if found is None:
         raise ApiError(404, "Conversation not found")
     conversation, rows = found
@@ -155,17 +157,13 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
         raise unknown_model(body.model, models)
     config = request.app[CONFIG]
     preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
-    store = request.app[STORE]
-    conversation_id = await store.create_conversation(
+    created = await request.app[STORE].create_conversation(
         request[SESSION], body.model, config.max_conversations, preprompt=preprompt
     )
     # Today's chat-ui adds the new conversation, system root and all, as a superjson string; 2023's
-    # clients read conversationId only, so one answer serves both.
-    found = await store.conversation_with_messages(conversation_id, request[SESSION])
-    if found is None:  # deleted by a concurrent request already
-        raise ApiError(404, "Conversation not found")
-    document = conversation_document(*found)
-    return web.Response(body=encode_create_answer(conversation_id, document), content_type="application/json")
+    # clients read conversationId only, so one answer serves both. Built from what was stored, not read back.
+    document = conversation_document(created.conversation, [created.root])
+    return web.Response(body=encode_create_answer(created.id, document), content_type="application/json")
 
 
 @routes.delete("/conversation/{id}")

@@ -21,13 +21,17 @@ Sessions are issued by the server (:meth:`Store.new_session`): an id the
 server did not issue, or one idle longer than ``session_idle``, is no session.
 Idle sessions are deleted with their conversations by :meth:`Store.upkeep`,
 which the server calls every few seconds; so are conversations that never got
-a message (:data:`ORPHANS`).
+a message (:data:`ORPHANS`). The methods a request may begin with (create a
+conversation, read one with its messages, delete one) check the session and
+record its use in their own round trip, so that such a request needs no
+lookup of its own first (the server's ``sessions`` middleware).
 
 Errors (the routes turn each into a 4xx or a 503)::
 
     StoreError
      ├── StoreUnavailable        the database cannot be reached now
      ├── SchemaTooNew            the database was migrated by a newer h2ochat
+     ├── SessionGone             the session named is not live (never issued, expired or renewed)
      ├── ConversationGone        deleted while the request was under way
      ├── MessageIdTaken          another request stored a message with this id first
      ├── TooManyConversations    the session holds the most conversations allowed
@@ -47,7 +51,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "DELETE_SUBTREE",
@@ -61,8 +65,10 @@ __all__ = [
     "Conversation",
     "MessageIdTaken",
     "MessageRow",
+    "NewConversation",
     "SchemaTooNew",
     "Session",
+    "SessionGone",
     "StopListener",
     "Store",
     "StoreError",
@@ -98,6 +104,10 @@ class StoreUnavailable(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database holds migrations this version does not know: a newer h2ochat migrated it."""
+
+
+class SessionGone(StoreError):
+    """The session a request named is not live: the server never issued it, it expired, or it was renewed."""
 
 
 class ConversationGone(StoreError):
@@ -139,6 +149,11 @@ class StoreOptions:
     # Each model's preprompt by name: the migration to trees makes it the system root of the
     # conversations that had none (a model no longer served gets an empty one).
     preprompts: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def touch_after(self) -> float:
+        """Seconds after which a session's use is written again: a read mostly stays a read."""
+        return min(60.0, self.session_idle / 4)
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,26 @@ class MessageRow:
     left_out: int  # an answer's: earlier messages that did not fit the model's context and were not sent
     parent_id: str | None  # None for the system root
     score: int  # an answer's vote: 1, -1 or 0
+
+
+class NewConversation(NamedTuple):
+    """What :meth:`Store.create_conversation` stored: all the create answer shows, with no read back."""
+
+    conversation: Conversation
+    root: MessageRow  # the system root, its only message
+
+    @property
+    def id(self) -> str:
+        return self.conversation.id
+
+    @classmethod
+    def stored(cls, ids: tuple[str, str, str], model: str, preprompt: str, stamp: str) -> NewConversation:
+        """The rows a creation wrote, from its values: ``ids`` are the conversation's, the session's and
+        the root's; ``stamp`` the time it was stored at."""
+        conversation_id, session_id, root_id = ids
+        conversation = Conversation(conversation_id, session_id, model, "New Chat", stamp, stamp, {}, root_id, root_id)
+        root = MessageRow(root_id, 0, "system", preprompt, "done", None, None, None, stamp, stamp, 0, None, 0)
+        return cls(conversation, root)
 
 
 StopListener = Callable[[str, str], object]
@@ -284,21 +319,27 @@ class Store(Protocol):
         ...
 
     # Conversations
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
-        """A new conversation's id (24 hex characters, like chat-ui's ObjectIds), with its system root
-        message (a UUID) holding ``preprompt``, which is also its active branch.
+    async def create_conversation(
+        self, session_id: str, model: str, limit: int = 0, *, preprompt: str = ""
+    ) -> NewConversation:
+        """A new conversation (its id: 24 hex characters, like chat-ui's ObjectIds), with its system root
+        message (a UUID) holding ``preprompt``, which is also its active branch; returned as stored.
 
-        Raises :class:`TooManyConversations` if the session already has ``limit`` (0: no limit).
+        The session is checked and its use recorded in the same round trip, as :meth:`session` would:
+        raises :class:`SessionGone` if it is not live, :class:`TooManyConversations` if it already has
+        ``limit`` conversations (0: no limit).
         """
         ...
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None: ...
 
     async def conversation_with_messages(
-        self, conversation_id: str, session_id: str
+        self, conversation_id: str, session_id: str, *, accepted: bool = False
     ) -> tuple[Conversation, list[MessageRow]] | None:
         """The conversation with its messages, as :meth:`conversation` and :meth:`messages` return them,
-        read together in one statement; None when it is not the session's."""
+        read together in one round trip with the session's check and use (as :meth:`session`); None when
+        it is not the session's, or the session is not live (with ``accepted``: or has not accepted the
+        welcome gate)."""
         ...
 
     async def conversations(self, session_id: str) -> list[Conversation]:
@@ -312,7 +353,9 @@ class Store(Protocol):
 
     async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
         """Delete the conversation with its messages; with ``stop`` (the reason), its generations are
-        stopped wherever they run, as by :meth:`request_stop` (on PostgreSQL in the same statement)."""
+        stopped wherever they run, as by :meth:`request_stop` (on PostgreSQL in the same statement).
+        False when it is not the session's or the session is not live, checked and used (as :meth:`session`)
+        in the same round trip."""
         ...
 
     async def rename_conversation(

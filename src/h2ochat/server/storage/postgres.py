@@ -49,8 +49,10 @@ from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
     MessageRow,
+    NewConversation,
     SchemaTooNew,
     Session,
+    SessionGone,
     StopListener,
     StoreOptions,
     StoreUnavailable,
@@ -62,6 +64,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
+from h2ochat.server.storage.postgres_sessions import live_session
 from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INTERRUPT, NOW, RESUME, clock
 
 __all__ = ["PostgresStore"]
@@ -69,6 +72,7 @@ __all__ = ["PostgresStore"]
 log = logging.getLogger("h2ochat.server")
 
 FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
+_LIVE = live_session("$1", "$2", "$3")
 
 
 class PostgresStore:
@@ -166,18 +170,17 @@ class PostgresStore:
         return session_id
 
     async def session(self, session_id: str) -> Session | None:
-        # One statement: the lookup, and the use that keeps the session alive, written only when the
-        # last one is over a minute old, so that a read mostly stays a read.
+        # One statement: the lookup, and the use that keeps the session alive.
         row = await self._db.one(
-            "WITH found AS (SELECT id, active_model, share_conversations, ethics_accepted_at, "
-            f"seen_at < {clock('$3')} AS stale FROM sessions WHERE id = $1 AND seen_at >= {clock('$2')}), "
-            f"touched AS (UPDATE sessions SET seen_at = {NOW} WHERE id = $1 AND (SELECT stale FROM found)) "
-            "SELECT id, active_model, share_conversations, ethics_accepted_at FROM found",
-            session_id,
-            self.options.session_idle,
-            min(60.0, self.options.session_idle / 4),
+            f"WITH {_LIVE} SELECT id, active_model, share_conversations, ethics_accepted_at FROM sessions "
+            "WHERE id = (SELECT id FROM live)",
+            *self._session_values(session_id),
         )
         return None if row is None else Session(row[0], row[1], row[2], row[3])
+
+    def _session_values(self, session_id: str) -> tuple[str, float, float]:
+        """The values of :data:`_LIVE`'s placeholders ($2 and $3 follow the session's)."""
+        return session_id, self.options.session_idle, self.options.touch_after
 
     async def renew_session(self, session_id: str) -> str:
         fresh = secrets.token_urlsafe(32)
@@ -210,14 +213,21 @@ class PostgresStore:
 
     # Conversations ------------------------------------------------------------------------
 
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
-        conversation_id, root_id = secrets.token_hex(12), str(uuid.uuid4())
-        # One round trip: the function locks the session's row, counts its conversations, then inserts
-        # the conversation with its system root.
-        values = (conversation_id, session_id, model, root_id, preprompt, limit)
-        if not await self._db.value("SELECT h2ochat_create_conversation($1, $2, $3, $4, $5, $6)", *values):
+    async def create_conversation(
+        self, session_id: str, model: str, limit: int = 0, *, preprompt: str = ""
+    ) -> NewConversation:
+        ids = (secrets.token_hex(12), session_id, str(uuid.uuid4()))
+        # One round trip: the function checks the session (locking its row to count its conversations
+        # under a limit), then inserts the conversation with its system root, and answers the time stored.
+        values = (ids[0], session_id, model, ids[2], preprompt, limit, *self._session_values(session_id)[1:])
+        outcome, created = await self._db.one(
+            "SELECT outcome, created FROM h2ochat_create_conversation($1, $2, $3, $4, $5, $6, $7, $8)", *values
+        )
+        if outcome == "no session":
+            raise SessionGone("This session is not one the server issued, or it expired")
+        if outcome == "full":
             raise TooManyConversations(limit)
-        return conversation_id
+        return NewConversation.stored(ids, model, preprompt, created)
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
         row = await self._db.one(
@@ -226,9 +236,11 @@ class PostgresStore:
         return None if row is None else Conversation.from_row(row)
 
     async def conversation_with_messages(
-        self, conversation_id: str, session_id: str
+        self, conversation_id: str, session_id: str, *, accepted: bool = False
     ) -> tuple[Conversation, list[MessageRow]] | None:
-        return tree_of(await self._db.all(SELECT_TREE.format(c="$1", s="$2"), conversation_id, session_id))
+        live = live_session("$2", "$3", "$4", accepted=accepted)
+        sql = f"WITH {live} {SELECT_TREE.format(c='$1', s='(SELECT id FROM live)')}"
+        return tree_of(await self._db.all(sql, conversation_id, *self._session_values(session_id)))
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._db.all(f"{SELECT_CONVERSATION} WHERE session_id = $1 ORDER BY updated_at DESC", session_id)
@@ -245,15 +257,16 @@ class PostgresStore:
         return [Conversation.from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
-        sql = "DELETE FROM conversations WHERE id = $1 AND session_id = $2"
-        if not stop:
-            return await self._db.execute(sql, conversation_id, session_id) > 0
-        # One statement: the other replicas are told (at its commit) only if it deleted something.
-        sql = f"WITH deleted AS ({sql} RETURNING 1) SELECT pg_notify($3, $4) FROM deleted"
-        values = (conversation_id, session_id, CHANNEL, self._stops.payload(conversation_id, stop))
-        if not await self._db.all(sql, *values):
+        # One statement: the session's check and use, the deletion, and with a stop, the other replicas
+        # told (at its commit) only if it deleted something.
+        deleted = "DELETE FROM conversations WHERE id = $1 AND session_id = (SELECT id FROM live) RETURNING 1"
+        answer = "SELECT pg_notify($5, $6) FROM deleted" if stop else "SELECT 1 FROM deleted"
+        sql = f"WITH {live_session('$2', '$3', '$4')}, deleted AS ({deleted}) {answer}"
+        told = (CHANNEL, self._stops.payload(conversation_id, stop)) if stop else ()
+        if not await self._db.all(sql, conversation_id, *self._session_values(session_id), *told):
             return False
-        self._stops.deliver(conversation_id, stop)
+        if stop:
+            self._stops.deliver(conversation_id, stop)
         return True
 
     async def rename_conversation(

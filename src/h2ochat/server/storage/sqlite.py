@@ -35,7 +35,9 @@ from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
     MessageRow,
+    NewConversation,
     Session,
+    SessionGone,
     StopListener,
     StoreOptions,
     TooManyConversations,
@@ -162,16 +164,22 @@ class SQLiteStore:
         return session_id
 
     async def session(self, session_id: str) -> Session | None:
-        row = await self._one(
+        row = await self._call(lambda db: self._live(db, session_id))
+        return None if row is None else Session(row[0], row[1], bool(row[2]), row[3])
+
+    def _live(self, db: sqlite3.Connection, session_id: str, *, accepted: bool = False) -> Row | None:
+        """The session's row if it is live (with ``accepted``: and past the welcome gate), its use
+        recorded; on the database thread, so that a request's first step checks it in the same hop."""
+        row: Row | None = db.execute(
             "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at FROM sessions "
             "WHERE id = ? AND seen_at >= ?",
             (session_id, now(self.options.session_idle)),
-        )
-        if row is None:
+        ).fetchone()
+        if row is None or (accepted and row[3] is None):
             return None
-        if row[4] < now(min(60.0, self.options.session_idle / 4)):  # a read mostly stays a read
-            await self._execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now(), session_id))
-        return Session(row[0], row[1], bool(row[2]), row[3])
+        if row[4] < now(self.options.touch_after):  # a read mostly stays a read
+            db.execute("UPDATE sessions SET seen_at = ? WHERE id = ?", (now(), session_id))
+        return row
 
     async def renew_session(self, session_id: str) -> str:
         fresh = secrets.token_urlsafe(32)
@@ -226,12 +234,17 @@ class SQLiteStore:
 
     # Conversations ------------------------------------------------------------------------
 
-    async def create_conversation(self, session_id: str, model: str, limit: int = 0, *, preprompt: str = "") -> str:
-        conversation_id, root_id = secrets.token_hex(12), str(uuid.uuid4())
-        stamp = now()
+    async def create_conversation(
+        self, session_id: str, model: str, limit: int = 0, *, preprompt: str = ""
+    ) -> NewConversation:
+        ids = (secrets.token_hex(12), session_id, str(uuid.uuid4()))
+        created = NewConversation.stored(ids, model, preprompt, now())
+        stamp, root_id = created.root.created_at, created.root.id
 
         def create(db: sqlite3.Connection) -> None:
             with transaction(db):
+                if self._live(db, session_id) is None:
+                    raise SessionGone("This session is not one the server issued, or it expired")
                 if limit:
                     (count,) = db.execute(
                         "SELECT count(*) FROM conversations WHERE session_id = ?", (session_id,)
@@ -241,22 +254,27 @@ class SQLiteStore:
                 db.execute(
                     "INSERT INTO conversations (id, session_id, model, created_at, updated_at, root_id, active_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (conversation_id, session_id, model, stamp, stamp, root_id, root_id),
+                    (created.id, session_id, model, stamp, stamp, root_id, root_id),
                 )
-                row = (conversation_id, root_id, None, 0, "system", preprompt, "done", stamp, stamp, 0)
-                db.execute(_INSERT_MESSAGE, row)
+                root = (created.id, root_id, None, 0, "system", preprompt, "done", stamp, stamp, 0)
+                db.execute(_INSERT_MESSAGE, root)
 
         await self._call(create)
-        return conversation_id
+        return created
 
     async def conversation(self, conversation_id: str, session_id: str) -> Conversation | None:
         row = await self._one(f"{SELECT_CONVERSATION} WHERE id = ? AND session_id = ?", (conversation_id, session_id))
         return None if row is None else Conversation.from_row(row)
 
     async def conversation_with_messages(
-        self, conversation_id: str, session_id: str
+        self, conversation_id: str, session_id: str, *, accepted: bool = False
     ) -> tuple[Conversation, list[MessageRow]] | None:
-        return tree_of(await self._all(SELECT_TREE.format(c="?", s="?"), (conversation_id, session_id)))
+        def read(db: sqlite3.Connection) -> list[Row]:
+            if self._live(db, session_id, accepted=accepted) is None:
+                return []
+            return db.execute(SELECT_TREE.format(c="?", s="?"), (conversation_id, session_id)).fetchall()
+
+        return tree_of(await self._call(read))
 
     async def conversations(self, session_id: str) -> list[Conversation]:
         rows = await self._all(f"{SELECT_CONVERSATION} WHERE session_id = ? ORDER BY updated_at DESC", (session_id,))
@@ -273,8 +291,13 @@ class SQLiteStore:
         return [Conversation.from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
-        sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
-        deleted = await self._execute(sql, (conversation_id, session_id)) > 0
+        def delete(db: sqlite3.Connection) -> bool:
+            if self._live(db, session_id) is None:
+                return False
+            sql = "DELETE FROM conversations WHERE id = ? AND session_id = ?"
+            return db.execute(sql, (conversation_id, session_id)).rowcount > 0
+
+        deleted = await self._call(delete)
         if deleted and stop:
             await self.request_stop(conversation_id, stop)
         return deleted
