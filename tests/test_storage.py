@@ -314,6 +314,7 @@ async def test_deleting_a_conversation_can_stop_its_generations_on_every_replica
             await asyncio.wait_for(one._stops.connected.wait(), 5)
         session = await other.new_session()
         conversation = (await other.create_conversation(session, "m")).id
+        await append(other, conversation, "u1", "Hi", "a1")  # an answer being generated
         assert not await other.delete_conversation(conversation, "another session", stop="deleted")
         assert await other.delete_conversation(conversation, session, stop="deleted")
         assert not await other.delete_conversation(conversation, session, stop="deleted")
@@ -323,7 +324,12 @@ async def test_deleting_a_conversation_can_stop_its_generations_on_every_replica
             if len(heard) >= replicas:
                 break
             await asyncio.sleep(0.05)
-    assert heard == [(conversation, "deleted")] * replicas
+        # Nothing generating: the replica that deletes stops its own, the others are not woken for nothing.
+        finished = (await other.create_conversation(session, "m")).id
+        await exchange(other, finished, 1)
+        assert await other.delete_conversation(finished, session, stop="deleted")
+        await asyncio.sleep(0.5)
+    assert heard == [(conversation, "deleted")] * replicas + [(finished, "deleted")]
 
 
 async def test_only_an_answer_that_ends_its_branch_can_be_continued(store: Store) -> None:

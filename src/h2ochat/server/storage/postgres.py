@@ -258,9 +258,16 @@ class PostgresStore:
 
     async def delete_conversation(self, conversation_id: str, session_id: str, *, stop: str = "") -> bool:
         # One statement: the session's check and use, the deletion, and with a stop, the other replicas
-        # told (at its commit) only if it deleted something.
+        # told (at its commit) only if it deleted something that was being generated: a notification
+        # wakes every replica, and most deletions come after their answers (this statement sees the
+        # messages as they were before it).
         deleted = "DELETE FROM conversations WHERE id = $1 AND session_id = (SELECT id FROM live) RETURNING 1"
-        answer = "SELECT pg_notify($5, $6) FROM deleted" if stop else "SELECT 1 FROM deleted"
+        generating = "EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND status = 'generating')"
+        answer = (
+            f"SELECT CASE WHEN {generating} THEN pg_notify($5, $6) END FROM deleted"
+            if stop
+            else "SELECT 1 FROM deleted"
+        )
         sql = f"WITH {live_session('$2', '$3', '$4')}, deleted AS ({deleted}) {answer}"
         told = (CHANNEL, self._stops.payload(conversation_id, stop)) if stop else ()
         if not await self._db.all(sql, conversation_id, *self._session_values(session_id), *told):
