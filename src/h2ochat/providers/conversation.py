@@ -85,8 +85,10 @@ class Conversation:
             texts: list[str] = []
             chunks = await self._steps.post(conversation, text, parent, generation_id)
             try:
-                async for piece in read_current(chunks, info, texts, self._max_line_size):
-                    yield piece
+                async for batch in read_current(chunks, info, texts, self._max_line_size):
+                    for piece in batch:
+                        texts.append(piece)
+                        yield piece
             finally:
                 stop = None if info.done else generation_id
                 advance = self._advance(conversation, parent, generation_id, stop, "".join(texts))

@@ -304,8 +304,10 @@ class H2oSession:
             else:
                 tokens = read_tgi(chunks, info, texts, self.max_event_size)
             async with contextlib.aclosing(tokens):
-                async for text in tokens:
-                    yield text
+                async for batch in tokens:  # a read's texts: one step of the reader per read, not per token
+                    for text in batch:
+                        texts.append(text)
+                        yield text
         finally:
             # Shielded: a second cancellation (a timeout around the caller, the loop
             # shutting down) must not abandon the delete; aclose() waits for it.
