@@ -4,7 +4,9 @@
 today's chat-ui answers ``MessageUpdate`` lines (tokens, ``title``, ``reasoning``,
 then ``finalAnswer``). Both readers yield the answer's text piece by piece,
 append each piece to the caller's ``texts`` (what the person has seen, which a
-stop request reports), tell the transport when the first token came, and raise
+stop request reports), count the events they decoded (a reattach asks for those after them: an
+empty chunk means the stream was reattached, and what was half-read comes again), tell the
+transport when the first token came, and raise
 h2ochat's errors with ``partial_text`` set. The decoders themselves are in
 :mod:`h2ochat.protocol`.
 """
@@ -25,20 +27,25 @@ from h2ochat.protocol.chatui import (
 from h2ochat.protocol.errors import H2oChatError, IncompleteStream
 from h2ochat.protocol.tgi import StreamEvent, TGIStreamDecoder
 from h2ochat.providers.base import CallInfo
+from h2ochat.providers.reattach import ResumableStream
 from h2ochat.providers.transport import ByteStream
+
+Chunks = ByteStream | ResumableStream
 
 __all__ = ["fail", "read_current", "read_tgi"]
 
 
-async def read_tgi(
-    chunks: ByteStream, info: CallInfo, texts: list[str], max_event_size: int
-) -> AsyncGenerator[str, None]:
+async def read_tgi(chunks: Chunks, info: CallInfo, texts: list[str], max_event_size: int) -> AsyncGenerator[str, None]:
     """2023: token texts until the event that carries ``generated_text``."""
     decoder = TGIStreamDecoder(max_event_size)
     try:
         async with chunks:
             async for chunk in chunks:
+                if not chunk:  # reattached: what was half-read comes again, whole
+                    decoder = TGIStreamDecoder(max_event_size)
+                    continue
                 for event in decoder.decode(chunk):
+                    chunks.events += 1
                     if event.token is not None:
                         info.generated_tokens += 1
                         if not event.token.special:
@@ -46,6 +53,8 @@ async def read_tgi(
                             yield event.token.text
                     if event.generated_text is not None:
                         _finish_tgi(info, event)
+                        if rest := _missed(chunks, texts, event.generated_text):
+                            yield rest
                         return
                 if info.generated_tokens:  # once per read, not per token: the hot path
                     chunks.got_token()
@@ -55,7 +64,7 @@ async def read_tgi(
 
 
 async def read_current(
-    chunks: ByteStream, info: CallInfo, texts: list[str], max_line_size: int
+    chunks: Chunks, info: CallInfo, texts: list[str], max_line_size: int
 ) -> AsyncGenerator[str, None]:
     """Today's chat-ui: ``stream`` tokens until ``finalAnswer``, whose text is the answer.
 
@@ -67,7 +76,12 @@ async def read_current(
     try:
         async with chunks:
             async for chunk in chunks:
-                for update in decoder.decode(chunk):
+                if not chunk:  # reattached: what was half-read comes again, whole
+                    decoder = ChatUIStreamDecoder(max_line_size)
+                    continue
+                updates = decoder.decode(chunk)
+                chunks.events += len(updates)
+                for update in updates:
                     text = _take(update, info, texts)
                     if text:
                         yield text
@@ -118,6 +132,17 @@ def _finish_current(update: FinalAnswerUpdate, info: CallInfo, texts: list[str])
     return None
 
 
+def _missed(chunks: Chunks, texts: list[str], generated_text: str) -> str | None:
+    """After a reattach to a log the server had compacted, what the final text holds beyond the tokens."""
+    if not getattr(chunks, "gap", False):
+        return None
+    seen = "".join(texts)
+    if len(generated_text) > len(seen) and generated_text.startswith(seen):
+        texts.append(generated_text[len(seen) :])
+        return texts[-1]
+    return None
+
+
 def _finish_tgi(info: CallInfo, event: StreamEvent) -> None:
     info.generated_text = event.generated_text
     if event.details is not None:
@@ -127,7 +152,7 @@ def _finish_tgi(info: CallInfo, event: StreamEvent) -> None:
     info.done = True
 
 
-def _incomplete(chunks: ByteStream, texts: list[str]) -> IncompleteStream:
+def _incomplete(chunks: Chunks, texts: list[str]) -> IncompleteStream:
     return IncompleteStream(
         f"{chunks.step} step: the stream from {chunks.url} ended before its final event "
         f"({len(texts)} tokens received); the server may have stopped or crashed"
