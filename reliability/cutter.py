@@ -4,7 +4,7 @@
 naming an answer's run (the ``H2ochat-Generation-Id`` header: an answer being streamed, or a reattach
 stream) may be cut ``cut()`` bytes into its body, as a phone losing its network does: both
 sockets are closed at once, mid-event when the number falls there. ``cuts`` bounds how many
-connections it cuts in all, so that every answer ends.
+connections it cuts in all, so that every answer ends; :meth:`drop` resets those carrying a run at once.
 """
 
 from __future__ import annotations
@@ -27,11 +27,22 @@ class CuttingProxy:
         self.made = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._marked: set[tuple[asyncio.StreamWriter, ...]] = set()  # connections carrying a run now
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
+
+    def drop(self) -> int:
+        """Reset every connection carrying a run now, as a network going away does; how many."""
+        dropped = list(self._marked)
+        for writers in dropped:
+            for writer in writers:
+                writer.transport.abort()
+        self._marked.clear()
+        self.made += len(dropped)
+        return len(dropped)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -63,6 +74,7 @@ class CuttingProxy:
                 self._pipe(server_reader, client_writer, writers, watch=True),
             )
         finally:
+            self._marked.discard(writers)
             for writer in writers:
                 writer.close()
             self._tasks.discard(task)
@@ -82,6 +94,8 @@ class CuttingProxy:
                 if watch and left is None and self.cuts > 0:
                     passed = seen + data
                     found = passed.find(self.mark)
+                    if found >= 0:
+                        self._marked.add(writers)
                     if found >= 0 and (chosen := self.cut()) is not None:
                         head_end = passed.find(b"\r\n\r\n", found)  # a head split across reads: this read's end
                         body = len(passed) if head_end < 0 else head_end + 4
