@@ -6,6 +6,7 @@ appended events (``on_run_events`` keeps no listener).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,6 +28,10 @@ __all__ = ["SQLiteRuns"]
 
 T = TypeVar("T")
 _COUNT_RUNNING = f"SELECT count(*) {RUNNING.format(session='?')}"
+_APPEND = (
+    "INSERT INTO run_events (run_id, seq, data) SELECT ?, ? + key, value FROM json_each(?) "
+    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?)"
+)
 _INSERT_RUN = "INSERT INTO runs (id, conversation_id, answer_id, generation, started_at) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -62,14 +67,8 @@ class SQLiteRuns:
         await self._call(begin)
 
     async def append_events(self, run_id: str, first_seq: int, events: list[str]) -> None:
-        rows = [(run_id, first_seq + index, data) for index, data in enumerate(events)]
-
-        def append(db: sqlite3.Connection) -> None:
-            with transaction(db):
-                if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():  # else deleted meanwhile
-                    db.executemany("INSERT INTO run_events (run_id, seq, data) VALUES (?, ?, ?)", rows)
-
-        await self._call(append)
+        # One statement for the batch (a JSON array unpacked by SQLite), none if the run was deleted meanwhile.
+        await self._call(lambda db: db.execute(_APPEND, (run_id, first_seq, json.dumps(events), run_id)))
 
     async def end_run(self, run_id: str, status: str, kept_from: int) -> None:
         def end(db: sqlite3.Connection) -> None:
