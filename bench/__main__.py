@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"tokens": 2000, "delay": 0.005, "loads": 10, "repeats": 3},
         {"tokens": 500, "delay": 0.005, "loads": 4, "repeats": 1},
     ),
+    "runs": ({"answers": 20, "tokens": 1000, "repeats": 3}, {"answers": 5, "tokens": 500, "repeats": 1}),
     "batching": (
         {"concurrency": (1, 2, 4, 8, 16), "max_new_tokens": 128, "repeats": 2},
         {"concurrency": (1, 4), "max_new_tokens": 32, "repeats": 1},

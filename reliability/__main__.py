@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from reliability.readers import readers_suite
+from reliability.reattach import reattach_suite
 from reliability.report import Report
 from reliability.slowclients import slow_suite
 from reliability.suites import (
@@ -30,7 +31,7 @@ from reliability.suites import (
 
 __all__ = ["main"]
 
-SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow", "readers", "attacks")
+SUITES = ("faults", "fuzz", "badinput", "load", "crash", "slow", "readers", "attacks", "reattach")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -61,6 +62,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--readers", type=int, default=1000, help="sockets that stop reading (1000)")
     parser.add_argument("--reader-streams", type=int, default=32, help="streams whose readers stop (32)")
     parser.add_argument("--readers-seconds", type=float, default=40, help="normal requests beside them, s (40)")
+    parser.add_argument("--reattach-streams", type=int, default=200, help="answers cut and reattached (200)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
     unknown = [suite for suite in args.suites if suite not in SUITES]
@@ -91,6 +93,8 @@ async def run(args: argparse.Namespace, console: Console) -> Report:
                 await slow_suite(report, args.slow, args.slow_seconds, args.open_files or None, workdir)
             elif suite == "readers":
                 await readers_suite(report, args.readers, args.reader_streams, args.readers_seconds, workdir)
+            elif suite == "reattach":
+                await reattach_suite(report, args.reattach_streams, args.seed)
             elif suite == "load":
                 await load_suite(report, args.streams, args.seconds, workdir)
             else:

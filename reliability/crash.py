@@ -104,7 +104,11 @@ class _Client:
 async def kill_and_restart(workdir: Path, rounds: int, completed: int = 3, streaming: int = 4) -> CrashResult:
     db = workdir / "crash.db"
     config = write_config(
-        workdir / "crash.toml", db, server={"checkpoint_interval": CHECKPOINT}, text=SLOW_TEXT, delay=0.02
+        workdir / "crash.toml",
+        db,
+        server={"checkpoint_interval": CHECKPOINT, "max_running_answers": 0},
+        text=SLOW_TEXT,
+        delay=0.02,
     )
     server = ServerProcess(config, workdir / "crash.log")
     client, expected, result = _Client(), {}, CrashResult()
@@ -230,7 +234,8 @@ class SigtermResult:
 async def sigterm_with_open_streams(workdir: Path, streams: int = 5, exit_bound: float = 20.0) -> SigtermResult:
     db = workdir / "sigterm.db"
     server = ServerProcess(
-        write_config(workdir / "sigterm.toml", db, text=SLOW_TEXT, delay=0.02), workdir / "sigterm.log"
+        write_config(workdir / "sigterm.toml", db, {"max_running_answers": 0}, text=SLOW_TEXT, delay=0.02),
+        workdir / "sigterm.log",
     )
     client, result = _Client(), SigtermResult(streams)
     try:

@@ -354,8 +354,22 @@ async def test_keepalive_comment_while_waiting(raw_client: Client) -> None:
         assert events(raw)[-1]["generated_text"]
 
 
-async def test_client_disconnect_stops_generation_and_saves_partial(raw_client: Client) -> None:
-    async with start_server(fixed_config(text="word " * 500, delay=0.02)) as server:
+async def test_client_disconnect_leaves_the_answer_to_complete(raw_client: Client) -> None:
+    async with start_server(fixed_config(text="word " * 100, delay=0.005)) as server:
+        client, conversation = await ready(raw_client, server)
+        async with client.http.post(
+            f"{server.url}/conversation/{conversation}", json=client.message_body("Hi")
+        ) as response:
+            await response.content.readuntil(b"\n\n")
+            await response.content.readuntil(b"\n\n")
+        stored = await wait_for_answer(client, conversation, timeout=10)
+        assert stored["status"] == "done" and stored["interruption"] is None
+        assert stored["content"] == "word " * 100 and stored["finishReason"] == "eos_token"
+
+
+async def test_client_disconnect_stops_generation_when_answers_are_not_resumable(raw_client: Client) -> None:
+    config = replace(fixed_config(text="word " * 500, delay=0.02), resumable_answers=False)
+    async with start_server(config) as server:
         client, conversation = await ready(raw_client, server)
         async with client.http.post(
             f"{server.url}/conversation/{conversation}", json=client.message_body("Hi")
@@ -431,8 +445,10 @@ async def test_shutdown_ends_open_streams_with_an_error_event(raw_client: Client
     }
 
 
-async def test_fifty_concurrent_conversations(fixed_server: RunningServer) -> None:
-    async with H2oSession(fixed_server.url, prefetch=False) as session:
+async def test_fifty_concurrent_conversations() -> None:
+    # One session's 50 answers at once: past the default max_running_answers (3), so no limit here.
+    config = replace(fixed_config(text="Hello there, general Kenobi."), max_running_answers=0)
+    async with start_server(config) as server, H2oSession(server.url, prefetch=False) as session:
         answers = await asyncio.gather(
             *(session.ask([{"role": "user", "content": f"#{i}"}], FIXED_MODEL) for i in range(50))
         )
@@ -459,8 +475,8 @@ async def raw_stop(session: H2oSession, server: RunningServer, conversation: str
         assert response.status == 200
 
 
-async def wait_for_answer(client: RawClient, conversation: str) -> dict:
-    deadline = time.monotonic() + 5
+async def wait_for_answer(client: RawClient, conversation: str, timeout: float = 5) -> dict:
+    deadline = time.monotonic() + timeout
     while True:
         _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
         answer = stored["messages"][-1]

@@ -97,11 +97,35 @@ async def test_the_shutdown_drops_a_connection_whose_client_stopped_reading(read
     assert closed_by_server(readers[0])
 
 
-async def test_a_stream_whose_reader_stopped_ends_and_frees_the_models_place(
+async def test_a_stored_answer_whose_reader_stopped_completes_and_the_reader_is_dropped(
+    raw_client: Client, readers: list[socket.socket]
+) -> None:
+    # The run writes to its log, not to the socket: the stopped reader neither slows nor stops it.
+    config = replace(fixed_config(text=LONG), welcome_gate=False, write_timeout=0.5)
+    async with start_server(config) as server:
+        client = raw_client(server.url)
+        conversation = await client.create()
+        body = json.dumps(client.message_body("Hi", max_new_tokens=400)).encode()
+        cookie = client.http.cookie_jar.filter_cookies(URL(server.url))["hf-chat"].value
+        head = f"POST /conversation/{conversation} HTTP/1.1\r\nHost: {{host}}\r\nCookie: hf-chat={cookie}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        readers.append(await asyncio.wait_for(stop_reading(server.url, head.encode() + body), BOUND))
+        assert await until_closed(readers) == [True]
+        for _ in range(int(BOUND / 0.05)):
+            _, stored, _ = await client.request("GET", f"/api/conversation/{conversation}")
+            if stored["messages"][-1]["status"] != "generating":
+                break
+            await asyncio.sleep(0.05)
+        answer = stored["messages"][-1]
+        assert answer["status"] == "done" and answer["content"] == LONG
+
+
+async def test_a_stream_whose_reader_stopped_ends_and_frees_the_models_place_when_not_resumable(
     raw_client: Client, readers: list[socket.socket]
 ) -> None:
     # One place: while the stopped stream holds it, nobody else is answered.
     config = replace(fixed_config(text=LONG, max_concurrency=1), welcome_gate=False, write_timeout=0.5)
+    config = replace(config, resumable_answers=False)
     async with start_server(config) as server:
         client = raw_client(server.url)
         conversation = await client.create()

@@ -5,7 +5,9 @@ today's chat-ui answers ``MessageUpdate`` lines (tokens, ``title``, ``reasoning`
 then ``finalAnswer``). Both readers yield the answer's texts one read at a time,
 as a list (a step of an async generator per token cost the client 7% of its
 throughput); the caller hands each text on and appends it to ``texts`` (what the
-person has seen, which a stop request reports). They tell the transport when the first token came, and raise
+person has seen, which a stop request reports). They count the events they decoded (a reattach asks
+for those after them: an empty chunk means the stream was reattached, and what was half-read comes
+again), tell the transport when the first token came, and raise
 h2ochat's errors with ``partial_text`` set. The decoders themselves are in
 :mod:`h2ochat.protocol`.
 """
@@ -26,28 +28,37 @@ from h2ochat.protocol.chatui import (
 from h2ochat.protocol.errors import H2oChatError, IncompleteStream
 from h2ochat.protocol.tgi import StreamEvent, TGIStreamDecoder
 from h2ochat.providers.base import CallInfo
+from h2ochat.providers.reattach import ResumableStream
 from h2ochat.providers.transport import ByteStream
+
+Chunks = ByteStream | ResumableStream
 
 __all__ = ["fail", "read_current", "read_tgi"]
 
 
 async def read_tgi(
-    chunks: ByteStream, info: CallInfo, texts: list[str], max_event_size: int
+    chunks: Chunks, info: CallInfo, texts: list[str], max_event_size: int
 ) -> AsyncGenerator[list[str], None]:
     """2023: the token texts of each read, until the event that carries ``generated_text``."""
     decoder = TGIStreamDecoder(max_event_size)
     try:
         async with chunks:
             async for chunk in chunks:
+                if not chunk:  # reattached: what was half-read comes again, whole
+                    decoder = TGIStreamDecoder(max_event_size)
+                    continue
                 batch: list[str] = []
                 try:
                     for event in decoder.decode(chunk):
+                        chunks.events += 1
                         if event.token is not None:
                             info.generated_tokens += 1
                             if not event.token.special:
                                 batch.append(event.token.text)
                         if event.generated_text is not None:
                             _finish_tgi(info, event)
+                            if rest := _missed(chunks, "".join(texts) + "".join(batch), event.generated_text):
+                                batch.append(rest)
                             break
                 except H2oChatError:
                     if batch:  # the tokens before an error in the same read are delivered first
@@ -65,7 +76,7 @@ async def read_tgi(
 
 
 async def read_current(
-    chunks: ByteStream, info: CallInfo, texts: list[str], max_line_size: int
+    chunks: Chunks, info: CallInfo, texts: list[str], max_line_size: int
 ) -> AsyncGenerator[list[str], None]:
     """Today's chat-ui: the ``stream`` tokens of each read until ``finalAnswer``, whose text is the answer.
 
@@ -77,9 +88,14 @@ async def read_current(
     try:
         async with chunks:
             async for chunk in chunks:
+                if not chunk:  # reattached: what was half-read comes again, whole
+                    decoder = ChatUIStreamDecoder(max_line_size)
+                    continue
                 batch: list[str] = []
                 try:
-                    _take_all(decoder.decode(chunk), info, texts, batch)
+                    updates = decoder.decode(chunk)
+                    chunks.events += len(updates)
+                    _take_all(updates, info, texts, batch)
                 except H2oChatError:
                     if batch:  # the tokens before an error in the same read are delivered first
                         yield batch
@@ -133,6 +149,13 @@ def _finish_current(update: FinalAnswerUpdate, info: CallInfo, seen: str) -> str
     return None
 
 
+def _missed(chunks: Chunks, seen: str, generated_text: str) -> str | None:
+    """After a reattach to a log the server had compacted, what the final text holds beyond the tokens."""
+    if getattr(chunks, "gap", False) and len(generated_text) > len(seen) and generated_text.startswith(seen):
+        return generated_text[len(seen) :]
+    return None
+
+
 def _finish_tgi(info: CallInfo, event: StreamEvent) -> None:
     info.generated_text = event.generated_text
     if event.details is not None:
@@ -142,7 +165,7 @@ def _finish_tgi(info: CallInfo, event: StreamEvent) -> None:
     info.done = True
 
 
-def _incomplete(chunks: ByteStream, texts: list[str]) -> IncompleteStream:
+def _incomplete(chunks: Chunks, texts: list[str]) -> IncompleteStream:
     return IncompleteStream(
         f"{chunks.step} step: the stream from {chunks.url} ended before its final event "
         f"({len(texts)} tokens received); the server may have stopped or crashed"

@@ -30,6 +30,7 @@ import uuid
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import msgspec
 from yarl import URL
@@ -55,6 +56,7 @@ from h2ochat.providers.current import GENERATIONS, CurrentSteps, Generation, det
 from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.lifecycle import Conversations, decode_json
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
+from h2ochat.providers.reattach import GENERATION_HEADER, ResumableStream
 from h2ochat.providers.transport import ByteStream, Transport
 
 __all__ = ["H2oSession", "Prepared"]
@@ -71,6 +73,9 @@ class Prepared(NamedTuple):
     model: str
     inputs: str
     parameters: dict[str, Any]
+
+
+REATTACH_PATIENCE = 60.0  # seconds to keep reattaching to a broken answer when there is no read limit
 
 
 def _root(url: str | None) -> str:
@@ -102,6 +107,9 @@ class H2oSession:
     - ``protocol``: ``"2023"`` or ``"current"`` (today's chat-ui) to speak that
       generation of the protocol; by default (``None`` or ``"auto"``) the first
       call asks the server once (``GET /api/v2/models``).
+    - ``reattach``: when the connection of an answer an h2ochat server keeps (it
+      names its run) breaks, get the rest of it from where it broke (default
+      True), trying for up to the read limit (or a minute without one).
     """
 
     def __init__(
@@ -118,6 +126,7 @@ class H2oSession:
         prefetch: bool = True,
         recommended: bool = True,
         protocol: str | None = None,
+        reattach: bool = True,
     ) -> None:
         self.root = _root(url)
         if protocol not in (None, "auto", *GENERATIONS):
@@ -127,6 +136,7 @@ class H2oSession:
         self.max_event_size = max_event_size
         self.prefetch = prefetch
         self.recommended = recommended
+        self.reattach = reattach
         self._http = Transport(
             self.root,
             timeout=self.timeout,
@@ -297,7 +307,8 @@ class H2oSession:
         texts: list[str] = []
         posted = False
         try:
-            chunks = await self._post_message(info, model, send, prefetched, created)
+            posted_stream = await self._post_message(info, model, send, prefetched, created)
+            chunks = self._resumable(info, posted_stream, "current" if current else "2023")
             posted = True
             if current:
                 tokens = read_current(chunks, info, texts, self.max_event_size)
@@ -315,6 +326,20 @@ class H2oSession:
             stop = generation_id if posted and not info.done else None
             ending = self._conversations.end(conversation, complete=info.done, stop=stop, seen="".join(texts))
             await asyncio.shield(self._conversations.spawn(ending))
+
+    def _resumable(self, info: CallInfo, chunks: ByteStream, generation: Generation) -> ByteStream | ResumableStream:
+        """The answer's stream, reattached when it breaks, where the server keeps the answer's run."""
+        run_id = chunks.headers.get(GENERATION_HEADER)
+        if run_id is None or not self.reattach:
+            return chunks
+        path = f"/conversation/{info.conversation_id}/stream"
+
+        async def reopen(after: int) -> ByteStream:
+            query = urlencode({"generationId": run_id, "fromSeq": after})
+            return await self._http.stream(f"{path}?{query}", None, step="reattach")
+
+        patience = self._http.timeout.read or REATTACH_PATIENCE
+        return ResumableStream(chunks, reopen, generation, patience)
 
     async def _accept_settings(self, model: str) -> None:
         """Step 1, once per session and model, shared by concurrent calls."""

@@ -222,13 +222,14 @@ class Transport:
     async def stream(
         self,
         path: str,
-        body: bytes | Mapping[str, str],
+        body: bytes | Mapping[str, str] | None,
         *,
         step: str = "message",
         accept: str = "text/event-stream",
         expect: tuple[str, ...] = EVENT_STREAM,
     ) -> ByteStream:
-        """POST ``body`` and return the answer's body as chunks, once its content type is one of ``expect``.
+        """POST ``body`` (None: GET) and return the answer's body as chunks, once its content type is one
+        of ``expect``.
 
         ``body`` is JSON bytes, or the text fields of a ``multipart/form-data`` body
         (current chat-ui's message). The first-token limit starts now. The request is
@@ -237,6 +238,7 @@ class Transport:
         """
         url = self.root + path
         headers = {"Accept": accept, **(_JSON if isinstance(body, bytes) else {})}
+        method, data = ("GET", None) if body is None else ("POST", _payload(body))
         limit = self.timeout.first_token
         deadline = None if limit is None else asyncio.get_running_loop().time() + limit
         http = self.client()
@@ -244,8 +246,8 @@ class Transport:
             try:
                 async with timeout_at(deadline):
                     with map_errors(step, url, self.proxy, phase="connect"):
-                        response = await http.post(
-                            url, data=_payload(body), headers=headers, proxy=self.proxy.http_proxy
+                        response = await http.request(
+                            method, url, data=data, headers=headers, proxy=self.proxy.http_proxy
                         )
                 break
             except (ConnectError, ConnectTimeout) as exc:
@@ -321,6 +323,8 @@ class ByteStream:
         self._deadline = deadline
         self._loop = asyncio.get_running_loop()
         self._reading = False  # True once the first token came: the read limit applies
+        self.events = 0  # whole events the reader decoded (a reattach asks for those after them)
+        self.headers = response.headers
 
     def __aiter__(self) -> ByteStream:
         return self

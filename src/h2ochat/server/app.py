@@ -25,7 +25,9 @@ from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.current_reads import routes as current_read_routes
 from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.reads import routes as read_routes
+from h2ochat.server.chatui.reattach import routes as reattach_routes
 from h2ochat.server.chatui.routes import routes
+from h2ochat.server.chatui.runs import RUNS, RunRegistry
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
@@ -54,6 +56,7 @@ from h2ochat.server.inference.runtime import Models
 from h2ochat.server.storage import (
     ConversationGone,
     MessageIdTaken,
+    RunIdTaken,
     Session,
     SessionGone,
     Store,
@@ -62,6 +65,7 @@ from h2ochat.server.storage import (
     StoreUnavailable,
     TooManyConversations,
     TooManyMessages,
+    TooManyRunning,
     open_store,
 )
 from h2ochat.server.web.page import routes as page_routes
@@ -72,6 +76,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     message_routes,
     read_routes,
     current_read_routes,
+    reattach_routes,
     openai_routes,
     tgi_routes,
     page_routes,  # the web chat page at / (server/web/page.py)
@@ -102,6 +107,8 @@ _STORE_STATUS: dict[type[StoreError], int] = {
     MessageIdTaken: 409,
     TooManyConversations: 409,
     TooManyMessages: 409,
+    TooManyRunning: 429,
+    RunIdTaken: 409,
 }
 
 
@@ -345,6 +352,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         pool_size=config.db_pool_size,
         session_idle=config.session_idle_days * 86400,
         orphan_ttl=config.orphan_ttl,
+        run_log_keep=config.run_log_keep,
         preprompts={model.name: model.preprompt for model in config.models},
     )
     app[STORE] = await open_store(config.db_path(), options)
@@ -356,6 +364,8 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
     models = Models(app[CONFIG].models)
     app[MODELS] = models
     app[STORE].on_stop(models.stop_conversation)  # stop requests from any replica reach this one's generations
+    app[RUNS] = RunRegistry()
+    app[STORE].on_run_events(app[RUNS].notified)  # readers here of runs generated elsewhere
     try:
         await models.start()
         yield
@@ -386,6 +396,7 @@ async def _stop_generations(app: web.Application) -> None:
     # Runs before aiohttp waits for the handlers: each open stream ends with an
     # error event and its partial answer is saved, instead of being cut.
     app[MODELS].stop_all("the server is shutting down")
+    await app[RUNS].wait(app[CONFIG].shutdown_timeout)  # the runs' answers and logs saved before the store closes
 
 
 @dataclass

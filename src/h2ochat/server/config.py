@@ -222,6 +222,13 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # ends as if the client had left (a reader that stopped frees the model's place).
     write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0)] = 2.0  # seconds between saves of a growing answer
+    # Stored answers (the chat protocol's) go on when their client leaves, and any client reattaches
+    # (docs/protocol.md "Reattach"); false: the client leaving stops the answer, and nothing is logged.
+    resumable_answers: bool = True
+    max_running_answers: Annotated[int, msgspec.Meta(ge=0)] = 3  # per session, at once; 0: no limit
+    run_log_interval: Annotated[float, msgspec.Meta(gt=0)] = 0.25  # seconds between writes of a run's new events
+    run_log_keep: Annotated[float, msgspec.Meta(ge=0)] = 600.0  # seconds an ended run keeps its whole log
+    reattach_timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0  # then a reattach stream closes: reconnect
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     # Slow and idle clients (guard.py): seconds to send a request head (from the connection's
     # start, or a later request's first byte), to send a body, and idle between requests.

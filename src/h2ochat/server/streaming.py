@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,8 +37,10 @@ __all__ = [
     "EventWriter",
     "Interrupted",
     "Outcome",
+    "Send",
     "TgiEvents",
     "admit",
+    "answer_loop",
     "complete_answer",
     "describe",
     "stream_answer",
@@ -186,6 +188,8 @@ def describe(error: BackendError | Interrupted) -> tuple[str, str]:
 class EventWriter:
     """Writes events to a prepared response; sends a keep-alive after ``interval`` s of silence.
 
+    ``gone`` is called when a keep-alive finds the client gone (no write of the caller's is waiting then).
+
     A write not taken by the client within ``write_timeout`` s aborts the connection and
     raises :class:`ConnectionResetError`, as a client that left does: aiohttp's writes wait
     for a full send buffer to drain, which a client that stopped reading never lets happen.
@@ -195,15 +199,15 @@ class EventWriter:
         self,
         request: web.Request,
         response: web.StreamResponse,
-        generation: Generation,
+        gone: Callable[[], None],
         interval: float,
         timeout: float,
-        keep_alive: bytes = _KEEPALIVE,
+        keep_alive: bytes | None = None,
     ) -> None:
         self._request = request
-        self._keep_alive_bytes = keep_alive
+        self._keep_alive_bytes = keep_alive or _KEEPALIVE
         self._response = response
-        self._generation = generation
+        self._gone = gone
         self._interval = interval
         self._timeout = timeout
         self._stalled = False
@@ -267,8 +271,38 @@ class EventWriter:
                 try:
                     await self.write(self._keep_alive_bytes)
                 except ConnectionError:
-                    self._generation.stop("client disconnected")
+                    self._gone()
                     return
+
+
+Send = Callable[[bytes, bool], Awaitable[None]]
+"""Where the answer loop's bytes go: ``send(data, last)``; ``last`` ends the stream."""
+
+
+async def answer_loop(answer: Answer, dialect: Dialect, send: Send) -> Outcome:
+    """The one answer loop: the dialect's bytes for the answer, from its start to its end or error.
+
+    ``send`` is a response being written (:func:`stream_answer`) or a run's log (the chat protocol's
+    stored answers, which outlive their connection). A ``ConnectionError`` from ``send`` is the
+    caller's to handle; an error event the client can no longer take is dropped.
+    """
+    generation = answer.generation
+    try:
+        with generation.interruptible():
+            await send(dialect.start(answer), False)
+            async with contextlib.aclosing(answer.tokens()) as tokens:
+                async for token in tokens:
+                    if answer.finish_reason is None:
+                        await send(dialect.token(answer, token), False)
+                    else:
+                        await send(dialect.end(answer, token), True)
+        return answer.outcome()
+    except (Interrupted, BackendError) as exc:
+        message, error_type = describe(exc)
+        if generation.stop_reason != "client disconnected":
+            with contextlib.suppress(ConnectionError):
+                await send(dialect.error(message, error_type), True)
+        return answer.outcome(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")
 
 
 async def stream_answer(
@@ -281,8 +315,8 @@ async def stream_answer(
 ) -> tuple[web.StreamResponse, Outcome]:
     """Generate and stream the answer; returns the response and how the answer ended, never raises for the client.
 
-    ``keep_alive`` is what is written after ``keepalive_interval`` of silence (default: an event-stream
-    comment); ``headers`` may replace the event stream's Content-Type.
+    The client leaving stops the answer. ``keep_alive`` is what is written after ``keepalive_interval``
+    of silence (default: an event-stream comment); ``headers`` may replace the event stream's Content-Type.
     """
     config = request.app[CONFIG]
     response = web.StreamResponse(headers={**_HEADERS, **(headers or {})})
@@ -291,27 +325,19 @@ async def stream_answer(
         await response.prepare(request)
     except ConnectionError:
         return response, answer.outcome("client disconnected")
-    writer = EventWriter(
-        request, response, generation, config.keepalive_interval, config.write_timeout, keep_alive or _KEEPALIVE
-    )
-    try:
-        with generation.interruptible():
-            await writer.write(dialect.start(answer))
-            async with contextlib.aclosing(answer.tokens()) as tokens:
-                async for token in tokens:
-                    if answer.finish_reason is None:
-                        await writer.write(dialect.token(answer, token))
-                    else:
-                        await writer.finish(dialect.end(answer, token))
-        return response, answer.outcome()
-    except (Interrupted, BackendError) as exc:
-        message, error_type = describe(exc)
-        if generation.stop_reason != "client disconnected":
-            with contextlib.suppress(ConnectionError):
-                await writer.finish(dialect.error(message, error_type))
-        return response, answer.outcome(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")
-    except ConnectionError:
+
+    def gone() -> None:
         generation.stop("client disconnected")
+
+    writer = EventWriter(request, response, gone, config.keepalive_interval, config.write_timeout, keep_alive)
+
+    async def send(data: bytes, last: bool) -> None:
+        await (writer.finish(data) if last else writer.write(data))
+
+    try:
+        return response, await answer_loop(answer, dialect, send)
+    except ConnectionError:
+        gone()
         return response, answer.outcome("client disconnected")
     finally:
         writer.close()

@@ -20,7 +20,7 @@ from aiohttp import web
 from h2ochat.protocol.chatui import KEEP_ALIVE
 from h2ochat.protocol.chatui_bodies import MessagePost, decode_message_post
 from h2ochat.protocol.tree import Tree
-from h2ochat.server.chatui.answering import branch, count_message, fit, saved_parameters, stream_and_save
+from h2ochat.server.chatui.answering import branch, count_message, fit, run_for, saved_parameters, stream_and_save
 from h2ochat.server.chatui.current_stream import HEADERS, ChatUIUpdates, first_words
 from h2ochat.server.chatui.routes import owned_tree, runtime_of
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError
@@ -51,9 +51,10 @@ async def post_current(request: web.Request) -> web.StreamResponse:
         messages.append({"role": "user", "content": user[1]})
     fitted = await fit(runtime, messages, parameters, system=system)
     answer_id = str(uuid.uuid4())
-    await request.app[STORE].begin_exchange(
-        conversation.id, parent_id, user, answer_id, left_out=fitted.left_out, limit=config.max_messages
-    )
+    async with run_for(request, conversation, answer_id, "current", post.generation_id) as run_id:
+        await request.app[STORE].begin_exchange(
+            conversation.id, parent_id, user, answer_id, left_out=fitted.left_out, limit=config.max_messages
+        )
     dialect.title = await _title(request, conversation, messages)
     return await stream_and_save(
         request,
@@ -62,6 +63,8 @@ async def post_current(request: web.Request) -> web.StreamResponse:
         fitted,
         answer_id,
         dialect,
+        run_id=run_id,
+        generation="current",
         headers=HEADERS,
         keep_alive=KEEP_ALIVE,
         saved_text=dialect.saved_text,

@@ -19,7 +19,7 @@ from aiohttp import web
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.protocol.tgi import MessageOptions, MessageRequest
 from h2ochat.protocol.tree import Tree
-from h2ochat.server.chatui.answering import branch, count_message, fit, stream_and_save
+from h2ochat.server.chatui.answering import branch, count_message, fit, run_for, stream_and_save
 from h2ochat.server.chatui.current_messages import post_current
 from h2ochat.server.chatui.routes import is_uuid, owned_tree, runtime_of
 from h2ochat.server.edge.http import CONFIG, STORE, ApiError, decode_body
@@ -65,10 +65,13 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     if user is not None:
         messages.append({"role": "user", "content": inputs})
     fitted = await fit(runtime, messages, parameters, system=system)
-    await store.begin_exchange(
-        conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
+    async with run_for(request, conversation, options.response_id, "2023") as run_id:
+        await store.begin_exchange(
+            conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
+        )
+    return await stream_and_save(
+        request, runtime, conversation, fitted, options.response_id, TgiEvents(inputs), run_id=run_id
     )
-    return await stream_and_save(request, runtime, conversation, fitted, options.response_id, TgiEvents(inputs))
 
 
 def _place(
@@ -116,9 +119,12 @@ async def _continue(
     await count_message(request, runtime, TgiEvents())
     system, messages = branch(rows, tree.ancestors(last.id))
     fitted = await fit(runtime, messages, parameters, prefix=last.content, system=system)
-    if not await store.resume_answer(conversation.id, last.id):
-        raise ApiError(409, "This answer is being generated already; wait for it to end, then continue it")
-    return await stream_and_save(request, runtime, conversation, fitted, last.id, TgiEvents(), before=last)
+    async with run_for(request, conversation, last.id, "2023") as run_id:
+        if not await store.resume_answer(conversation.id, last.id):
+            raise ApiError(409, "This answer is being generated already; wait for it to end, then continue it")
+    return await stream_and_save(
+        request, runtime, conversation, fitted, last.id, TgiEvents(), run_id=run_id, before=last
+    )
 
 
 def _options(body: MessageRequest) -> MessageOptions:

@@ -35,7 +35,9 @@ Errors (the routes turn each into a 4xx or a 503)::
      ├── ConversationGone        deleted while the request was under way
      ├── MessageIdTaken          another request stored a message with this id first
      ├── TooManyConversations    the session holds the most conversations allowed
-     └── TooManyMessages         the conversation holds the most messages allowed
+     ├── TooManyMessages         the conversation holds the most messages allowed
+     ├── TooManyRunning          the session has the most answers running allowed
+     └── RunIdTaken              another answer has this generation id
 
 A conversation is a tree (:mod:`h2ochat.protocol.tree`): it is created with a
 system root message, whose text is its system prompt; every other message has
@@ -53,6 +55,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
+from h2ochat.server.storage.runs import RunRow, Runs
+
 __all__ = [
     "DELETE_SUBTREE",
     "HAS_CHILDREN",
@@ -66,6 +70,8 @@ __all__ = [
     "MessageIdTaken",
     "MessageRow",
     "NewConversation",
+    "RunIdTaken",
+    "RunRow",
     "SchemaTooNew",
     "Session",
     "SessionGone",
@@ -76,6 +82,7 @@ __all__ = [
     "StoreUnavailable",
     "TooManyConversations",
     "TooManyMessages",
+    "TooManyRunning",
     "is_postgres",
     "like_pattern",
     "now",
@@ -140,12 +147,28 @@ class TooManyMessages(StoreError):
         self.limit = limit
 
 
+class TooManyRunning(StoreError):
+    """The session has the most answers running that a session may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This session has {limit} answers running already, the most this server runs per session "
+            "(max_running_answers): wait for one to end, or stop one, then send again"
+        )
+        self.limit = limit
+
+
+class RunIdTaken(StoreError):
+    """Another answer was generated under this generation id."""
+
+
 @dataclass(frozen=True)
 class StoreOptions:
     pool_size: int = 10  # PostgreSQL connections per replica
     session_idle: float = 30 * 86400.0  # seconds after its last use a session expires, with its conversations
     lease: float = 15.0  # seconds without a heartbeat after which a replica's answers are marked interrupted
     orphan_ttl: float = 3600.0  # seconds a conversation that never got a message is kept (ORPHANS)
+    run_log_keep: float = 600.0  # seconds an ended run keeps its whole event log, for late readers
     # Each model's preprompt by name: the migration to trees makes it the system root of the
     # conversations that had none (a model no longer served gets an empty one).
     preprompts: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -274,8 +297,8 @@ ORPHANS = (
 )
 
 
-class Store(Protocol):
-    """The server's database."""
+class Store(Runs, Protocol):
+    """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`)."""
 
     @property
     def statements(self) -> int:

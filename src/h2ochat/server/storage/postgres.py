@@ -64,6 +64,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
+from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
 from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INTERRUPT, NOW, RESUME, clock
 
@@ -75,7 +76,7 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore:
+class PostgresStore(PostgresRuns):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:
@@ -141,6 +142,7 @@ class PostgresStore:
             if marked:
                 log.warning("%d answer(s) of a replica that stopped renewing its lease marked interrupted", marked)
             await self._clean(db)
+            await self._compact_runs(db)
         for key, save in list(self._unsaved.items()):
             await save()  # raises StoreUnavailable if the database went away again: the rest waits
             del self._unsaved[key]

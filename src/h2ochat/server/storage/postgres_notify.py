@@ -1,4 +1,8 @@
-"""Stop requests between replicas: PostgreSQL ``NOTIFY`` on one channel, ``LISTEN`` on a connection of our own.
+"""Stop requests and new run events between replicas: PostgreSQL ``NOTIFY``, ``LISTEN`` on a connection
+of our own.
+
+Stops go on :data:`CHANNEL`; a run's appended events on :data:`RUN_CHANNEL` as ``"<run id> <newest
+seq>"`` (sent by the statement that appends them, so delivered when they are committed).
 
 A replica that asks for a stop delivers it to itself at once, then notifies
 the others; each replica ignores its own notifications. The listening
@@ -17,12 +21,14 @@ from typing import Any
 import asyncpg
 
 from h2ochat.server.storage import StopListener
+from h2ochat.server.storage.runs import RunListener
 
-__all__ = ["CHANNEL", "StopChannel"]
+__all__ = ["CHANNEL", "RUN_CHANNEL", "StopChannel"]
 
 log = logging.getLogger("h2ochat.server")
 
 CHANNEL = "h2ochat_stop"
+RUN_CHANNEL = "h2ochat_runs"
 
 
 class StopChannel:
@@ -31,11 +37,15 @@ class StopChannel:
         self._replica = replica
         self._unavailable = unavailable
         self._listeners: list[StopListener] = []
+        self._run_listeners: list[RunListener] = []
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()  # set while listening (tests wait for it)
 
     def add(self, listener: StopListener) -> None:
         self._listeners.append(listener)
+
+    def add_run_listener(self, listener: RunListener) -> None:
+        self._run_listeners.append(listener)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
@@ -67,6 +77,14 @@ class StopChannel:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed stop notification: %r", payload[:200])
 
+    def _on_run_events(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        run_id, _, seq = payload.partition(" ")
+        if not seq.isdigit():
+            log.warning("ignored a malformed run notification: %r", payload[:200])
+            return
+        for listener in self._run_listeners:
+            listener(run_id, int(seq))
+
     async def _listen(self) -> None:
         while True:
             try:
@@ -88,6 +106,7 @@ class StopChannel:
         db.add_termination_listener(lambda _db: lost.set())
         try:
             await db.add_listener(CHANNEL, self._on_notification)
+            await db.add_listener(RUN_CHANNEL, self._on_run_events)
         except self._unavailable:
             return
         self.connected.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
+from h2ochat.server.storage.runs import SCHEMA as _RUNS
 
 __all__ = ["MIGRATIONS"]
 
@@ -180,5 +181,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("004_conversation_settings", _SCHEMA_4),
     ("005_conversation_trees", _TREES),
     ("006_one_round_trip", _ONE_ROUND_TRIP),
+    ("007_runs", _RUNS),
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
 ]

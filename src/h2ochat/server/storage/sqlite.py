@@ -46,6 +46,7 @@ from h2ochat.server.storage import (
     now,
     tree_of,
 )
+from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 
 __all__ = ["SQLiteStore"]
@@ -66,7 +67,7 @@ Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteRuns):
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, path: str, options: StoreOptions) -> None:
@@ -149,6 +150,7 @@ class SQLiteStore:
                 db.execute("DELETE FROM sessions WHERE seen_at < ?", (cutoff,))
                 db.execute(ORPHANS.format(cutoff="?"), (orphaned,))
                 db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 60,))
+                self._compact_runs(db)
 
         await self._call(expire)
 

@@ -94,6 +94,7 @@ async def page(request: web.Request) -> web.StreamResponse:
         "activeModel": session.active_model if session is not None else None,
         "maxInputChars": config.max_input_chars,
         "maxNewTokens": config.max_new_tokens_limit,  # the most a conversation's settings may ask for
+        "resumable": config.resumable_answers,  # an answer being generated can be reattached to
     }
     # One <base href> makes every address of the page and its scripts relative to the base path, the
     # same files serving "/" and "/chat/"; rewriting each address instead would be one per file to keep.

@@ -129,14 +129,22 @@ export async function removeMessage(id, messageId) {
 }
 
 export const vote = (id, messageId, score) => call("POST", `${messagePath(id, messageId)}/vote`, { json: { score } });
+export async function runningAnswers() {
+  return (await (await request("GET", "api/running")).json()).running;
+}
+
 export const stopGenerating = (id) => call("POST", `conversation/${id}/stop-generating`);
 
 export async function summarize(id) {
   return (await (await request("POST", `conversation/${id}/summarize`)).json()).title;
 }
 
+export const GENERATION = "H2ochat-Generation-Id";
+
 // Send a message and call onToken(text) for each token as it arrives. Resolves with how the answer
 // ended: {finished: true} or, when stopping was asked for, {stopped: true}; anything else throws.
+// The server keeps generating an answer it names the run of (GENERATION) when the connection breaks:
+// the rest is then read with followRun, from the last event this stream gave.
 export async function sendMessage(
   id,
   inputs,
@@ -148,6 +156,8 @@ export async function sendMessage(
   const body = { inputs, parameters: { ...parameters, details: true }, stream: true, options };
   const response = await request("POST", `conversation/${id}`, { json: body, signal });
   onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
+  const run = { id: response.headers.get(GENERATION), seq: 0 };
+  const handlers = { signal, onToken, stopping };
   const decoder = new EventDecoder();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
@@ -156,23 +166,110 @@ export async function sendMessage(
       chunk = await reader.read();
     } catch (error) {
       if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
+      if (run.id) return followRun(id, run, handlers);
       throw lost(true);
     }
     if (chunk.done) break;
     for (const data of decoder.push(chunk.value)) {
-      const event = JSON.parse(data);
-      if (event.error !== undefined) {
-        if (stopping?.()) return { stopped: true };
-        throw new ChatError(inStreamMessage(event), { partial: true });
-      }
-      if (!event.token.special) onToken(event.token.text);
-      if (event.generated_text !== null && event.generated_text !== undefined) {
-        return { finished: true, details: event.details || {} };
-      }
+      run.seq += 1;
+      const result = take(JSON.parse(data), handlers);
+      if (result) return result;
     }
   }
   if (stopping?.()) return { stopped: true };
+  if (run.id) return followRun(id, run, handlers);
   throw new ChatError("The answer ended before it was complete; the server may have restarted.", { partial: true });
+}
+
+// Reattach (docs/protocol.md): the events of the run `run.id` (null: the conversation's newest) after
+// `run.seq`, then the live ones until it ends. While the server cannot be reached it tries again,
+// sooner when the browser says it is back online or the page is shown again, until `signal` aborts.
+export async function followRun(id, run, { signal, onToken, stopping }) {
+  const handlers = { signal, onToken, stopping };
+  for (let attempt = 0; ; attempt++) {
+    const query = new URLSearchParams({ fromSeq: String(run.seq) });
+    if (run.id) query.set("generationId", run.id);
+    let response;
+    try {
+      response = await fetch(`conversation/${id}/stream?${query}`, { signal, headers: { Accept: "text/event-stream" } });
+    } catch (error) {
+      if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
+      lostListener();
+      await networkBack(attempt, signal);
+      continue;
+    }
+    if (!response.ok) throw await failure(response);
+    run.id ||= response.headers.get(GENERATION);
+    try {
+      const result = await readRun(response, run, handlers);
+      if (result) return result;
+      attempt = -1; // closed with no end, after a while: reconnect at once
+    } catch (error) {
+      if (error instanceof ChatError) throw error;
+      if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
+      await networkBack(attempt, signal);
+    }
+  }
+}
+
+async function readRun(response, run, handlers) {
+  const decoder = new EventDecoder();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) return null;
+      for (const frame of decoder.frames(chunk.value)) {
+        if (frame.event === "end") return runEnded(JSON.parse(frame.data).status, handlers);
+        const seq = Number(frame.id);
+        if (frame.event !== "update" || !(seq > run.seq)) continue; // had it already
+        run.seq = seq;
+        const result = take(JSON.parse(frame.data), handlers);
+        if (result) return result;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+// The run ended without the answer's own last event (which says how): only a stop explains that.
+function runEnded(status, { stopping }) {
+  if (stopping?.() || status === "interrupted") return { stopped: true };
+  throw new ChatError(`The answer ended (${status}) before it was complete.`, { partial: true });
+}
+
+// A pause before trying again: shorter each time the browser says it can reach the network again.
+function networkBack(attempt, signal) {
+  const wait = Math.min(500 * 2 ** attempt, 5000);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      window.removeEventListener("online", done);
+      document.removeEventListener("visibilitychange", shown);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const shown = () => document.visibilityState === "visible" && done();
+    const timer = setTimeout(done, wait);
+    window.addEventListener("online", done);
+    document.addEventListener("visibilitychange", shown);
+    signal?.addEventListener("abort", done);
+  });
+}
+
+// One event of an answer (TGI's shape): its token to onToken; how it ended once that is known.
+function take(event, { onToken, stopping }) {
+  if (event.error !== undefined) {
+    // A stop asked for here, or in another tab: the answer ends as far as it got.
+    if (stopping?.() || /stop-generating was requested/.test(event.error)) return { stopped: true };
+    throw new ChatError(inStreamMessage(event), { partial: true });
+  }
+  if (!event.token.special) onToken(event.token.text);
+  if (event.generated_text !== null && event.generated_text !== undefined) {
+    return { finished: true, details: event.details || {} };
+  }
+  return null;
 }
 
 function inStreamMessage(event) {
@@ -188,14 +285,22 @@ function inStreamMessage(event) {
   }
 }
 
-// An event-stream decoder (WHATWG rules): text in, the data of each complete event out.
+// An event-stream decoder (WHATWG rules): text in, the complete events out.
 export class EventDecoder {
   constructor() {
     this.buffer = "";
     this.data = [];
+    this.event = "";
+    this.id = "";
   }
 
+  // The data of each complete event.
   push(text) {
+    return this.frames(text).map((frame) => frame.data);
+  }
+
+  // Each complete event: {data, event ("message" unless named), id (the last one given)}.
+  frames(text) {
     this.buffer += text;
     const out = [];
     // A CR at the very end may be the first half of a CRLF: keep it for the next chunk.
@@ -203,12 +308,19 @@ export class EventDecoder {
     this.buffer = lines.pop();
     for (const line of lines) {
       if (line === "") {
-        if (this.data.length) out.push(this.data.join("\n"));
+        if (this.data.length) out.push({ data: this.data.join("\n"), event: this.event || "message", id: this.id });
         this.data = [];
-      } else if (line.startsWith("data:")) {
-        this.data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+        this.event = "";
+        continue;
       }
-      // comments (":") and other fields are ignored
+      const colon = line.indexOf(":");
+      if (colon === 0) continue; // a comment
+      const name = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (name === "data") this.data.push(value);
+      else if (name === "event") this.event = value;
+      else if (name === "id" && !value.includes("\0")) this.id = value;
     }
     return out;
   }

@@ -163,7 +163,8 @@ async function openConversation(id) {
   const token = ++state.loadToken;
   if (running.has(id)) return showRun(running.get(id));
   let data;
-  // An answer cut by a reload is saved as interrupted a moment after the page comes back: wait for it.
+  // Without resumable answers, one cut by a reload is saved as interrupted a moment after the page
+  // comes back: wait for it. With them, it goes on, and the page follows it (resume).
   for (let attempt = 0; attempt < 20; attempt++) {
     try {
       data = await api.conversation(id);
@@ -176,13 +177,65 @@ async function openConversation(id) {
     }
     if (token !== state.loadToken) return;
     const last = data.messages[data.messages.length - 1];
-    if (!last || last.status !== "generating" || running.has(id)) break;
+    if (facts.resumable || !last || last.status !== "generating" || running.has(id)) break;
     await new Promise((resolve) => setTimeout(resolve, 150));
   }
   if (token !== state.loadToken) return;
   if (running.has(id)) return showRun(running.get(id)); // begun while this was read
   const { messages, ...conversation } = data;
   showConversation(conversation, messages);
+  const answer = state.views[state.views.length - 1];
+  const stored = messages.find((message) => message.id === answer?.id);
+  if (facts.resumable && stored?.role === "assistant" && stored.status === "generating") resume(conversation, answer);
+}
+
+// An answer being generated (begun before a reload, or in another tab or device): its events from the
+// first, so the view grows as the server writes it; once it ends, the conversation is read again.
+async function resume(conversation, view) {
+  const { views, tree } = state;
+  const run = running.start(conversation, views);
+  run.tree = tree;
+  view.text = "";
+  view.draw();
+  view.notes.querySelector(".ending")?.remove();
+  view.setStreaming(true);
+  refreshChrome();
+  let failure = null;
+  try {
+    await api.followRun(conversation.id, { id: null, seq: 0 }, {
+      signal: run.controller.signal,
+      onToken: (token) => view.append(token),
+      stopping: () => run.stopping,
+    });
+    await view.drawn();
+  } catch (error) {
+    failure = error;
+  } finally {
+    view.setStreaming(false);
+    running.end(run);
+  }
+  if (failure) return report(failure);
+  if (state.views !== views) return;
+  await openConversation(conversation.id); // as stored: its ending, all of a continued answer's text
+  state.views.findLast((shown) => shown.id === view.id)?.setStreaming(false); // written, as after a send
+}
+
+// Answers running in conversations not followed here (begun before a reload, or in another tab):
+// marked in the sidebar until they end, asked about every few seconds while there are any.
+let elsewhere = new Set();
+
+async function markRunningElsewhere() {
+  let listed;
+  try {
+    listed = await api.runningAnswers();
+  } catch {
+    return; // the next answer sent, or the next load, asks again
+  }
+  const now = new Set(listed.map((run) => run.conversationId).filter((id) => !running.has(id)));
+  for (const id of elsewhere) if (!now.has(id) && !running.has(id)) sidebar.setAnswering(id, false);
+  for (const id of now) sidebar.setAnswering(id, true);
+  elsewhere = now;
+  if (elsewhere.size) setTimeout(markRunningElsewhere, 3000);
 }
 
 // The conversation's active branch (its tree from `messages`, every message of it).
@@ -396,6 +449,7 @@ async function start() {
   picker.show(facts.activeModel, models);
   if (!welcome.passed) welcome.show();
   await Promise.all([route(), listed]);
+  if (facts.resumable) markRunningElsewhere();
   document.body.dataset.ready = "true"; // for tests and the benchmark: the page is usable
   performance.mark("h2ochat-ready");
   if (welcome.passed) composer.focus();
