@@ -49,6 +49,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from h2ochat.server.storage.shares import Shares
+
 __all__ = [
     "DELETE_SUBTREE",
     "HAS_CHILDREN",
@@ -239,8 +241,8 @@ ORPHANS = (
 )
 
 
-class Store(Protocol):
-    """The server's database."""
+class Store(Shares, Protocol):
+    """The server's database (shared links: :class:`~h2ochat.server.storage.shares.Shares`)."""
 
     @property
     def statements(self) -> int:

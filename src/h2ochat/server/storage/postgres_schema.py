@@ -9,6 +9,7 @@ in UTC, so both stores return the same rows.
 from __future__ import annotations
 
 from h2ochat.server.storage.postgres_sql import NOW
+from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS"]
 
@@ -179,4 +180,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("004_conversation_settings", _SCHEMA_4),
     ("005_conversation_trees", _TREES),
     ("006_one_round_trip", _ONE_ROUND_TRIP),
+    ("008_shares", SHARES_SCHEMA),
 ]

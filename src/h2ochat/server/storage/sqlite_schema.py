@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
+from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
@@ -130,6 +131,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("004_untouched_conversations", _statements(_UNTOUCHED)),
     ("005_conversation_settings", _statements(_SCHEMA_5)),
     ("006_conversation_trees", _trees),
+    ("008_shares", _statements(SHARES_SCHEMA)),
 ]
 
 
