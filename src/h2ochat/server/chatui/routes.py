@@ -18,6 +18,7 @@ from h2ochat.protocol.chatui_bodies import encode_create_answer
 from h2ochat.protocol.parameters import check_settings
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.documents import conversation_document
+from h2ochat.server.chatui.share_reads import continue_from_share
 from h2ochat.server.chatui.stops import StopPoint, stop_reason
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import (
@@ -57,6 +58,7 @@ routes = web.RouteTableDef()
 class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     preprompt: str | None = None  # the conversation's system prompt; None: the model's
+    from_share: str | None = msgspec.field(default=None, name="fromShare")  # a copy of that share (share_reads)
 
 
 class ConversationUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -153,12 +155,18 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
     runtime = models.get(body.model)
     if runtime is None:
         raise unknown_model(body.model, models)
-    config = request.app[CONFIG]
-    preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
-    store = request.app[STORE]
-    conversation_id = await store.create_conversation(
-        request[SESSION], body.model, config.max_conversations, preprompt=preprompt
-    )
+    config, store = request.app[CONFIG], request.app[STORE]
+    if body.from_share is not None:
+        if body.preprompt is not None:
+            raise ApiError(
+                400, "Send preprompt or fromShare, not both: a conversation continued from a share keeps its own"
+            )
+        conversation_id = await continue_from_share(request, body.from_share, body.model)
+    else:
+        preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
+        conversation_id = await store.create_conversation(
+            request[SESSION], body.model, config.max_conversations, preprompt=preprompt
+        )
     # Today's chat-ui adds the new conversation, system root and all, as a superjson string; 2023's
     # clients read conversationId only, so one answer serves both.
     found = await store.conversation_with_messages(conversation_id, request[SESSION])

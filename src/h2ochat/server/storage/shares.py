@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # the package imports this module to build Store: the other w
     from h2ochat.server.storage import MessageRow
 
 __all__ = [
+    "SHARE_ID",
     "SHARES_SCHEMA",
     "SHARE_COLUMNS",
     "SHARE_MESSAGE_COLUMNS",
@@ -37,6 +39,10 @@ __all__ = [
     "Snapshot",
     "TooManyShares",
 ]
+
+# What secrets.token_urlsafe(16) gives: the only form of id a share can have (today's chat-ui's are 7
+# characters, its conversations' 24 hexadecimal ones, so the forms never overlap).
+SHARE_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 class TooManyShares(Exception):

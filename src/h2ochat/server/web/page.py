@@ -67,7 +67,7 @@ def static_files() -> dict[str, StaticFile]:
     files: dict[str, StaticFile] = {}
     for path in sorted(STATIC.rglob("*")):
         content_type = _TYPES.get(path.suffix)
-        if content_type is None or not path.is_file() or path.name == "index.html":
+        if content_type is None or not path.is_file() or path.suffix == ".html":  # pages are templates
             continue
         body = path.read_bytes()
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
