@@ -18,6 +18,7 @@ import pytest
 
 from h2ochat.server import RunningServer, start_server
 from h2ochat.server.edge.http import CONFIG
+from reliability.shares import dead_links
 from tests.helpers import FIXED_MODEL, RawClient, fixed_config
 
 ANSWER = "Lyon is **lovely** in May."
@@ -227,3 +228,24 @@ async def test_a_session_holds_at_most_max_conversations_links(tmp_path: Path, r
         await owner.message(conversation, "more")
         status, body = await share(owner, conversation)
         assert status == 409 and "already has 1 shared links" in body["message"]
+
+
+async def test_dead_links_answer_alike_in_the_reliability_check() -> None:
+    """The reliability script's run, briefly: the same 404 and body for every kind of dead link (its
+    timing comparison is for the long run, python -m reliability.shares, not for a unit test)."""
+    result = await dead_links(rounds=3)
+    assert result.alike, (result.statuses, result.bodies)
+    assert set(result.medians) == {"/r/{}", "/api/v2/conversations/{}"}
+
+
+def test_the_share_page_preloads_every_module_it_imports() -> None:
+    """As the chat page does (tests/test_page.py): the browser fetches them at once."""
+    from h2ochat.server.web.page import STATIC
+
+    page = (STATIC / "shared.html").read_text(encoding="utf-8")
+    script = (STATIC / "shared.js").read_text(encoding="utf-8")
+    imported = re.findall(r'from "\./([\w./-]+)"', script)
+    assert imported and all(f'<link rel="modulepreload" href="static/{m}">' in page for m in imported)
+    for module in ("markdown.js",):  # and what they import in turn
+        nested = re.findall(r'from "\./([\w./-]+)"', (STATIC / module).read_text(encoding="utf-8"))
+        assert all(f'<link rel="modulepreload" href="static/{m}">' in page for m in nested)
