@@ -8,7 +8,8 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import Served, Watcher, wait_answer
+from tests.browser import ARTIFACTS, Served, Watcher, wait_answer
+from tests.test_page_a11y import serious
 
 
 def send(page: Page, text: str) -> None:
@@ -40,6 +41,9 @@ def test_a_shared_link_is_read_continued_and_revoked(browser: Browser, page_serv
     url = link.input_value()
     expect(dialog.get_by_role("status")).to_have_text("Link copied.")
     assert page.evaluate("navigator.clipboard.readText()") == url
+    found = serious(page, "share dialog")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "share-dialog.png")
     # Sharing again, unchanged, gives the same link; another expiry, another one.
     dialog.get_by_label("The link works").select_option("7")
     page.wait_for_function(
@@ -65,6 +69,8 @@ def test_a_shared_link_is_read_continued_and_revoked(browser: Browser, page_serv
         expect(answer.get_by_role("link", name="the docs")).to_have_attribute("rel", "noopener")
         expect(reader_page.locator("#about")).to_contain_text("Model: test/markdown")
         expect(reader_page.locator('meta[name="robots"]')).to_have_attribute("content", "noindex")
+        found += serious(reader_page, "shared page")
+        reader_page.screenshot(path=ARTIFACTS / "share-page.png", full_page=True)
 
         # Continue: a session is started for the reader, and the copy opens in the chat page.
         reader_page.get_by_role("button", name="Continue this conversation").click()
@@ -85,6 +91,9 @@ def test_a_shared_link_is_read_continued_and_revoked(browser: Browser, page_serv
     links = page.get_by_role("dialog", name="Shared links")
     revokes = links.get_by_role("button", name="Revoke the link to")
     expect(revokes).to_have_count(2)
+    found += serious(page, "shared links dialog")
+    page.screenshot(path=ARTIFACTS / "share-links.png")
+    assert found == []
     revokes.first.click()
     expect(revokes).to_have_count(1)
     revokes.first.click()

@@ -94,6 +94,9 @@ async def test_anyone_with_the_id_reads_the_snapshot_without_a_cookie(server: Ru
         (share_id, conversation, None),
     ]
     assert (await stranger.request("GET", "/api/shares"))[1] == []  # another session's links are not listed
+    # chat-ui shows a share at /conversation/<shareId>: such a link leads to the share's page.
+    status, _, response = await stranger.request("GET", f"/conversation/{share_id}")
+    assert status == 302 and response.headers["Location"] == f"/r/{share_id}"
 
 
 async def test_revoked_expired_and_unknown_links_answer_exactly_alike(server: RunningServer, raw_client: Any) -> None:

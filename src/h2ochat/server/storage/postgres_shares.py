@@ -11,6 +11,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from h2ochat.server.storage import MessageRow, TooManyConversations
+from h2ochat.server.storage.postgres_connections import rows
 from h2ochat.server.storage.postgres_sql import NOW, clock
 from h2ochat.server.storage.shares import SHARE_COLUMNS, SHARE_MESSAGE_COLUMNS, Share, Snapshot, TooManyShares
 
@@ -87,18 +88,18 @@ class PostgresShares:
             return share_id
 
     async def shared(self, share_id: str) -> tuple[Share, list[MessageRow]] | None:
-        rows = await self._db.all(_SELECT_SHARED, share_id)
-        if not rows:
+        found = await self._db.all(_SELECT_SHARED, share_id)
+        if not found:
             return None
         split = len(SHARE_COLUMNS)
-        messages = [MessageRow(*row[split:]) for row in rows if row[split] is not None]
-        return Share(*rows[0][:split]), messages
+        messages = [MessageRow(*row[split:]) for row in found if row[split] is not None]
+        return Share(*found[0][:split]), messages
 
     async def shares(self, session_id: str) -> list[Share]:
-        rows = await self._db.all(
+        found = await self._db.all(
             f"{_SELECT_SHARE} WHERE session_id = $1 AND {LIVE} ORDER BY created_at DESC, id", session_id
         )
-        return [Share(*row) for row in rows]
+        return [Share(*row) for row in found]
 
     async def revoke_share(self, share_id: str, session_id: str) -> bool:
         sql = f"DELETE FROM shares WHERE id = $1 AND session_id = $2 AND {LIVE}"
@@ -114,7 +115,7 @@ class PostgresShares:
                 if count >= limit:
                     raise TooManyConversations(limit)
             made = await db.execute(_COPY_CONVERSATION, conversation_id, session_id, model, share_id)
-            if made.rsplit(" ", 1)[-1] == "0":
+            if not rows(made):
                 return None
             await db.execute(_COPY_MESSAGES, conversation_id, share_id)
         return conversation_id
