@@ -252,3 +252,18 @@ def test_the_share_page_preloads_every_module_it_imports() -> None:
     for module in ("markdown.js",):  # and what they import in turn
         nested = re.findall(r'from "\./([\w./-]+)"', (STATIC / module).read_text(encoding="utf-8"))
         assert all(f'<link rel="modulepreload" href="static/{m}">' in page for m in nested)
+
+
+async def test_links_live_under_the_base_path(tmp_path: Path, raw_client: Any) -> None:
+    config = msgspec.structs.replace(fixed_config(db=str(tmp_path / "base.db"), text=ANSWER), base_path="/chat")
+    async with start_server(config) as running:
+        owner, reader = raw_client(running.url), raw_client(running.url)
+        conversation = await chatted(owner)
+        _, made = await share(owner, conversation)
+        assert made["url"] == f"{running.url}/r/{made['shareId']}" and "/chat/r/" in made["url"]
+        status, page, _ = await reader.request("GET", f"/r/{made['shareId']}")
+        assert status == 200 and '<base href="/chat/">' in page.decode()
+        status, _, response = await reader.request("GET", f"/conversation/{made['shareId']}")
+        assert status == 302 and response.headers["Location"] == f"/chat/r/{made['shareId']}"
+        status, missing, _ = await reader.request("GET", "/r/" + "M" * 22)
+        assert status == 404 and '<base href="/chat/">' in missing.decode()
