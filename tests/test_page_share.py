@@ -86,6 +86,13 @@ def test_a_shared_link_is_read_continued_and_revoked(browser: Browser, page_serv
     finally:
         context.close()
 
+    # Deleting the conversation says that its links stay, and they do.
+    page.locator("li.conversation").first.get_by_role("button", name="Delete").click()
+    confirm = page.get_by_role("dialog", name="Delete this conversation?")
+    expect(confirm).to_contain_text("Links shared from it keep working until you revoke them under Shared links.")
+    confirm.get_by_role("button", name="Delete").click()
+    expect(page.locator("li.conversation")).to_have_count(0)
+
     # The owner's shared links: both, one revoked; its page is then the same 404 as an unknown id.
     page.get_by_role("button", name="Shared links").click()
     links = page.get_by_role("dialog", name="Shared links")
@@ -96,6 +103,7 @@ def test_a_shared_link_is_read_continued_and_revoked(browser: Browser, page_serv
     assert found == []
     revokes.first.click()
     expect(revokes).to_have_count(1)
+    expect(links.get_by_role("button", name="Revoke the link to").first).to_be_focused()
     revokes.first.click()
     expect(revokes).to_have_count(0)
     expect(links.get_by_text("No conversation has been shared from this browser.")).to_be_visible()
