@@ -60,7 +60,8 @@ def test_text_fields_use_16_px_text(page_server: Served, visit: Any) -> None:
     sizes = page.evaluate(
         "[...document.querySelectorAll('textarea, input, select')].map((e) => getComputedStyle(e).fontSize)"
     )
-    assert len(sizes) == 7 and set(sizes) == {"16px"}  # message, search, rename, model, two settings, system prompt
+    # message, search, rename, model, two settings, system prompt, the share link and its expiry
+    assert len(sizes) == 9 and set(sizes) == {"16px"}
 
 
 def test_the_top_bar_has_the_title_new_chat_and_more(page_server: Served, visit: Any) -> None:
@@ -104,7 +105,7 @@ def test_the_exports_are_in_the_more_menu(kind: str, page_server: Served, visit:
     menu = page.get_by_role("menu", name="More")
     expect(more).to_have_attribute("aria-expanded", "true")
     items = menu.get_by_role("menuitem")
-    expect(items).to_have_text(["Settings", "System prompt", "Export Markdown", "Export JSON"])
+    expect(items).to_have_text(["Settings", "System prompt", "Share", "Export Markdown", "Export JSON"])
     expect(items.first).to_be_focused()
     page.keyboard.press("ArrowUp")  # round to the last
     expect(items.last).to_be_focused()

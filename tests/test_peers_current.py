@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -259,13 +260,15 @@ async def test_hugchat_chats_with_the_recorded_chat_ui() -> None:
     assert text == RECORDED_ANSWER and "".join(tokens) == RECORDED_ANSWER
 
 
-def hugchat_share_and_settings(origin: str) -> tuple[str, str]:
+def hugchat_share_and_settings(origin: str, chat_first: bool = False) -> tuple[str, str]:
     bot = hugchat_bot(origin)
+    if chat_first:  # a conversation with a message, which h2ochat can share
+        bot.chat("What is the capital of France?").wait_until_done()
     outcomes = []
     for call in (bot.share_conversation, bot.set_share_conversations):
         try:
-            call()
-            outcomes.append("ok")
+            result = call()
+            outcomes.append(result if isinstance(result, str) else "ok")  # share answers the link
         except Exception as exc:
             outcomes.append(str(exc))
     return outcomes[0], outcomes[1]
@@ -274,8 +277,9 @@ def hugchat_share_and_settings(origin: str) -> tuple[str, str]:
 async def test_hugchat_share_and_settings_fail_on_chat_ui_itself(server: RunningServer) -> None:
     """hugchat's share reads ``url`` from the answer, which chat-ui replaced by ``shareId`` in 2025-06,
     and it posts its settings as a form, which chat-ui now parses as JSON (a 500). Both fail against
-    the current chat-ui, so the fault is hugchat's. On h2ochat: share is not served (404; the issue's
-    routes have no share), and the form settings succeed (2023's settings form is still spoken)."""
+    the current chat-ui, so the fault is hugchat's. On h2ochat both succeed: the share's answer carries
+    ``url`` beside ``shareId`` (docs/protocol.md section 14; a conversation without a message yet is
+    refused, 400), and 2023's settings form is still spoken."""
     replay = ChatUIReplay(base=BASE, public_origin="https://" + PUBLIC_HOST)
     async with served(replay) as origin:
         share, settings = await in_thread(hugchat_share_and_settings, origin)
@@ -285,8 +289,10 @@ async def test_hugchat_share_and_settings_fail_on_chat_ui_itself(server: Running
 
     async with front(origin_of(server)) as origin:
         share, settings = await in_thread(hugchat_share_and_settings, origin)
-    assert share == "Failed to share conversation with status code: 404"
-    assert settings == "ok"
+        assert share == "Failed to share conversation with status code: 400"  # nothing to share yet
+        assert settings == "ok"
+        share, settings = await in_thread(hugchat_share_and_settings, origin, True)
+    assert re.fullmatch(r"https://huggingface\.co/chat/r/[A-Za-z0-9_-]{22}", share) and settings == "ok"
 
 
 @asynccontextmanager

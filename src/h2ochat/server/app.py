@@ -28,6 +28,7 @@ from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.reattach import routes as reattach_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.chatui.runs import RUNS, RunRegistry
+from h2ochat.server.chatui.shares import routes as share_routes
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
@@ -69,6 +70,7 @@ from h2ochat.server.storage import (
     open_store,
 )
 from h2ochat.server.web.page import routes as page_routes
+from h2ochat.server.web.shared import routes as shared_page_routes
 
 # Every route of the server, served under config.base_path by _add_routes: a new table goes here.
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
@@ -80,6 +82,8 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     openai_routes,
     tgi_routes,
     page_routes,  # the web chat page at / (server/web/page.py)
+    share_routes,  # shared links, for their owner (server/chatui/shares.py)
+    shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
 )
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]

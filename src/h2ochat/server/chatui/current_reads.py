@@ -27,6 +27,7 @@ from h2ochat.server.chatui.routes import (
     save_session_settings,
     unknown_model,
 )
+from h2ochat.server.chatui.share_reads import is_share_id, read_share
 from h2ochat.server.edge.http import MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
 
 __all__ = ["routes"]
@@ -82,6 +83,8 @@ async def list_conversations(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/v2/conversations/{id}")
 async def get_conversation(request: web.Request) -> web.StreamResponse:
+    if is_share_id(request.match_info["id"]):  # anyone with a share's id reads it, without a session
+        return envelope(await read_share(request, request.match_info["id"]))
     _check_id(request)
     conversation, rows = await owned_tree(request)
     return envelope(conversation_document(conversation, list(rows.values())))

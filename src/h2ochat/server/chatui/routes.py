@@ -18,6 +18,7 @@ from h2ochat.protocol.chatui_bodies import encode_create_answer
 from h2ochat.protocol.parameters import check_settings
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.documents import conversation_document
+from h2ochat.server.chatui.share_reads import continue_from_share
 from h2ochat.server.chatui.stops import StopPoint, stop_reason
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import (
@@ -57,6 +58,7 @@ routes = web.RouteTableDef()
 class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     preprompt: str | None = None  # the conversation's system prompt; None: the model's
+    from_share: str | None = msgspec.field(default=None, name="fromShare")  # a copy of that share (share_reads)
 
 
 class ConversationUpdate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -155,15 +157,31 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
     runtime = models.get(body.model)
     if runtime is None:
         raise unknown_model(body.model, models)
-    config = request.app[CONFIG]
+    config, store = request.app[CONFIG], request.app[STORE]
+    if body.from_share is not None:
+        if body.preprompt is not None:
+            raise ApiError(
+                400, "Send preprompt or fromShare, not both: a conversation continued from a share keeps its own"
+            )
+        return await _created_from_share(request, body.from_share, body.model)
     preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
-    created = await request.app[STORE].create_conversation(
+    created = await store.create_conversation(
         request[SESSION], body.model, config.max_conversations, preprompt=preprompt
     )
     # Today's chat-ui adds the new conversation, system root and all, as a superjson string; 2023's
     # clients read conversationId only, so one answer serves both. Built from what was stored, not read back.
     document = conversation_document(created.conversation, [created.root])
     return web.Response(body=encode_create_answer(created.id, document), content_type="application/json")
+
+
+async def _created_from_share(request: web.Request, share_id: str, model: str) -> web.StreamResponse:
+    """The create answer for a conversation copied from a share (read back: the copy has many messages)."""
+    conversation_id = await continue_from_share(request, share_id, model)
+    found = await request.app[STORE].conversation_with_messages(conversation_id, request[SESSION])
+    if found is None:  # deleted at once by another request of the session
+        raise ApiError(404, "Conversation not found")
+    document = conversation_document(*found)
+    return web.Response(body=encode_create_answer(conversation_id, document), content_type="application/json")
 
 
 @routes.delete("/conversation/{id}")

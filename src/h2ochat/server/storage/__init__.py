@@ -56,6 +56,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
 from h2ochat.server.storage.runs import RunRow, Runs
+from h2ochat.server.storage.shares import Shares
 
 __all__ = [
     "DELETE_SUBTREE",
@@ -297,8 +298,9 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Protocol):
-    """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`)."""
+class Store(Runs, Shares, Protocol):
+    """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
+    :class:`~h2ochat.server.storage.shares.Shares`)."""
 
     @property
     def statements(self) -> int:

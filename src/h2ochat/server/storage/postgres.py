@@ -66,6 +66,7 @@ from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
 from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
+from h2ochat.server.storage.postgres_shares import PostgresShares, forget_shares
 from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INTERRUPT, NOW, RESUME, clock
 
 __all__ = ["PostgresStore"]
@@ -76,7 +77,7 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore(PostgresRuns):
+class PostgresStore(PostgresRuns, PostgresShares):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:
@@ -153,6 +154,7 @@ class PostgresStore(PostgresRuns):
         ago = clock("$1")  # $1 seconds ago
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
+            await forget_shares(db, self.options.session_idle)
             await db.execute(
                 f"DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < {ago})",
                 self.options.session_idle,
@@ -189,6 +191,7 @@ class PostgresStore(PostgresRuns):
         async with self._db.pooled() as db, db.transaction():
             await db.execute(f"UPDATE sessions SET id = $1, seen_at = {NOW} WHERE id = $2", fresh, session_id)
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
+            await db.execute("UPDATE shares SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
     async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
+from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS"]
 
@@ -182,5 +183,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("005_conversation_trees", _TREES),
     ("006_one_round_trip", _ONE_ROUND_TRIP),
     ("007_runs", _RUNS),
+    ("008_shares", SHARES_SCHEMA),
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
 ]

@@ -48,6 +48,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
+from h2ochat.server.storage.sqlite_shares import SQLiteShares, forget_shares
 
 __all__ = ["SQLiteStore"]
 
@@ -67,7 +68,7 @@ Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
 
-class SQLiteStore(SQLiteRuns):
+class SQLiteStore(SQLiteRuns, SQLiteShares):
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, path: str, options: StoreOptions) -> None:
@@ -143,6 +144,7 @@ class SQLiteStore(SQLiteRuns):
 
         def expire(db: sqlite3.Connection) -> None:
             with transaction(db):
+                forget_shares(db, cutoff)
                 db.execute(
                     "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < ?)",
                     (cutoff,),
@@ -190,6 +192,7 @@ class SQLiteStore(SQLiteRuns):
             with transaction(db):
                 db.execute("UPDATE sessions SET id = ?, seen_at = ? WHERE id = ?", (fresh, now(), session_id))
                 db.execute("UPDATE conversations SET session_id = ? WHERE session_id = ?", (fresh, session_id))
+                db.execute("UPDATE shares SET session_id = ? WHERE session_id = ?", (fresh, session_id))
 
         await self._call(move)
         return fresh

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
+from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
@@ -132,6 +133,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("005_conversation_settings", _statements(_SCHEMA_5)),
     ("006_conversation_trees", _trees),
     ("007_runs", _statements(_RUNS)),
+    ("008_shares", _statements(SHARES_SCHEMA)),
 ]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError
+from h2ochat.server.storage.shares import SHARE_ID
 
 __all__ = ["SECURITY_HEADERS", "StaticFile", "routes", "static_files"]
 
@@ -67,7 +68,7 @@ def static_files() -> dict[str, StaticFile]:
     files: dict[str, StaticFile] = {}
     for path in sorted(STATIC.rglob("*")):
         content_type = _TYPES.get(path.suffix)
-        if content_type is None or not path.is_file() or path.name == "index.html":
+        if content_type is None or not path.is_file() or path.suffix == ".html":  # pages are templates
             continue
         body = path.read_bytes()
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
@@ -86,6 +87,9 @@ def _index() -> str:
 async def page(request: web.Request) -> web.StreamResponse:
     """The page itself; the conversation, if any, is read by the page from the address."""
     config = request.app[CONFIG]
+    if SHARE_ID.fullmatch(request.match_info.get("id", "")):
+        # chat-ui shows a share at /conversation/<shareId>: links made for it lead to the share's page.
+        raise web.HTTPFound(f"{config.base_path}/r/{request.match_info['id']}")
     session = await request.app[STORE].session(request[SESSION])
     facts = {
         # What the page cannot learn from the JSON reads: the gate, this session's answer to it, the limit.

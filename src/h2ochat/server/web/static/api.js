@@ -111,6 +111,20 @@ export async function createConversation(model, preprompt) {
   return body.conversationId;
 }
 
+// A copy of a shared conversation (/r/<shareId>) in this browser's session; the new conversation's id.
+export async function continueShare(model, shareId) {
+  const body = await (await request("POST", "conversation", { json: { model, fromShare: shareId } })).json();
+  return body.conversationId;
+}
+
+// Shared links (docs/protocol.md section 14). `days`: the link's expiry; null: until revoked.
+export async function share(id, days = null) {
+  const json = days ? { expires_in_days: days } : {};
+  return (await request("POST", `conversation/${id}/share`, { json })).json(); // {shareId, url}
+}
+export const shares = () => getJSON("api/shares");
+export const revokeShare = (shareId) => call("DELETE", `api/shares/${encodeURIComponent(shareId)}`);
+
 export const rename = (id, title) => call("PATCH", `conversation/${id}`, { json: { title } });
 export const saveSettings = (id, settings) => call("PATCH", `conversation/${id}`, { json: { settings } });
 export const remove = (id) => call("DELETE", `conversation/${id}`);

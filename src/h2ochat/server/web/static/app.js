@@ -15,6 +15,7 @@ import { Offline } from "./offline.js";
 import { SystemPromptDialog } from "./prompt.js";
 import { Running } from "./running.js";
 import { SettingsDialog, withSettings } from "./settings.js";
+import { ShareDialog, SharedLinks } from "./shares.js";
 import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
 import { Tree } from "./tree.js";
@@ -100,6 +101,9 @@ new Branches({
     report,
   },
 });
+
+new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialog"), current: () => state.current });
+new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 
 // Back after being away: what failed meanwhile is asked again.
 const offline = new Offline({ banner: $("offline"), reachable: api.reachable, onBack: () => caughtUp() });

@@ -21,9 +21,9 @@ export function announce(text) {
   setTimeout(() => (box.textContent = text), 100);
 }
 
-// The exports, in the top bar and in More. More itself opens only onto something to do.
+// The exports and Share, in the top bar and in More. More itself opens only onto something to do.
 export function setExportable(on) {
-  for (const id of ["export-md", "export-json", "more-md", "more-json"]) $(id).disabled = !on;
+  for (const id of ["share", "export-md", "export-json", "more-share", "more-md", "more-json"]) $(id).disabled = !on;
   $("more").disabled = !$("more-menu").querySelector('[role="menuitem"]:not(:disabled)');
 }
 

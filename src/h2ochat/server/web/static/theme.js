@@ -11,15 +11,16 @@ function stored() {
   }
 }
 
+// `button`: the toggle; null on a page without one (a shared conversation's), which only follows the choice.
 export function initTheme(button) {
   const apply = () => {
     const choice = stored();
     const dark = choice ? choice === "dark" : system.matches;
     if (choice) document.documentElement.dataset.theme = choice;
     else delete document.documentElement.dataset.theme;
-    button.setAttribute("aria-pressed", String(dark));
+    button?.setAttribute("aria-pressed", String(dark));
   };
-  button.addEventListener("click", () => {
+  button?.addEventListener("click", () => {
     const dark = button.getAttribute("aria-pressed") !== "true";
     try {
       localStorage.setItem(KEY, dark ? "dark" : "light");
