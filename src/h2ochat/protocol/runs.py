@@ -23,6 +23,7 @@ from h2ochat.protocol.sse import encode_event
 __all__ = [
     "END",
     "END_STATUSES",
+    "GENERATION_HEADER",
     "UPDATE",
     "EndStatus",
     "Generation",
@@ -36,6 +37,7 @@ __all__ = [
 Generation = Literal["2023", "current"]
 EndStatus = Literal["completed", "interrupted", "error", "gone"]
 END_STATUSES: tuple[str, ...] = ("completed", "interrupted", "error", "gone")
+GENERATION_HEADER = "H2ochat-Generation-Id"  # names the run of an answer's response (and of a reattach)
 UPDATE = "update"  # the event type of a replayed or live event
 END = "end"  # the event type of the last frame
 

@@ -29,11 +29,10 @@ from h2ochat.protocol.runs import END, UPDATE, Generation
 from h2ochat.protocol.sse import EventStreamDecoder
 from h2ochat.providers.transport import ByteStream
 
-__all__ = ["GENERATION_HEADER", "Reopen", "ResumableStream"]
+__all__ = ["Reopen", "ResumableStream"]
 
 log = logging.getLogger("h2ochat")
 
-GENERATION_HEADER = "H2ochat-Generation-Id"
 Reopen = Callable[[int], Awaitable[ByteStream]]
 """Opens the reattach stream of the answer's run after a given event."""
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between tries; the last one repeats

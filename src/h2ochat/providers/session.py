@@ -47,6 +47,7 @@ from h2ochat.protocol.errors import (
     TransportError,
 )
 from h2ochat.protocol.prompt import Messages, format_prompt
+from h2ochat.protocol.runs import GENERATION_HEADER
 from h2ochat.protocol.sse import DEFAULT_MAX_EVENT_SIZE
 from h2ochat.protocol.tgi import DEFAULT_PARAMETERS, message_request, settings_form
 from h2ochat.providers.answers import read_current, read_tgi
@@ -56,7 +57,7 @@ from h2ochat.providers.current import GENERATIONS, CurrentSteps, Generation, det
 from h2ochat.providers.defaults import server_model, server_url
 from h2ochat.providers.lifecycle import Conversations, decode_json
 from h2ochat.providers.options import UNSET, Proxy, RetryPolicy, Timeout, proxy_from_env
-from h2ochat.providers.reattach import GENERATION_HEADER, ResumableStream
+from h2ochat.providers.reattach import ResumableStream
 from h2ochat.providers.transport import ByteStream, Transport
 
 __all__ = ["H2oSession", "Prepared"]

@@ -13,9 +13,9 @@ import contextlib
 
 from aiohttp import web
 
-from h2ochat.protocol.runs import EndStatus, encode_end, encode_run_event
+from h2ochat.protocol.runs import GENERATION_HEADER, EndStatus, encode_end, encode_run_event
 from h2ochat.server.chatui.routes import is_uuid, owned
-from h2ochat.server.chatui.runs import GENERATION_HEADER, RUNS, Run, follow
+from h2ochat.server.chatui.runs import EVENT_STREAM, RUNS, Run, follow
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError, json_response
 from h2ochat.server.storage import RunRow
 from h2ochat.server.streaming import EventWriter
@@ -24,7 +24,6 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RECHECK = 2.0  # seconds between reads of a run followed from the database when no event comes
 
 
@@ -36,7 +35,7 @@ async def reattach(request: web.Request) -> web.StreamResponse:
     if row is None:
         named = f"no answer with generationId {run_id}" if run_id else "no answer"
         raise ApiError(404, f"This conversation has {named} to reattach to; read the conversation instead")
-    response = web.StreamResponse(headers={**_HEADERS, GENERATION_HEADER: row.id})
+    response = web.StreamResponse(headers={**EVENT_STREAM, GENERATION_HEADER: row.id})
     until = asyncio.get_running_loop().time() + request.app[CONFIG].reattach_timeout
     with contextlib.suppress(ConnectionError):
         await response.prepare(request)

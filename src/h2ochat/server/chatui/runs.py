@@ -16,17 +16,17 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
-from h2ochat.protocol.runs import EndStatus, Generation, split_events
+from h2ochat.protocol.runs import GENERATION_HEADER, EndStatus, Generation, split_events
 from h2ochat.server.edge.http import CONFIG
 from h2ochat.server.storage import Store, StoreUnavailable
 from h2ochat.server.streaming import EventWriter, Outcome
 
-__all__ = ["GENERATION_HEADER", "RUNS", "Run", "RunRegistry", "end_status", "follow", "relay"]
+__all__ = ["EVENT_STREAM", "RUNS", "Run", "RunRegistry", "end_status", "follow", "relay"]
 
 log = logging.getLogger("h2ochat.server")
 
-GENERATION_HEADER = "H2ochat-Generation-Id"
-_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A run's streams are read as they come: no proxy may hold them back (nginx's X-Accel-Buffering).
+EVENT_STREAM = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class Run:
@@ -39,8 +39,7 @@ class Run:
         self.generation = generation
         self.chunks: list[bytes] = []  # the answer's own stream, as the loop sent it
         self.events: list[str] = []  # seq n is events[n - 1]
-        self.closed = False  # the stream's last bytes were sent
-        self.kept_from = 0  # seq of the first closing event (0 until the end is known)
+        self.kept_from = 0  # seq of the first closing event (0 until the stream's last bytes were sent)
         self.status: EndStatus | None = None  # set once the answer is saved
         self.saved = 0  # events written to the database
         self.task: asyncio.Task[None] | None = None
@@ -49,17 +48,20 @@ class Run:
     async def send(self, data: bytes, last: bool) -> None:
         """The answer loop's sink."""
         if last:
-            self.closed = True
             self.kept_from = len(self.events) + 1
         if data:
             self.chunks.append(data)
             self.events.extend(split_events(self.generation, data))
         self._wake()
 
+    @property
+    def closed(self) -> bool:
+        """The stream's last bytes were sent (its closing events are known)."""
+        return self.kept_from > 0
+
     def end(self, status: EndStatus) -> None:
         if not self.kept_from:
             self.kept_from = len(self.events) + 1
-        self.closed = True
         self.status = status
         self._wake()
 
@@ -165,7 +167,7 @@ async def relay(
     request: web.Request, run: Run, headers: dict[str, str], keep_alive: bytes | None = None
 ) -> web.StreamResponse:
     """The run's own stream for the client that asked for the answer; its leaving ends only this."""
-    response = web.StreamResponse(headers={**_HEADERS, GENERATION_HEADER: run.id, **headers})
+    response = web.StreamResponse(headers={**EVENT_STREAM, GENERATION_HEADER: run.id, **headers})
     with contextlib.suppress(ConnectionError):
         await response.prepare(request)
         await follow(request, response, run, _write_chunks(run), lambda: run.closed, keep_alive=keep_alive)
