@@ -120,6 +120,26 @@ async def test_a_stored_answer_whose_reader_stopped_completes_and_the_reader_is_
         assert answer["status"] == "done" and answer["content"] == LONG
 
 
+async def test_a_reattach_stream_whose_reader_stopped_is_dropped(
+    raw_client: Client, readers: list[socket.socket]
+) -> None:
+    # A replay of 400 KB of events to a reader that takes none: write_timeout closes it, as any stream.
+    config = replace(fixed_config(text=LONG), welcome_gate=False, write_timeout=0.5)
+    async with start_server(config) as server:
+        client = raw_client(server.url)
+        conversation = await client.create()
+        status, raw, response = await client.message(conversation, "Hi", max_new_tokens=400)
+        assert status == 200 and len(raw) > 400_000
+        run = response.headers["H2ochat-Generation-Id"]
+        cookie = client.http.cookie_jar.filter_cookies(URL(server.url))["hf-chat"].value
+        path = f"/conversation/{conversation}/stream?generationId={run}&fromSeq=0"
+        head = f"GET {path} HTTP/1.1\r\nHost: {{host}}\r\nCookie: hf-chat={cookie}\r\n\r\n"
+        readers.append(await asyncio.wait_for(stop_reading(server.url, head.encode()), BOUND))
+        assert await until_closed(readers) == [True]
+        status, _, _ = await asyncio.wait_for(client.message(conversation, "Again", max_new_tokens=2), BOUND)
+        assert status == 200  # the server goes on serving
+
+
 async def test_a_stream_whose_reader_stopped_ends_and_frees_the_models_place_when_not_resumable(
     raw_client: Client, readers: list[socket.socket]
 ) -> None:
