@@ -224,9 +224,16 @@ def test_a_lost_connection_then_a_restarted_server(server: Any, visit: Any) -> N
     answer = page.get_by_role("article", name="Assistant")
     expect(answer).to_contain_text("word5")
     served.stop(signal.SIGKILL)
+    # The page waits for the answer, which a server that is only out of reach goes on writing.
     expect(answer.get_by_role("alert")).to_contain_text("connection to the server was lost")
     expect(answer.locator(".body")).to_contain_text("word0 word1")  # kept
+    expect(answer).to_have_attribute("aria-busy", "true")
     served.start()  # same port, same database
+    # Back: this server's start marked the answer interrupted, which the page learns by reattaching.
+    expect(answer.get_by_role("alert")).to_contain_text("server stopped before the answer was complete")
+    expect(answer.get_by_role("alert")).not_to_contain_text("connection to the server was lost")
+    expect(answer).to_have_attribute("aria-busy", "false")
+    expect(answer.locator(".body")).to_contain_text("word0 word1")
     choose(page, "test/slow")  # same model: the conversation stays
     send(page, "after the restart")
     expect(page.get_by_role("article", name="Assistant").last).to_contain_text("word3")

@@ -21,6 +21,13 @@ export function onLost(listener) {
   lostListener = listener;
 }
 
+// Answers waiting for the server to come back (followRun) try again at once when told it answers.
+const back = new EventTarget();
+
+export function serverBack() {
+  back.dispatchEvent(new Event("back"));
+}
+
 function lost(partial = false) {
   lostListener();
   return new ChatError(LOST, { partial, lost: true });
@@ -162,7 +169,7 @@ export const GENERATION = "H2ochat-Generation-Id";
 export async function sendMessage(
   id,
   inputs,
-  { messageId, answerId, isRetry = false, isContinue = false, parameters = {}, signal, onToken, onStart, stopping },
+  { messageId, answerId, isRetry = false, isContinue = false, parameters = {}, signal, onToken, onStart, onWaiting, stopping },
 ) {
   const options = { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" };
   if (isContinue) options.is_continue = true;
@@ -171,7 +178,7 @@ export async function sendMessage(
   const response = await request("POST", `conversation/${id}`, { json: body, signal });
   onStart?.({ leftOut: Number(response.headers.get("H2ochat-Left-Out") || 0) });
   const run = { id: response.headers.get(GENERATION), seq: 0 };
-  const handlers = { signal, onToken, stopping };
+  const handlers = { signal, onToken, onWaiting, stopping };
   const decoder = new EventDecoder();
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {
@@ -197,8 +204,9 @@ export async function sendMessage(
 
 // Reattach (docs/protocol.md): the events of the run `run.id` (null: the conversation's newest) after
 // `run.seq`, then the live ones until it ends. While the server cannot be reached it tries again,
-// sooner when the browser says it is back online or the page is shown again, until `signal` aborts.
-export async function followRun(id, run, { signal, onToken, stopping }) {
+// sooner when the browser says it is back online, the page is shown again or the server answers
+// (serverBack), until `signal` aborts; onWaiting(true) says it waits, onWaiting(false) that it is back.
+export async function followRun(id, run, { signal, onToken, onWaiting, stopping }) {
   const handlers = { signal, onToken, stopping };
   for (let attempt = 0; ; attempt++) {
     const query = new URLSearchParams({ fromSeq: String(run.seq) });
@@ -209,9 +217,11 @@ export async function followRun(id, run, { signal, onToken, stopping }) {
     } catch (error) {
       if (error.name === "AbortError" || signal?.aborted) return { stopped: true };
       lostListener();
+      onWaiting?.(true);
       await networkBack(attempt, signal);
       continue;
     }
+    onWaiting?.(false);
     if (!response.ok) throw await failure(response);
     run.id ||= response.headers.get(GENERATION);
     try {
@@ -247,9 +257,13 @@ async function readRun(response, run, handlers) {
   }
 }
 
-// The run ended without the answer's own last event (which says how): only a stop explains that.
+// The run ended without the answer's own last event, which says how (a stop, in any tab, has one):
+// a stop asked for here, or a server that stopped while generating it (the next start marks it).
 function runEnded(status, { stopping }) {
-  if (stopping?.() || status === "interrupted") return { stopped: true };
+  if (stopping?.()) return { stopped: true };
+  if (status === "interrupted") {
+    throw new ChatError("The server stopped before the answer was complete.", { partial: true });
+  }
   throw new ChatError(`The answer ended (${status}) before it was complete.`, { partial: true });
 }
 
@@ -260,6 +274,7 @@ function networkBack(attempt, signal) {
     const done = () => {
       clearTimeout(timer);
       window.removeEventListener("online", done);
+      back.removeEventListener("back", done);
       document.removeEventListener("visibilitychange", shown);
       signal?.removeEventListener("abort", done);
       resolve();
@@ -267,6 +282,7 @@ function networkBack(attempt, signal) {
     const shown = () => document.visibilityState === "visible" && done();
     const timer = setTimeout(done, wait);
     window.addEventListener("online", done);
+    back.addEventListener("back", done);
     document.addEventListener("visibilitychange", shown);
     signal?.addEventListener("abort", done);
   });

@@ -106,7 +106,14 @@ new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialo
 new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 
 // Back after being away: what failed meanwhile is asked again.
-const offline = new Offline({ banner: $("offline"), reachable: api.reachable, onBack: () => caughtUp() });
+const offline = new Offline({
+  banner: $("offline"),
+  reachable: api.reachable,
+  onBack: () => {
+    api.serverBack(); // answers waiting for it reattach now
+    caughtUp();
+  },
+});
 api.onLost(() => offline.lost());
 
 function notice(text) {
@@ -209,12 +216,14 @@ async function resume(conversation, view) {
     await api.followRun(conversation.id, { id: null, seq: 0 }, {
       signal: run.controller.signal,
       onToken: (token) => view.append(token),
+      onWaiting: (on) => view.showWaiting(on),
       stopping: () => run.stopping,
     });
     await view.drawn();
   } catch (error) {
     failure = error;
   } finally {
+    view.showWaiting(false);
     view.setStreaming(false);
     running.end(run);
   }
@@ -361,6 +370,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
       signal: run.controller.signal,
       onToken: (token) => view.append(token),
       onStart: ({ leftOut }) => leftOut && view.note(leftOutNote(leftOut), "info"),
+      onWaiting: (on) => view.showWaiting(on),
       stopping: () => run.stopping,
     });
     await view.drawn();
@@ -376,6 +386,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
     else if (isRetry) failure = error; // the server's tree says what is left: it is read again below
     else refused(user, view, error, views, tree, here());
   } finally {
+    view.showWaiting(false);
     view.setStreaming(false);
     if (tree.get(view.id)) tree.get(view.id).content = view.text;
     running.end(run);

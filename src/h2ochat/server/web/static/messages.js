@@ -94,6 +94,14 @@ export class MessageView {
     return note;
   }
 
+  // While the server cannot be reached during the answer: said here, and gone once it is back.
+  showWaiting(on) {
+    this.notes.querySelector(".waiting")?.remove();
+    if (!on) return;
+    const note = this.note("The connection to the server was lost. The answer carries on here once it is back.");
+    note.classList.add("waiting");
+  }
+
   // Not stored: marked, with why ("Not sent." when the server was out of reach: its banner says so).
   markUnsent(error) {
     this.note(error.lost ? "Not sent." : error.message, error.lost ? "info" : "error");
