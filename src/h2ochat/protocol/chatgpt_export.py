@@ -66,7 +66,8 @@ def looks_like_chatgpt(raw: bytes) -> bool:
 
 def from_chatgpt(raw: bytes, model: str, limits: ImportLimits) -> list[tuple[str, ExportConversation]]:
     """Each conversation with its import key (a digest of its source); ``model`` is the one they are
-    continued with (ChatGPT's models are not this server's). :class:`ImportRefused` for a file that is not a ChatGPT export."""
+    continued with (ChatGPT's models are not this server's). :class:`ImportRefused` for a file that is
+    not a ChatGPT export."""
     try:
         source = msgspec.json.decode(raw, type=list[msgspec.Raw])
     except msgspec.DecodeError as exc:

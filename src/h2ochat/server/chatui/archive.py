@@ -109,6 +109,8 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, most: int) -
                         413,
                     )
                 chunks.append(chunk)
+    except ImportRefused:
+        raise
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise ImportRefused(f"{member.filename} in the zip cannot be read: {exc}") from None
     return b"".join(chunks)
