@@ -353,16 +353,21 @@ def _add_routes(app: web.Application, table: web.RouteTableDef, base: str) -> No
             web.RouteDef(route.method, path, route.handler, route.kwargs).register(app.router)  # GET: HEAD too
 
 
-async def _store(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    options = StoreOptions(
+def store_options(config: ServerConfig) -> StoreOptions:
+    """The store's options from the server's settings (the server's, and the command line's own use of
+    the database: ``h2ochat export/import`` without a server)."""
+    return StoreOptions(
         pool_size=config.db_pool_size,
         session_idle=config.session_idle_days * 86400,
         orphan_ttl=config.orphan_ttl,
         run_log_keep=config.run_log_keep,
         preprompts={model.name: model.preprompt for model in config.models},
     )
-    app[STORE] = await open_store(config.db_path(), options)
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[STORE] = await open_store(config.db_path(), store_options(config))
     yield
     await app[STORE].close()
 

@@ -14,8 +14,10 @@ from h2ochat.protocol.export import ImportLimits, ImportRefused
 from h2ochat.server.chatui.archive import read_import, to_export, write_zip
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, json_response
+from h2ochat.server.storage import Store
+from h2ochat.server.storage.portability import Imported
 
-__all__ = ["import_limits", "routes"]
+__all__ = ["export_zip", "import_body", "import_limits", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -31,8 +33,7 @@ def import_limits(config: ServerConfig) -> ImportLimits:
 async def export(request: web.Request) -> web.StreamResponse:
     """Every conversation of the session (none without one) as a zip to download."""
     session = request[SESSION]
-    trees = await request.app[STORE].export_conversations(session) if session else []
-    body = write_zip(to_export(trees))
+    body = await export_zip(request.app[STORE], session) if session else write_zip(to_export([]))
     headers = {"Content-Disposition": 'attachment; filename="h2ochat-export.zip"', "Cache-Control": "no-store"}
     return web.Response(body=body, content_type="application/zip", headers=headers)
 
@@ -45,13 +46,24 @@ async def import_(request: web.Request) -> web.StreamResponse:
     if not body.strip():
         raise ApiError(400, "The request has no body: send the export's zip, its JSON, or ChatGPT's conversations.json")
     try:
-        conversations = read_import(body, import_limits(config), request.app[MODELS].names[0])
+        imported = await import_body(request.app[STORE], config, request[SESSION], body, request.app[MODELS].names[0])
     except ImportRefused as exc:
         raise ApiError(exc.status, str(exc)) from None
-    imported = await request.app[STORE].import_conversations(request[SESSION], conversations, config.max_conversations)
     return json_response(
         {"imported": len(imported.conversations), "skipped": imported.skipped, "conversations": imported.conversations}
     )
+
+
+async def export_zip(store: Store, session: str) -> bytes:
+    """The session's export, as the route sends it."""
+    return write_zip(to_export(await store.export_conversations(session)))
+
+
+async def import_body(store: Store, config: ServerConfig, session: str, body: bytes, model: str) -> Imported:
+    """Check a whole upload, then write it in one transaction (``model``: the one ChatGPT's get).
+    :class:`ImportRefused` for a bad file, the store's errors past its limits."""
+    conversations = read_import(body, import_limits(config), model)
+    return await store.import_conversations(session, conversations, config.max_conversations)
 
 
 async def _body(request: web.Request, most: int) -> bytes:
