@@ -58,7 +58,7 @@ def test_markdown_is_the_active_branch_and_names_are_safe() -> None:
 
 def refused(raw: bytes, limits: ImportLimits | None = None) -> ImportRefused:
     with pytest.raises(ImportRefused) as caught:
-        decode_export(raw, limits or ImportLimits())
+        decode_export(raw, limits or ImportLimits(max_new_tokens=4096))
     return caught.value
 
 
@@ -90,6 +90,9 @@ def edited(**change: object) -> bytes:
         ({"conversations__0__messages__2__score": 5}, "score"),
         ({"conversations__0__messages__2__role": "tool"}, "Invalid enum value 'tool'"),
         ({"conversations__0__extra": 1}, "unknown field"),
+        ({"conversations__0__title": "x" * 101}, "title must be 1 to 100"),
+        ({"conversations__0__settings": {"evil": 1}}, "settings holds"),
+        ({"conversations__0__settings": {"max_new_tokens": 10**9}}, "max_new_tokens"),
     ],
 )
 def test_malformed_exports_are_refused_saying_what(change: dict[str, object], words: str) -> None:

@@ -198,3 +198,29 @@ async def test_without_a_session_the_export_is_empty(
 ) -> None:
     archive, raw = await export(raw_client(servers[0].url))
     assert json.loads(raw)["conversations"] == [] and archive.namelist() == ["h2ochat-export.json"]
+
+
+async def test_a_body_sent_in_chunks_is_cut_at_the_limit_and_cross_site_imports_are_refused(
+    tmp_path: Path, raw_client: Any
+) -> None:
+    config = replace(fixed_config(db=str(tmp_path / "c.db"), echo=True), max_import_bytes=1 << 20)
+    async with start_server(config) as server:
+        client = raw_client(server.url)
+        sent = 0
+
+        async def endless() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+            nonlocal sent
+            while sent < 64 << 20:
+                sent += 1 << 16
+                yield b" " * (1 << 16)
+
+        headers = {"Content-Type": "application/json"}
+        status, answer, _ = await client.request("POST", "/api/import", data=endless(), headers=headers)
+        assert status == 413 and "max_import_bytes" in answer["message"]
+        assert sent < 16 << 20  # refused long before the end
+        hostile = {"Content-Type": "application/zip", "Origin": "http://evil.example"}
+        status, answer, _ = await client.request("POST", "/api/import", data=GOOD, headers=hostile)
+        assert status == 403 and "Cross-origin" in answer["message"]
+        other = {"Content-Type": "application/zip"}  # a zip elsewhere: JSON is asked for, as before
+        status, answer, _ = await client.request("POST", "/conversation", data=GOOD, headers=other)
+        assert status == 415

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from h2ochat.protocol.export import ExportConversation, ExportMessage, ImportLimits, ImportRefused, validate
+from h2ochat.protocol.export import MAX_TITLE, ExportConversation, ExportMessage, ImportLimits, ImportRefused, validate
 
 __all__ = ["from_chatgpt", "looks_like_chatgpt"]
 
@@ -126,7 +126,7 @@ def _convert(source: _Conversation, index: int, model: str, key: str) -> ExportC
         alone = len(node.children) == 1
         stack.extend((child, here, alone) for child in reversed(node.children))
     leaf = kept.get(source.current_node or "", messages[-1].id)
-    title = (source.title or "").strip() or "Imported chat"
+    title = (source.title or "").strip()[:MAX_TITLE] or "Imported chat"
     updated = _time(source.update_time, created)
     return ExportConversation(f"chatgpt-{index}", title, model, created, updated, leaf, messages)
 

@@ -18,8 +18,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from h2ochat.protocol.parameters import check_settings
+
 __all__ = [
     "FORMAT",
+    "MAX_TITLE",
     "VERSION",
     "Export",
     "ExportConversation",
@@ -38,6 +41,8 @@ __all__ = [
 FORMAT = "h2ochat-export"
 VERSION = 1
 ROLES = ("user", "assistant")
+MAX_TITLE = 100  # as PATCH /conversation/<id> allows
+MAX_MODEL = 200
 # A message id as the server makes them (UUIDs) or any id of this shape; nothing that could be a path.
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -96,6 +101,7 @@ class ImportLimits(msgspec.Struct, frozen=True):
     messages: int = 1000  # per conversation, every branch counted
     chars: int = 1_000_000  # per message text
     bytes: int = 20 * 1024 * 1024  # the upload (a zip's JSON may unpack to 5 times as much)
+    max_new_tokens: int | None = None  # the ceiling a conversation's settings are checked against
 
 
 def encode_export(export: Export) -> bytes:
@@ -141,6 +147,12 @@ def validate(conversations: list[ExportConversation], limits: ImportLimits) -> N
 
 
 def _check_tree(conversation: ExportConversation, where: str, limits: ImportLimits) -> None:
+    if not 1 <= len(conversation.title) <= MAX_TITLE or not 1 <= len(conversation.model) <= MAX_MODEL:
+        raise ImportRefused(f"{where}: the title must be 1 to {MAX_TITLE} characters, the model 1 to {MAX_MODEL}")
+    try:
+        conversation.settings = check_settings(conversation.settings, ceiling=limits.max_new_tokens)
+    except ValueError as exc:
+        raise ImportRefused(f"{where}: {exc}") from None
     messages = conversation.messages
     if len(messages) > limits.messages:
         raise ImportRefused(

@@ -8,6 +8,8 @@ whole or refused whole, with a 400 or 413 that says why.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from h2ochat.protocol.export import ImportLimits, ImportRefused
@@ -25,7 +27,11 @@ routes = web.RouteTableDef()
 def import_limits(config: ServerConfig) -> ImportLimits:
     messages = config.max_messages or 1_000_000  # 0 is "no limit" there
     return ImportLimits(
-        config.max_import_conversations, messages, config.max_import_message_chars, config.max_import_bytes
+        config.max_import_conversations,
+        messages,
+        config.max_import_message_chars,
+        config.max_import_bytes,
+        config.max_new_tokens_limit,
     )
 
 
@@ -56,13 +62,14 @@ async def import_(request: web.Request) -> web.StreamResponse:
 
 async def export_zip(store: Store, session: str) -> bytes:
     """The session's export, as the route sends it."""
-    return write_zip(to_export(await store.export_conversations(session)))
+    return await asyncio.to_thread(write_zip, to_export(await store.export_conversations(session)))
 
 
 async def import_body(store: Store, config: ServerConfig, session: str, body: bytes, model: str) -> Imported:
     """Check a whole upload, then write it in one transaction (``model``: the one ChatGPT's get).
     :class:`ImportRefused` for a bad file, the store's errors past its limits."""
-    conversations = read_import(body, import_limits(config), model)
+    # Off the event loop: unpacking, decoding and checking a large file takes a while.
+    conversations = await asyncio.to_thread(read_import, body, import_limits(config), model)
     return await store.import_conversations(session, conversations, config.max_conversations)
 
 
