@@ -1,4 +1,4 @@
-"""The ``h2ochat`` command: ask, chat, serve, models.
+"""The ``h2ochat`` command: ask, chat, serve, models, export, import.
 
 ``h2ochat "question"`` is short for ``h2ochat ask "question"``.
 """
@@ -13,6 +13,7 @@ from h2ochat._version import __version__
 from h2ochat.cli.ask import ask
 from h2ochat.cli.chat import chat
 from h2ochat.cli.models import models
+from h2ochat.cli.portability import export, import_
 from h2ochat.cli.serve import serve
 
 __all__ = ["cli", "main"]
@@ -42,6 +43,8 @@ def cli() -> None:
       h2ochat serve --port 8080                       # run a server
       h2ochat models --url http://127.0.0.1:8080      # what it offers, and the models pulled here
       h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M   # a model from the Hub
+      h2ochat export history.zip --session <hf-chat cookie>   # every conversation of a session
+      h2ochat import conversations.json --url http://127.0.0.1:8080   # an export, or ChatGPT's
 
     Set H2OCHAT_URL (or --url) to talk to a running server instead of the embedded model.
     """
@@ -51,6 +54,8 @@ cli.add_command(ask)
 cli.add_command(chat)
 cli.add_command(serve)
 cli.add_command(models)
+cli.add_command(export)
+cli.add_command(import_)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.current_reads import routes as current_read_routes
 from h2ochat.server.chatui.messages import routes as message_routes
+from h2ochat.server.chatui.portability import routes as portability_routes
 from h2ochat.server.chatui.reads import routes as read_routes
 from h2ochat.server.chatui.reattach import routes as reattach_routes
 from h2ochat.server.chatui.routes import routes
@@ -84,6 +85,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     page_routes,  # the web chat page at / (server/web/page.py)
     share_routes,  # shared links, for their owner (server/chatui/shares.py)
     shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
+    portability_routes,  # export everything and import (server/chatui/portability.py)
 )
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
@@ -91,8 +93,9 @@ __all__ = ["RunningServer", "create_app", "serve", "start_server"]
 log = logging.getLogger("h2ochat.server")
 
 COOKIE = "hf-chat"
-# Writes that may start a session: 2023's, and today's settings (a current client's first POST may be it).
-_WRITES = ("/settings", "/conversation", "/api/v2/user/settings")
+# Writes that may start a session: 2023's, today's settings (a current client's first POST may be it), and an
+# import (a fresh browser brings its history).
+_WRITES = ("/settings", "/conversation", "/api/v2/user/settings", "/api/import")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UPKEEP_INTERVAL = 5.0  # seconds between rounds of the store's background work (leases, expiry)
 _CHECKED_IN_STATEMENT = (("POST", "/conversation"), ("DELETE", "/conversation/{id}"))  # see _checked_in_statement
@@ -350,16 +353,21 @@ def _add_routes(app: web.Application, table: web.RouteTableDef, base: str) -> No
             web.RouteDef(route.method, path, route.handler, route.kwargs).register(app.router)  # GET: HEAD too
 
 
-async def _store(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    options = StoreOptions(
+def store_options(config: ServerConfig) -> StoreOptions:
+    """The store's options from the server's settings (the server's, and the command line's own use of
+    the database: ``h2ochat export/import`` without a server)."""
+    return StoreOptions(
         pool_size=config.db_pool_size,
         session_idle=config.session_idle_days * 86400,
         orphan_ttl=config.orphan_ttl,
         run_log_keep=config.run_log_keep,
         preprompts={model.name: model.preprompt for model in config.models},
     )
-    app[STORE] = await open_store(config.db_path(), options)
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[STORE] = await open_store(config.db_path(), store_options(config))
     yield
     await app[STORE].close()
 

@@ -214,6 +214,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
+    # POST /api/import (docs/protocol.md section 16): the body (zip or JSON), the conversations in one
+    # file, and one message's text; a zip's JSON may unpack to 5 times max_import_bytes, no more.
+    max_import_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 20 * 1024 * 1024
+    max_import_conversations: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    max_import_message_chars: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] = 4096
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no limit

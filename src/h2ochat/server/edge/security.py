@@ -8,7 +8,7 @@
 - **Host**: a request for a name this server does not answer to is refused,
   which defeats DNS rebinding (a hostile name pointed at 127.0.0.1).
 - **Cross-site requests**: a state-changing request is accepted when it sends
-  ``Content-Type: application/json`` (a browser preflights that across
+  ``Content-Type: application/json`` (or a zip, for an import: a browser preflights those across
   origins, and the preflight fails here), or, with a form body or no body, a
   same-origin ``Origin`` or ``Referer``. A cross-origin ``Origin`` is refused
   whatever the type. Clients that are not browsers send JSON, or the Referer
@@ -27,7 +27,7 @@ from aiohttp import web
 from yarl import URL
 
 from h2ochat.server.config import ServerConfig
-from h2ochat.server.edge.http import CONFIG, ApiError
+from h2ochat.server.edge.http import CONFIG, ApiError, route_path
 
 __all__ = [
     "allowed_hosts",
@@ -46,6 +46,9 @@ __all__ = [
 log = logging.getLogger("h2ochat.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# A file POST /api/import takes as it is (a zip, or bytes): like JSON, a browser sends these across
+# origins only after a preflight, which fails here. Elsewhere they stay refused (JSON is asked for).
+FILE_TYPES = frozenset({"application/zip", "application/octet-stream"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]
@@ -161,6 +164,8 @@ def check_cross_site(request: web.Request) -> None:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and request.content_type == "application/json":
         return  # browsers preflight JSON across origins
+    if content_type is not None and request.content_type in FILE_TYPES and route_path(request) == "/api/import":
+        return  # and these
     if request.body_exists and request.content_type not in FORM_TYPES:
         raise ApiError(
             415,

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
+from h2ochat.server.storage.portability import Portability
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
 
@@ -298,9 +299,10 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Protocol):
+class Store(Runs, Shares, Portability, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
-    :class:`~h2ochat.server.storage.shares.Shares`)."""
+    :class:`~h2ochat.server.storage.shares.Shares`; export and import:
+    :class:`~h2ochat.server.storage.portability.Portability`)."""
 
     @property
     def statements(self) -> int:

@@ -64,6 +64,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
+from h2ochat.server.storage.postgres_portability import PostgresPortability
 from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
 from h2ochat.server.storage.postgres_shares import PostgresShares, forget_shares
@@ -77,7 +78,7 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore(PostgresRuns, PostgresShares):
+class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:

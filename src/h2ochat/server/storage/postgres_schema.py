@@ -8,6 +8,7 @@ in UTC, so both stores return the same rows.
 
 from __future__ import annotations
 
+from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
@@ -185,4 +186,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("007_runs", _RUNS),
     ("008_shares", SHARES_SCHEMA),
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
+    ("012_imports", IMPORTS_SCHEMA),  # portability: what was imported, so a second import skips it
 ]

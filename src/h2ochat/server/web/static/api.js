@@ -42,11 +42,15 @@ export async function reachable() {
   }
 }
 
-async function request(method, path, { json, form, signal } = {}) {
+async function request(method, path, { json, form, file, signal } = {}) {
   const init = { method, signal, headers: { Accept: "application/json" } };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
+  } else if (file !== undefined) {
+    // A file as it is: a zip, or JSON (types a browser preflights across origins, as the server asks).
+    init.headers["Content-Type"] = /\.zip$/i.test(file.name) ? "application/zip" : "application/json";
+    init.body = file;
   } else if (form !== undefined) {
     init.body = new URLSearchParams(form); // form-encoded: the server checks its Referer
   }
@@ -363,4 +367,9 @@ export function uuid() {
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+// Export and import (docs/protocol.md section 16): what an import added ({imported, skipped, conversations}).
+export async function importHistory(file) {
+  return (await request("POST", "api/import", { file })).json();
 }

@@ -15,6 +15,7 @@ import { Offline } from "./offline.js";
 import { SystemPromptDialog } from "./prompt.js";
 import { Running } from "./running.js";
 import { SettingsDialog, withSettings } from "./settings.js";
+import { Portability } from "./portability.js";
 import { ShareDialog, SharedLinks } from "./shares.js";
 import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
@@ -104,6 +105,7 @@ new Branches({
 
 new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialog"), current: () => state.current });
 new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
+new Portability({ button: $("import-history"), dialog: $("import-dialog"), onImported: () => sidebar.refresh() });
 
 // Back after being away: what failed meanwhile is asked again.
 const offline = new Offline({
