@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
+from h2ochat.server.storage.devices import Devices
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
 
@@ -298,9 +299,9 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Protocol):
+class Store(Runs, Shares, Devices, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
-    :class:`~h2ochat.server.storage.shares.Shares`)."""
+    :class:`~h2ochat.server.storage.shares.Shares`; devices: :class:`~h2ochat.server.storage.devices.Devices`)."""
 
     @property
     def statements(self) -> int:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
+from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
@@ -134,6 +135,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("006_conversation_trees", _trees),
     ("007_runs", _statements(_RUNS)),
     ("008_shares", _statements(SHARES_SCHEMA)),
+    ("013_devices", _statements(DEVICES_SCHEMA)),  # storage/devices.py
 ]
 
 
