@@ -63,8 +63,8 @@ from h2ochat.server.storage import (
     tree_of,
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
-from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
 from h2ochat.server.storage.postgres_devices import PostgresDevices, forget_devices, move_devices
+from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
 from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
 from h2ochat.server.storage.postgres_shares import PostgresShares, forget_shares

@@ -8,10 +8,10 @@ in UTC, so both stores return the same rows.
 
 from __future__ import annotations
 
+from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
-from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS"]

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
-from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.devices import DEVICES_SCHEMA
+from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
