@@ -56,6 +56,8 @@ def test_a_history_moves_with_a_code_and_leaves_when_detached(page_server: Serve
     expect(second.page.locator("dialog#welcome")).not_to_be_visible()  # the history's own gate was passed
     expect(second.page.locator("li.conversation")).to_have_count(1)
     second.page.locator("li.conversation").first.click()
+    second.page.wait_for_url("**/conversation/*")
+    conversation_id = second.page.url.rsplit("/", 1)[1]
     expect(second.page.get_by_role("article", name="You").first).to_contain_text("Remember the tulips")
 
     # The code was spent: the same code from a third place answers as unknown.
@@ -79,6 +81,8 @@ def test_a_history_moves_with_a_code_and_leaves_when_detached(page_server: Serve
     expect(second.page.get_by_role("dialog", name="Welcome to h2ochat")).to_be_visible()  # a fresh visitor
     expect(second.page.locator("li.conversation")).to_have_count(0)
     expect(first.page.locator("li.conversation")).to_have_count(1)
-    for browser in (first, second):
-        assert browser.watcher.errors == [] and browser.watcher.dialogs == []
+    assert first.watcher.errors == [] and first.watcher.dialogs == [] and second.watcher.dialogs == []
+    # The second was on the conversation's address: reloaded, that conversation is a 404 for it now.
+    assert second.page.url.endswith("/conversation/" + conversation_id)
+    assert second.watcher.errors == ["Failed to load resource: the server responded with a status of 404 (Not Found)"]
     assert [e for e in third.watcher.errors if "status of 404" not in e] == []

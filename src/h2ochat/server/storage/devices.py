@@ -40,7 +40,7 @@ __all__ = [
     "normal_code",
 ]
 
-# No 0/O, 1/I/L, nor U (its look-alike V stays): 31 letters, read aloud and typed without doubt.
+# No 0/O, 1/I/L, nor U (its look-alike V stays): 30 characters, read aloud and typed without doubt.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE = re.compile(f"[{CODE_ALPHABET}]{{8}}")  # 8 of them: about 39 bits
 DEVICE_SECRET = re.compile(r"[A-Za-z0-9_-]{48}")  # secrets.token_urlsafe(36); session ids are 43 (or 36)
