@@ -20,9 +20,11 @@ FIREFOX_ANDROID = "Mozilla/5.0 (Android 14; Mobile; rv:121.0) Gecko/121.0 Firefo
 SHOWN_CODE = re.compile(f"[{CODE_ALPHABET}]{{4}}-[{CODE_ALPHABET}]{{4}}")
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with start_server(fixed_config(db=str(tmp_path / "devices.db"), text="Fine.")) as running:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """On both databases: a device's lookup is a statement of each store's own."""
+    db = str(tmp_path / "devices.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    async with start_server(fixed_config(db=db, text="Fine.")) as running:
         yield running
 
 
@@ -69,6 +71,8 @@ async def test_a_code_brings_the_history_to_another_browser(server: RunningServe
     assert status == 200, body
     _, read, _ = await laptop.request("GET", f"/api/conversation/{conversation}")
     assert "And from the phone?" in [m["content"] for m in read["messages"]]
+    started_on_phone = await phone.create()  # a step that checks its session in its own statement
+    assert set(await conversations(laptop)) == {conversation, started_on_phone}
     # The phone's cookie is its own, not the session's id.
     cookies = {c.key: c.value for c in phone.http.cookie_jar}
     assert cookies["hf-chat"] != {c.key: c.value for c in laptop.http.cookie_jar}["hf-chat"]
