@@ -63,8 +63,7 @@ class PostgresDevices:
         async with self._db.pooled() as db, db.transaction():
             await db.execute("DELETE FROM device_codes WHERE session_id = $1", session_id)
             sql = f"INSERT INTO device_codes (code_hash, session_id, expires_at) VALUES ($1, $2, {clock('$3')}) "
-            await db.execute(sql + "RETURNING expires_at", digest(code), session_id, -ttl)
-            return str(await db.fetchval("SELECT expires_at FROM device_codes WHERE session_id = $1", session_id))
+            return str(await db.fetchval(sql + "RETURNING expires_at", digest(code), session_id, -ttl))
 
     async def link_device(self, code: str, secret: str, label: str) -> str | None:
         values = (digest(code), secrets.token_urlsafe(12), digest(secret), label, self.options.session_idle)
