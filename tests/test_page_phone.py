@@ -60,8 +60,9 @@ def test_text_fields_use_16_px_text(page_server: Served, visit: Any) -> None:
     sizes = page.evaluate(
         "[...document.querySelectorAll('textarea, input, select')].map((e) => getComputedStyle(e).fontSize)"
     )
-    # message, search, rename, model, two settings, system prompt, the share link and its expiry, the import's file
-    assert len(sizes) == 10 and set(sizes) == {"16px"}
+    # message, search, rename, model, two settings, system prompt, the share link and its expiry,
+    # the import's file, the device code, its link, and the code typed on another device (devices.js)
+    assert len(sizes) == 13 and set(sizes) == {"16px"}
 
 
 def test_the_top_bar_has_the_title_new_chat_and_more(page_server: Served, visit: Any) -> None:

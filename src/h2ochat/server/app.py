@@ -23,6 +23,7 @@ from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.current_reads import routes as current_read_routes
+from h2ochat.server.chatui.devices import routes as device_routes
 from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.portability import routes as portability_routes
 from h2ochat.server.chatui.reads import routes as read_routes
@@ -34,11 +35,13 @@ from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
     CONFIG,
+    DEVICE,
     MODELS,
     SESSION,
     SESSION_FOUND,
     STORE,
     ApiError,
+    DeviceCookie,
     describe_http_error,
     json_response,
     limit_rate,
@@ -70,6 +73,7 @@ from h2ochat.server.storage import (
     TooManyRunning,
     open_store,
 )
+from h2ochat.server.storage.devices import DEVICE_SECRET
 from h2ochat.server.web.page import routes as page_routes
 from h2ochat.server.web.shared import routes as shared_page_routes
 
@@ -86,6 +90,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     share_routes,  # shared links, for their owner (server/chatui/shares.py)
     shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
     portability_routes,  # export everything and import (server/chatui/portability.py)
+    device_routes,  # one history in several browsers (server/chatui/devices.py)
 )
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
@@ -231,7 +236,9 @@ def _checked_in_statement(request: web.Request) -> bool:
 def _lone_cookie(request: web.Request) -> str | None:
     """The request's hf-chat value when it sends exactly one, of the shape the server issues."""
     values = _cookie_values(request)
-    return values[0] if len(values) == 1 and _SESSION_ID.fullmatch(values[0]) else None
+    # A device's secret is looked up first (its session id is not its cookie).
+    lone = len(values) == 1 and _SESSION_ID.fullmatch(values[0]) and not DEVICE_SECRET.fullmatch(values[0])
+    return values[0] if lone else None
 
 
 def _is_2023_message(request: web.Request) -> bool:
@@ -263,12 +270,26 @@ async def _cookie_session(request: web.Request, store: Store) -> tuple[Session |
         return None, True
     found: Session | None = None
     for value in values:
-        session = await store.session(value) if _SESSION_ID.fullmatch(value) else None
+        session = await _value_session(request, store, value, first=found is None)
         if session is not None and found is not None and session.id != found.id:
             log.warning("a request carried hf-chat cookies of two different sessions; neither is used")
+            request.pop(DEVICE, None)
             return None, True
         found = found or session
     return found, False
+
+
+async def _value_session(request: web.Request, store: Store, value: str, *, first: bool) -> Session | None:
+    """The live session one hf-chat value names: a session's own id, or a device's secret (section 17),
+    which the request then keeps (``DEVICE``) so that its cookie stays the device's."""
+    if DEVICE_SECRET.fullmatch(value):
+        found = await store.device_session(value)
+        if found is None:
+            return None
+        if first:
+            request[DEVICE] = DeviceCookie(found[1], value)
+        return found[0]
+    return await store.session(value) if _SESSION_ID.fullmatch(value) else None
 
 
 def _cookie_values(request: web.Request) -> list[str]:
@@ -289,6 +310,9 @@ async def _set_cookie(request: web.Request, response: web.StreamResponse) -> Non
     already turned ``response.set_cookie`` values into headers.
     """
     session = request.get(SESSION)
+    device = request.get(DEVICE)
+    if session and device is not None:
+        session = device.secret  # a device's cookie is its own secret, never the session's id
     if session:  # a read without a session gets none
         secure = "; Secure" if public(request).scheme == "https" else ""
         config = request.app[CONFIG]

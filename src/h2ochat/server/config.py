@@ -213,6 +213,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_messages: Annotated[int, msgspec.Meta(ge=0)] = 1000  # per conversation, every branch counted; 0: no limit
     new_sessions_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60  # per client address; 0: no limit
     welcome_gate: bool = True
+    # Another browser joins a session with a one-time code (docs/protocol.md section 17): seconds a code
+    # lives, and tries at a code per minute, per client address and from all addresses together (0: none).
+    device_code_ttl: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    device_links_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 10
+    device_links_per_minute_all: Annotated[int, msgspec.Meta(ge=0)] = 100
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1024 * 1024
     # POST /api/import (docs/protocol.md section 16): the body (zip or JSON), the conversations in one
     # file, and one message's text; a zip's JSON may unpack to 5 times max_import_bytes, no more.

@@ -23,6 +23,7 @@ from h2ochat.server.chatui.stops import StopPoint, stop_reason
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import (
     CONFIG,
+    DEVICE,
     MODELS,
     SESSION,
     SESSION_FOUND,
@@ -140,7 +141,8 @@ async def save_session_settings(request: web.Request, model: str | None, share: 
     # Without a session, the settings step issues one with the settings in one statement (app.sessions).
     request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted)
     found = request.get(SESSION_FOUND)
-    if accepted and found is not None and found.ethics_accepted_at is None:
+    # A linked device (section 17) keeps its own secret whatever the session's id: nothing to renew.
+    if accepted and found is not None and found.ethics_accepted_at is None and DEVICE not in request:
         # Accepting the welcome gate moves the session to a fresh id, so that one planted in the browser
         # before is worth nothing after. Only then: a page posts the settings again on every change of
         # model, and renewing each time would strand its requests already under way with the old id.

@@ -8,7 +8,7 @@ never from each other. Each words a refusal in its own shape through
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -20,6 +20,8 @@ from h2ochat.server.storage import Session, Store
 
 __all__ = [
     "CONFIG",
+    "DEVICE",
+    "DeviceCookie",
     "MODELS",
     "SESSION",
     "SESSION_FOUND",
@@ -128,4 +130,14 @@ CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", Store)
 MODELS = web.AppKey("models", Models)
 SESSION = web.RequestKey("session", str)
+
+
+class DeviceCookie(NamedTuple):
+    """A browser attached to its session as a device (storage/devices.py): its cookie is its secret."""
+
+    id: str
+    secret: str
+
+
+DEVICE = web.RequestKey("device", DeviceCookie)  # unset: the cookie is the session's own id (its first device)
 SESSION_FOUND = web.RequestKey("session_found", Session)  # the session as the request found it (unset: none)

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
+from h2ochat.server.storage.devices import Devices
 from h2ochat.server.storage.portability import Portability
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
@@ -299,10 +300,11 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Portability, Protocol):
+class Store(Runs, Shares, Portability, Devices, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
     :class:`~h2ochat.server.storage.shares.Shares`; export and import:
-    :class:`~h2ochat.server.storage.portability.Portability`)."""
+    :class:`~h2ochat.server.storage.portability.Portability`; devices:
+    :class:`~h2ochat.server.storage.devices.Devices`)."""
 
     @property
     def statements(self) -> int:

@@ -63,6 +63,7 @@ from h2ochat.server.storage import (
     tree_of,
 )
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
+from h2ochat.server.storage.postgres_devices import PostgresDevices, forget_devices, move_devices
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
 from h2ochat.server.storage.postgres_portability import PostgresPortability
 from h2ochat.server.storage.postgres_runs import PostgresRuns
@@ -78,7 +79,7 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability):
+class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresDevices):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:
@@ -156,6 +157,7 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability):
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
             await forget_shares(db, self.options.session_idle)
+            await forget_devices(db, self.options.session_idle)
             await db.execute(
                 f"DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < {ago})",
                 self.options.session_idle,
@@ -193,6 +195,7 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability):
             await db.execute(f"UPDATE sessions SET id = $1, seen_at = {NOW} WHERE id = $2", fresh, session_id)
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await db.execute("UPDATE shares SET session_id = $1 WHERE session_id = $2", fresh, session_id)
+            await move_devices(db, fresh, session_id)
         return fresh
 
     async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:

@@ -8,6 +8,7 @@ in UTC, so both stores return the same rows.
 
 from __future__ import annotations
 
+from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
@@ -187,4 +188,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("008_shares", SHARES_SCHEMA),
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
     ("012_imports", IMPORTS_SCHEMA),  # portability: what was imported, so a second import skips it
+    ("013_devices", DEVICES_SCHEMA),  # storage/devices.py
 ]

@@ -46,6 +46,7 @@ from h2ochat.server.storage import (
     now,
     tree_of,
 )
+from h2ochat.server.storage.sqlite_devices import SQLiteDevices, forget_devices, move_devices
 from h2ochat.server.storage.sqlite_portability import SQLitePortability
 from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
@@ -69,7 +70,7 @@ Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
 
-class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability):
+class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices):
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, path: str, options: StoreOptions) -> None:
@@ -146,6 +147,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability):
         def expire(db: sqlite3.Connection) -> None:
             with transaction(db):
                 forget_shares(db, cutoff)
+                forget_devices(db, cutoff)
                 db.execute(
                     "DELETE FROM conversations WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < ?)",
                     (cutoff,),
@@ -194,6 +196,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability):
                 db.execute("UPDATE sessions SET id = ?, seen_at = ? WHERE id = ?", (fresh, now(), session_id))
                 db.execute("UPDATE conversations SET session_id = ? WHERE session_id = ?", (fresh, session_id))
                 db.execute("UPDATE shares SET session_id = ? WHERE session_id = ?", (fresh, session_id))
+                move_devices(db, fresh, session_id)
 
         await self._call(move)
         return fresh

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
+from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
@@ -136,6 +137,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("007_runs", _statements(_RUNS)),
     ("008_shares", _statements(SHARES_SCHEMA)),
     ("012_imports", _statements(IMPORTS_SCHEMA)),
+    ("013_devices", _statements(DEVICES_SCHEMA)),  # storage/devices.py
 ]
 
 

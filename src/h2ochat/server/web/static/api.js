@@ -136,6 +136,12 @@ export async function share(id, days = null) {
 export const shares = () => getJSON("api/shares");
 export const revokeShare = (shareId) => call("DELETE", `api/shares/${encodeURIComponent(shareId)}`);
 
+// Devices (docs/protocol.md section 17): one history in several browsers.
+export const deviceCode = async () => (await request("POST", "api/devices/code", { json: {} })).json();
+export const linkDevice = (code) => call("POST", "api/devices/link", { json: { code } });
+export const devices = () => getJSON("api/devices");
+export const detachDevice = async (id) => (await request("DELETE", `api/devices/${encodeURIComponent(id)}`)).json();
+
 export const rename = (id, title) => call("PATCH", `conversation/${id}`, { json: { title } });
 export const saveSettings = (id, settings) => call("PATCH", `conversation/${id}`, { json: { settings } });
 export const remove = (id) => call("DELETE", `conversation/${id}`);

@@ -16,6 +16,7 @@ import { SystemPromptDialog } from "./prompt.js";
 import { Running } from "./running.js";
 import { SettingsDialog, withSettings } from "./settings.js";
 import { Portability } from "./portability.js";
+import { DevicesDialog, LinkDialog } from "./devices.js";
 import { ShareDialog, SharedLinks } from "./shares.js";
 import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
@@ -106,6 +107,8 @@ new Branches({
 new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialog"), current: () => state.current });
 new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 new Portability({ button: $("import-history"), dialog: $("import-dialog"), onImported: () => sidebar.refresh() });
+new DevicesDialog({ button: $("devices-button"), dialog: $("devices-dialog") });
+const linking = new LinkDialog({ buttons: [$("have-code"), $("welcome-have-code")], dialog: $("link-dialog") });
 
 // Back after being away: what failed meanwhile is asked again.
 const offline = new Offline({
@@ -465,6 +468,7 @@ async function start() {
   }
   picker.show(facts.activeModel, models);
   if (!welcome.passed) welcome.show();
+  linking.fromLink(); // a code's link (#link=CODE): above the welcome gate, which linking may make moot
   await Promise.all([route(), listed]);
   if (facts.resumable) markRunningElsewhere();
   document.body.dataset.ready = "true"; // for tests and the benchmark: the page is usable
