@@ -57,6 +57,7 @@ from typing import Any, NamedTuple, Protocol
 
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
+from h2ochat.server.storage.web_searches import WebSearches
 
 __all__ = [
     "DELETE_SUBTREE",
@@ -298,7 +299,7 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Protocol):
+class Store(Runs, Shares, WebSearches, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
     :class:`~h2ochat.server.storage.shares.Shares`)."""
 

@@ -12,6 +12,7 @@ from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS"]
 
@@ -185,4 +186,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("007_runs", _RUNS),
     ("008_shares", SHARES_SCHEMA),
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
+    ("014_web_searches", WEB_SEARCHES_SCHEMA),
 ]

@@ -49,6 +49,7 @@ from h2ochat.server.storage import (
 from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 from h2ochat.server.storage.sqlite_shares import SQLiteShares, forget_shares
+from h2ochat.server.storage.sqlite_web_searches import SQLiteWebSearches
 
 __all__ = ["SQLiteStore"]
 
@@ -68,7 +69,7 @@ Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
 
-class SQLiteStore(SQLiteRuns, SQLiteShares):
+class SQLiteStore(SQLiteRuns, SQLiteShares, SQLiteWebSearches):
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, path: str, options: StoreOptions) -> None:

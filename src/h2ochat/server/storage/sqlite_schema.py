@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from h2ochat.server.storage import SchemaTooNew, now
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
@@ -134,6 +135,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("006_conversation_trees", _trees),
     ("007_runs", _statements(_RUNS)),
     ("008_shares", _statements(SHARES_SCHEMA)),
+    ("014_web_searches", _statements(WEB_SEARCHES_SCHEMA)),
 ]
 
 
