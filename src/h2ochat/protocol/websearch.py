@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from h2ochat.protocol.chatui import WebSearchUpdate, encode_update
+
 __all__ = ["SearchEvent", "Source", "current_update", "legacy_line", "legacy_result", "source_from"]
 
 
@@ -63,11 +65,8 @@ def legacy_result(search_id: str) -> bytes:
 def current_update(event: SearchEvent | None) -> bytes:
     """A ``webSearch`` update line of today's stream; None: the ``finished`` one."""
     if event is None:
-        return b'{"type":"webSearch","subtype":"finished"}\n'
-    return json.dumps({"type": "webSearch", "subtype": event.kind, **_fields(event)}).encode() + b"\n"
-
-
-def _fields(event: SearchEvent) -> dict[str, Any]:
-    data = event.to_json()
-    del data["type"]
-    return data
+        return encode_update(WebSearchUpdate(subtype="finished"))
+    if event.kind == "sources":
+        sources = [source.to_json() for source in event.sources]
+        return encode_update(WebSearchUpdate(subtype="sources", message=event.message, sources=sources))
+    return encode_update(WebSearchUpdate(subtype=event.kind, message=event.message, args=event.args))
