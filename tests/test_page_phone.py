@@ -60,8 +60,8 @@ def test_text_fields_use_16_px_text(page_server: Served, visit: Any) -> None:
     sizes = page.evaluate(
         "[...document.querySelectorAll('textarea, input, select')].map((e) => getComputedStyle(e).fontSize)"
     )
-    # message, search, rename, model, two settings, system prompt, the share link and its expiry
-    assert len(sizes) == 9 and set(sizes) == {"16px"}
+    # message, search, rename, model, two settings, system prompt, the share link and its expiry, web search
+    assert len(sizes) == 10 and set(sizes) == {"16px"}
 
 
 def test_the_top_bar_has_the_title_new_chat_and_more(page_server: Served, visit: Any) -> None:
