@@ -132,3 +132,33 @@ def test_the_web_search_table_is_read_from_the_file(tmp_path: Any) -> None:
     path.write_text('[web_search]\nengin = "searxng"\n')
     with pytest.raises(ConfigError, match="engin"):
         load_config(path)
+
+
+async def test_the_ddgs_engine_reads_the_library_s_results_and_its_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ddgs needs the internet, so its class is replaced here by one answering in its documented shape
+    (``text()``: a list of ``{"title", "href", "body"}``), and by one failing as it does offline."""
+    import ddgs
+
+    from h2ochat.server.websearch.engines import DdgsEngine, EngineError, Result
+
+    class Answering:
+        def __init__(self, timeout: int) -> None:
+            self.timeout = timeout
+
+        def text(self, query: str, max_results: int) -> list[dict[str, str]]:
+            found = [{"title": f"T{i}", "href": f"https://e.example/{i}", "body": query} for i in range(9)]
+            return [*found[:max_results], {"title": "no href"}]
+
+    monkeypatch.setattr(ddgs, "DDGS", Answering)
+    assert await DdgsEngine(2.0).search("eiffel", 2) == [
+        Result("T0", "https://e.example/0", "eiffel"),
+        Result("T1", "https://e.example/1", "eiffel"),
+    ]
+
+    class Offline(Answering):
+        def text(self, query: str, max_results: int) -> list[dict[str, str]]:
+            raise ddgs.exceptions.DDGSException("No results found.")
+
+    monkeypatch.setattr(ddgs, "DDGS", Offline)
+    with pytest.raises(EngineError, match="DDGS gave no results"):
+        await DdgsEngine(2.0).search("eiffel", 2)
