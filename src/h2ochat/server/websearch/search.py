@@ -37,6 +37,7 @@ class Found:
 
 async def run_search(config: WebSearchConfig, engine: Engine, fetcher: SafeFetcher, query: str, emit: Emit) -> Found:
     found = Found()
+    deadline = asyncio.get_running_loop().time() + config.search_timeout  # the engine and the pages together
 
     async def say(event: SearchEvent) -> None:
         found.events.append(event)
@@ -52,7 +53,7 @@ async def run_search(config: WebSearchConfig, engine: Engine, fetcher: SafeFetch
         await say(SearchEvent("update", "The search found nothing; answering without the web"))
         return found
     await say(SearchEvent("update", f"Reading {len(results)} pages", [r.url for r in results]))
-    texts = await _read_all(config, fetcher, results, say)
+    texts = await _read_all(config, fetcher, results, say, deadline)
     passages = [p for index, text in sorted(texts.items()) for p in split(text, index)]
     chosen = choose(query, passages, config.context_chars)
     _number(found, results, chosen)
@@ -60,7 +61,9 @@ async def run_search(config: WebSearchConfig, engine: Engine, fetcher: SafeFetch
     return found
 
 
-async def _read_all(config: WebSearchConfig, fetcher: SafeFetcher, results: list[Result], say: Emit) -> dict[int, str]:
+async def _read_all(
+    config: WebSearchConfig, fetcher: SafeFetcher, results: list[Result], say: Emit, deadline: float
+) -> dict[int, str]:
     texts: dict[int, str] = {}
 
     async def read(index: int, result: Result) -> None:
@@ -77,7 +80,8 @@ async def _read_all(config: WebSearchConfig, fetcher: SafeFetcher, results: list
         await say(SearchEvent("update", "Read", [result.url]))
 
     tasks = {asyncio.ensure_future(read(i, r)): r for i, r in enumerate(results)}
-    _, pending = await asyncio.wait(tasks, timeout=config.search_timeout)
+    left = max(0.0, deadline - asyncio.get_running_loop().time())
+    _, pending = await asyncio.wait(tasks, timeout=left)
     for task in pending:
         task.cancel()
         await say(
