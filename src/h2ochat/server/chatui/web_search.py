@@ -17,7 +17,7 @@ from aiohttp import web
 
 from h2ochat.protocol.websearch import SearchEvent, legacy_line, legacy_result, source_from
 from h2ochat.server.chatui.routes import owned
-from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError, json_response, limit_rate
+from h2ochat.server.edge.http import CONFIG, SESSION, SESSION_FOUND, STORE, ApiError, json_response, limit_rate
 from h2ochat.server.storage import Conversation, Store, now
 from h2ochat.server.storage.web_searches import StoredSearch
 from h2ochat.server.websearch.engines import engine_for
@@ -88,6 +88,10 @@ def with_sources(message: dict[str, Any], sources: dict[str, list[dict[str, str]
 @routes.get("/conversation/{id}/web-search")
 async def legacy_search(request: web.Request) -> web.StreamResponse:
     conversation = await owned(request)
+    found = request.get(SESSION_FOUND)
+    if request.app[CONFIG].welcome_gate and (found is None or found.ethics_accepted_at is None):
+        # As 2023's message post: a search fetches pages for the session, so it waits for the settings step.
+        raise ApiError(405, "You need to accept the welcome modal first")
     prompt = request.query.get("prompt", "").strip()
     if not prompt:
         raise ApiError(400, "prompt is empty: send the question as ?prompt=<text>")
