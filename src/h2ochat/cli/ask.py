@@ -55,6 +55,7 @@ def generation_options(function: Any) -> Any:
 @generation_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: text, finish reason, tokens, timings.")
 @click.option("--no-stream", is_flag=True, help="Print the answer once it is complete.")
+@click.option("--web", is_flag=True, help="Have the server search the web first; its sources are printed after.")
 @server_options
 def ask(
     question: str | None,
@@ -63,6 +64,7 @@ def ask(
     params: tuple[str, ...],
     as_json: bool,
     no_stream: bool,
+    web: bool,
     url: str | None,
     proxy: str | None,
     protocol: str,
@@ -76,6 +78,7 @@ def ask(
       echo "Summarise: $(cat notes.txt)" | h2ochat ask
       h2ochat ask --url http://127.0.0.1:8080 -p temperature=0.2 -p max_new_tokens=64 "Hi"
       h2ochat ask --json "Hi" | jq .text
+      h2ochat ask --web "Who won the match last night?"
     """
     text = question if question is not None else stdin_text()
     if not text.strip():
@@ -83,7 +86,7 @@ def ask(
     messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": text})
     parameters = parse_parameters(params)
-    run(lambda: _ask(messages, model, parameters, url, proxy, as_json, no_stream, protocol), debug)
+    run(lambda: _ask(messages, model, parameters, url, proxy, as_json, no_stream, protocol, web=web), debug)
 
 
 async def _ask(
@@ -95,13 +98,17 @@ async def _ask(
     as_json: bool,
     no_stream: bool,
     protocol: str = "auto",
+    *,
+    web: bool = False,
 ) -> None:
     stream_to_stdout = not (as_json or no_stream)
     async with connect(url, proxy, model, announce=not as_json, protocol=protocol) as connection:
         started = time.perf_counter()
         first_token: float | None = None
         parts: list[str] = []
-        result = connection.session.stream(messages, connection.model, **{**parameters, "details": True})
+        result = connection.session.stream(
+            messages, connection.model, web_search=web, **{**parameters, "details": True}
+        )
         spinner = Spinner(enabled=stream_to_stdout)
         try:
             async for token in result:
@@ -129,6 +136,7 @@ async def _ask(
                         "seconds_to_first_token": round(first_token or total, 4),
                         "seconds_total": round(total, 4),
                         "url": connection.session.root,
+                        **({"sources": result.sources} if web else {}),
                     },
                     ensure_ascii=False,
                 )
@@ -136,7 +144,16 @@ async def _ask(
         else:
             sys.stdout.write(answer if no_stream else "")
             sys.stdout.write("\n")
+            if web:
+                _print_sources(result.sources)
             sys.stdout.flush()
+
+
+def _print_sources(sources: list[dict[str, str]]) -> None:
+    """The pages the answer cites as [1], [2], numbered as the model read them."""
+    sys.stdout.write("\nSources:\n" if sources else "\n(The web search found no readable page.)\n")
+    for number, source in enumerate(sources, start=1):
+        sys.stdout.write(f"[{number}] {source.get('title', '')} <{source.get('link', '')}>\n")
 
 
 class Spinner:

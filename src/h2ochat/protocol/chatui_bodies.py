@@ -84,9 +84,18 @@ _post_decoder = msgspec.json.Decoder(MessagePost)
 _create_decoder = msgspec.json.Decoder(_CreateAnswer)
 
 
-def message_post(inputs: str, parent: str, *, generation_id: str | None = None, is_retry: bool = False) -> bytes:
-    """The ``data`` part of a message post: ``inputs`` under ``parent``, with a fresh generation id."""
-    post = MessagePost(inputs=inputs, id=parent, is_retry=is_retry, generation_id=generation_id or str(uuid.uuid4()))
+def message_post(
+    inputs: str, parent: str, *, generation_id: str | None = None, is_retry: bool = False, web_search: bool = False
+) -> bytes:
+    """The ``data`` part of a message post: ``inputs`` under ``parent``, with a fresh generation id
+    (``web_search``: the server searches the web first)."""
+    post = MessagePost(
+        inputs=inputs,
+        id=parent,
+        is_retry=is_retry,
+        generation_id=generation_id or str(uuid.uuid4()),
+        web_search=web_search or None,
+    )
     return _encoder.encode(post)
 
 

@@ -113,14 +113,19 @@ def settings_form(model: str) -> dict[str, str]:
 
 
 def message_request(
-    inputs: str, parameters: Mapping[str, Any], defaults: Mapping[str, Any] = DEFAULT_PARAMETERS
+    inputs: str,
+    parameters: Mapping[str, Any],
+    defaults: Mapping[str, Any] = DEFAULT_PARAMETERS,
+    *,
+    web_search_id: str = "",
 ) -> bytes:
-    """The JSON body of ``POST /conversation/<id>`` (step 3): ``parameters`` over ``defaults``."""
+    """The JSON body of ``POST /conversation/<id>`` (step 3): ``parameters`` over ``defaults``;
+    ``web_search_id`` names a search run before (the answer is grounded in its passages)."""
     request = MessageRequest(
         inputs=inputs,
         parameters={**defaults, **parameters},
         stream=True,
-        options=MessageOptions(id=str(uuid.uuid4()), response_id=str(uuid.uuid4())),
+        options=MessageOptions(id=str(uuid.uuid4()), response_id=str(uuid.uuid4()), web_search_id=web_search_id),
     )
     return _encoder.encode(request)
 

@@ -24,6 +24,7 @@ from h2ochat.protocol.chatui import (
     ReasoningUpdate,
     StreamUpdate,
     TitleUpdate,
+    WebSearchUpdate,
 )
 from h2ochat.protocol.errors import H2oChatError, IncompleteStream
 from h2ochat.protocol.tgi import StreamEvent, TGIStreamDecoder
@@ -134,6 +135,8 @@ def _take_all(updates: Iterable[MessageUpdate], info: CallInfo, texts: list[str]
             info.title = update.title
         elif type(update) is ReasoningUpdate and update.subtype == "stream":
             info.reasoning += update.token
+        elif type(update) is WebSearchUpdate and update.subtype == "sources" and isinstance(update.sources, list):
+            info.sources = [source for source in update.sources if isinstance(source, dict)]
 
 
 def _finish_current(update: FinalAnswerUpdate, info: CallInfo, seen: str) -> str | None:

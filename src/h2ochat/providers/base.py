@@ -14,7 +14,7 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from h2ochat.protocol.prompt import Messages, check_messages
@@ -40,6 +40,7 @@ class CallInfo:
     done: bool = False
     title: str | None = None
     reasoning: str = ""
+    sources: list[dict[str, str]] = field(default_factory=list)  # a web search's: {link, title, hostname}
 
 
 class AsyncResult:
@@ -93,6 +94,11 @@ class AsyncResult:
     @property
     def generated_tokens(self) -> int:
         return self.info.generated_tokens
+
+    @property
+    def sources(self) -> list[dict[str, str]]:
+        """The web pages the answer was grounded in (``web_search=True``): ``{link, title, hostname}``."""
+        return self.info.sources
 
 
 class AsyncGeneratorProvider(ABC):

@@ -103,10 +103,17 @@ class CurrentSteps:
         return CreatedConversation(created.id, root, conversation)
 
     async def post(
-        self, conversation: str, inputs: str, parent: str, generation_id: str, *, is_retry: bool = False
+        self,
+        conversation: str,
+        inputs: str,
+        parent: str,
+        generation_id: str,
+        *,
+        is_retry: bool = False,
+        web_search: bool = False,
     ) -> ByteStream:
         """Send a message under ``parent`` (or retry it); the answer's lines as they come."""
-        data = message_post(inputs, parent, generation_id=generation_id, is_retry=is_retry)
+        data = message_post(inputs, parent, generation_id=generation_id, is_retry=is_retry, web_search=web_search)
         return await self.http.stream(
             f"/conversation/{conversation}", {"data": data.decode()}, accept="application/json", expect=JSON_LINES
         )

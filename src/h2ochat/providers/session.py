@@ -74,6 +74,7 @@ class Prepared(NamedTuple):
     model: str
     inputs: str
     parameters: dict[str, Any]
+    search: str | None = None  # the question to search the web for first (web_search=True)
 
 
 REATTACH_PATIENCE = 60.0  # seconds to keep reattaching to a broken answer when there is no read limit
@@ -179,20 +180,29 @@ class H2oSession:
         finally:  # a cancellation must not leave the connections open either
             await self._http.close()
 
-    def stream(self, messages: Messages, model: str | None = None, **parameters: Any) -> AsyncResult:
-        """Stream the answer to ``messages``; keyword arguments are generation parameters."""
-        request = self.prepare(messages, model, parameters)
+    def stream(
+        self, messages: Messages, model: str | None = None, *, web_search: bool = False, **parameters: Any
+    ) -> AsyncResult:
+        """Stream the answer to ``messages``; keyword arguments are generation parameters. ``web_search``:
+        the server searches the web for the last message first (its sources: the result's ``sources``)."""
+        request = self.prepare(messages, model, {**parameters, "web_search": web_search})
         return AsyncResult(lambda info: self.call(info, request))
 
     @staticmethod
     def prepare(messages: Messages, model: str | None, parameters: dict[str, Any]) -> Prepared:
         """Check the input now, so that mistakes raise where the call is made."""
+        parameters = dict(parameters)
+        search = None
+        if parameters.pop("web_search", False):
+            search = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), None)
+            if not search:
+                raise ValueError("web_search needs a user message to search the web for")
         inputs = format_prompt(messages)
         try:
             msgspec.json.encode(parameters)
         except TypeError as exc:
             raise ValueError(f"generation parameters must be JSON values: {exc}") from None
-        return Prepared(server_model(model), inputs, dict(parameters))
+        return Prepared(server_model(model), inputs, parameters, search)
 
     async def ask(self, messages: Messages, model: str | None = None, **parameters: Any) -> str:
         """The whole answer to ``messages`` as one string."""
@@ -297,14 +307,18 @@ class H2oSession:
         send: Callable[[CreatedConversation], Awaitable[ByteStream]]
         if generation_id is not None:
             _warn_ignored(request.parameters)
-            send = functools.partial(self._send_current, request.inputs, generation_id)
+            send = functools.partial(self._send_current, request.inputs, generation_id, request.search is not None)
         else:
             await self._accept_settings(model)
-            # After the settings, whose answer brings the session's cookie; cached after the first call.
-            body = message_request(request.inputs, request.parameters, await self._defaults(model))
-            send = functools.partial(self._send_2023, body)
         created, prefetched = await self._conversations.take(model)
         info.conversation_id = created.id
+        if generation_id is None:
+            # After the settings, whose answer brings the session's cookie; cached after the first call.
+            search_id = "" if request.search is None else await self._search_2023(created.id, request.search, info)
+            body = message_request(
+                request.inputs, request.parameters, await self._defaults(model), web_search_id=search_id
+            )
+            send = functools.partial(self._send_2023, body)
         texts: list[str] = []
         posted = False
         try:
@@ -357,9 +371,29 @@ class H2oSession:
     async def _send_2023(self, body: bytes, created: CreatedConversation) -> ByteStream:
         return await self._http.stream(f"/conversation/{created.id}", body)
 
-    async def _send_current(self, inputs: str, generation_id: str, created: CreatedConversation) -> ByteStream:
+    async def _send_current(
+        self, inputs: str, generation_id: str, web_search: bool, created: CreatedConversation
+    ) -> ByteStream:
         # CurrentSteps.create always finds the root: the first turn's parent.
-        return await self._current.post(created.id, inputs, created.root_message_id or "", generation_id)
+        root = created.root_message_id or ""
+        return await self._current.post(created.id, inputs, root, generation_id, web_search=web_search)
+
+    async def _search_2023(self, conversation: str, query: str, info: CallInfo) -> str:
+        """chat-ui 2023's search step: ``GET web-search?prompt=``, its progress read to the ``result``;
+        the search's id, for the message's ``web_search_id`` (sources into ``info``)."""
+        raw = await self._http.request(
+            "web search", "GET", f"/conversation/{conversation}/web-search?{urlencode({'prompt': query})}"
+        )
+        search_id = ""
+        for line in raw.splitlines():
+            event = decode_json(line) if line.strip() else None
+            if isinstance(event, dict) and event.get("type") == "sources":
+                info.sources = [s for s in event.get("sources") or [] if isinstance(s, dict)]
+            elif isinstance(event, dict) and event.get("type") == "result":
+                search_id = str(event.get("id", ""))
+        if not search_id:
+            raise ProtocolError(f"web search step: {self.root} ended the search without a result id")
+        return search_id
 
     async def _post_message(
         self,

@@ -31,6 +31,7 @@ from h2ochat.server.chatui.reattach import routes as reattach_routes
 from h2ochat.server.chatui.routes import routes
 from h2ochat.server.chatui.runs import RUNS, RunRegistry
 from h2ochat.server.chatui.shares import routes as share_routes
+from h2ochat.server.chatui.web_search import routes as web_search_routes
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.guard import ConnectionGuard, guard_requests, listen
 from h2ochat.server.edge.http import (
@@ -88,6 +89,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     tgi_routes,
     page_routes,  # the web chat page at / (server/web/page.py)
     share_routes,  # shared links, for their owner (server/chatui/shares.py)
+    web_search_routes,  # web search before an answer (server/chatui/web_search.py)
     shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
     portability_routes,  # export everything and import (server/chatui/portability.py)
     device_routes,  # one history in several browsers (server/chatui/devices.py)

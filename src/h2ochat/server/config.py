@@ -50,7 +50,7 @@ import ipaddress
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -195,6 +195,33 @@ class ModelConfig(_Table):
         return self.user_message_token is not None
 
 
+class WebSearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The ``[web_search]`` table (README "Web search"): off unless an engine is named."""
+
+    engine: Literal["none", "searxng", "ddgs"] = "none"
+    searxng_url: str = ""  # a SearXNG instance, whose JSON API is asked: <searxng_url>/search?q=...&format=json
+    results: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5  # pages read per search
+    fetch_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0  # seconds per page
+    max_page_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 2 * 1024 * 1024
+    search_timeout: Annotated[float, msgspec.Meta(gt=0)] = 20.0  # then the search answers with what it has
+    max_searches_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 6  # per session; 0: no limit
+    context_chars: Annotated[int, msgspec.Meta(ge=200)] = 1600  # passages' share of the prompt (README budget)
+    # Addresses or networks pages may be fetched from although private (tests, intranets); any port there.
+    allow_private: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_proxies(self.allow_private, "web_search.allow_private")
+        if self.engine == "searxng" and not self.searxng_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                "web_search.searxng_url must be the address of a SearXNG instance (http://host:8888) "
+                'when engine = "searxng"'
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine != "none"
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Every server setting, once: the ``[server]`` table of the TOML file, with the command line's
     overrides over it, and the ``[[models]]``. Build it with :func:`load_config`."""
@@ -257,6 +284,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # as chat-ui's APP_BASE; for a proxy that forwards a sub-path unchanged. "" or "/": none.
     base_path: str = ""
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
+    web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
 
     def __post_init__(self) -> None:
         check_models(self.models)
@@ -288,6 +316,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 class _File(_Table):
     server: dict[str, Any] = msgspec.field(default_factory=dict)
     models: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    web_search: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def default_models() -> list[ModelConfig]:
@@ -330,6 +359,8 @@ def load_config(
     settings = {**file.server, **{key: value for key, value in overrides.items() if value is not None}}
     if "models" in settings:
         raise ConfigError(f"{source}: models are [[models]] tables, not a [server] key")
+    if file.web_search:
+        settings["web_search"] = file.web_search
     if models is not None:
         settings["models"] = models
     elif file.models:
@@ -372,7 +403,7 @@ def _where(message: str) -> str:
     return message.replace("`$.", "`server.")
 
 
-def check_proxies(entries: list[str]) -> None:
+def check_proxies(entries: list[str], key: str = "forwarded_allow_ips") -> None:
     """Each ``forwarded_allow_ips`` entry is "*", an IP address or a network; a host name cannot be
     matched against a request's address (and used to fail every request with a 500)."""
     for entry in entries:
@@ -382,7 +413,7 @@ def check_proxies(entries: list[str]) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise ConfigError(
-                f"forwarded_allow_ips: {entry!r} is not an IP address or network; name each proxy by "
+                f"{key}: {entry!r} is not an IP address or network; name each by "
                 'its address (10.0.0.5, ::1) or network (10.0.0.0/8), or "*" for any'
             ) from None
 

@@ -20,11 +20,14 @@ from aiohttp import web
 from h2ochat.protocol.chatui import KEEP_ALIVE
 from h2ochat.protocol.chatui_bodies import MessagePost, decode_message_post
 from h2ochat.protocol.tree import Tree
+from h2ochat.protocol.websearch import SearchEvent, current_update
 from h2ochat.server.chatui.answering import branch, count_message, fit, run_for, saved_parameters, stream_and_save
 from h2ochat.server.chatui.current_stream import HEADERS, ChatUIUpdates, first_words
 from h2ochat.server.chatui.routes import owned_tree, runtime_of
+from h2ochat.server.chatui.web_search import search_and_store
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError
 from h2ochat.server.storage import Conversation, MessageRow
+from h2ochat.server.websearch.search import with_context
 
 __all__ = ["post_current"]
 
@@ -49,12 +52,15 @@ async def post_current(request: web.Request) -> web.StreamResponse:
     system, messages = branch(rows, tree.path(parent_id))
     if user is not None:
         messages.append({"role": "user", "content": user[1]})
+    search_id = await _web_search(request, conversation, post, messages, dialect) if post.web_search else None
     fitted = await fit(runtime, messages, parameters, system=system)
     answer_id = str(uuid.uuid4())
     async with run_for(request, conversation, answer_id, "current", post.generation_id) as run_id:
         await request.app[STORE].begin_exchange(
             conversation.id, parent_id, user, answer_id, left_out=fitted.left_out, limit=config.max_messages
         )
+    if search_id is not None:
+        await request.app[STORE].attach_web_search(search_id, answer_id)
     dialect.title = await _title(request, conversation, messages)
     return await stream_and_save(
         request,
@@ -69,6 +75,26 @@ async def post_current(request: web.Request) -> web.StreamResponse:
         keep_alive=KEEP_ALIVE,
         saved_text=dialect.saved_text,
     )
+
+
+async def _web_search(
+    request: web.Request, conversation: Conversation, post: MessagePost, messages: list[dict[str, str]], dialect: Any
+) -> str | None:
+    """``web_search: true``: the search runs before the answer, its ``webSearch`` updates lead the stream
+    (sent together when the answer starts), and the question the model reads carries the passages."""
+    if not request.app[CONFIG].web_search.enabled:
+        off = SearchEvent("error", "Web search is off on this server; answering without it")
+        dialect.preamble = current_update(off) + current_update(None)
+        return None
+    lines: list[bytes] = []
+
+    async def emit(event: SearchEvent) -> None:
+        lines.append(current_update(event))
+
+    search_id, found = await search_and_store(request, conversation, messages[-1]["content"], emit)
+    dialect.preamble = b"".join(lines) + current_update(None)
+    messages[-1] = {"role": "user", "content": with_context(messages[-1]["content"], found.context)}
+    return search_id
 
 
 async def _read_post(request: web.Request) -> MessagePost:

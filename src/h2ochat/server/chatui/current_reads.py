@@ -28,7 +28,8 @@ from h2ochat.server.chatui.routes import (
     unknown_model,
 )
 from h2ochat.server.chatui.share_reads import is_share_id, read_share
-from h2ochat.server.edge.http import MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
+from h2ochat.server.chatui.web_search import sources_by_answer, with_sources
+from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
 
 __all__ = ["routes"]
 
@@ -87,7 +88,10 @@ async def get_conversation(request: web.Request) -> web.StreamResponse:
         return envelope(await read_share(request, request.match_info["id"]))
     _check_id(request)
     conversation, rows = await owned_tree(request)
-    return envelope(conversation_document(conversation, list(rows.values())))
+    document = conversation_document(conversation, list(rows.values()))
+    sources = await sources_by_answer(request.app[STORE], conversation.id)
+    document["messages"] = [with_sources(node, sources) for node in document["messages"]]
+    return envelope(document)
 
 
 class Rename(msgspec.Struct, forbid_unknown_fields=True):
@@ -152,6 +156,8 @@ async def get_settings(request: web.Request) -> web.StreamResponse:
             "hapticsEnabled": True,
             "hidePromptExamples": {},
             "shareConversationsWithModelAuthors": session.share_conversations if session is not None else True,
+            # h2ochat's: whether this server has a web search engine (the page's "Search the web" switch).
+            "searchEnabled": request.app[CONFIG].web_search.enabled,
             "customPrompts": {},
             "customPromptsEnabled": {},
             "multimodalOverrides": {},

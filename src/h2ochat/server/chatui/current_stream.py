@@ -48,12 +48,13 @@ class ChatUIUpdates:
     def __init__(self, title: str | None = None, generation_id: str | None = None) -> None:
         self.title = title
         self.generation_id = generation_id
+        self.preamble = b""  # what leads the answer: the web search's updates (current_messages)
         self._answer: Answer | None = None
 
     def start(self, answer: Answer) -> bytes:
         self._answer = answer
         title = encode_update(TitleUpdate(self.title)) if self.title else b""
-        return _STARTED + title
+        return self.preamble + _STARTED + title
 
     def token(self, answer: Answer, token: GeneratedToken) -> bytes:
         # What stop sequences release, not the raw token: the text the person sees is the one saved.

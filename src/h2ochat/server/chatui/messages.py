@@ -22,10 +22,12 @@ from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.answering import branch, count_message, fit, run_for, stream_and_save
 from h2ochat.server.chatui.current_messages import post_current
 from h2ochat.server.chatui.routes import is_uuid, owned_tree, runtime_of
+from h2ochat.server.chatui.web_search import stored_context
 from h2ochat.server.edge.http import CONFIG, STORE, ApiError, decode_body
 from h2ochat.server.inference.runtime import ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow
 from h2ochat.server.streaming import TgiEvents
+from h2ochat.server.websearch.search import with_context
 
 __all__ = ["routes"]
 
@@ -64,11 +66,16 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     system, messages = branch(rows, tree.path(parent_id))
     if user is not None:
         messages.append({"role": "user", "content": inputs})
+    if options.web_search_id:  # the passages of the search run before (web_search), for the model only
+        context = await stored_context(request, conversation, options.web_search_id)
+        messages[-1] = {"role": "user", "content": with_context(messages[-1]["content"], context)}
     fitted = await fit(runtime, messages, parameters, system=system)
     async with run_for(request, conversation, options.response_id, "2023") as run_id:
         await store.begin_exchange(
             conversation.id, parent_id, user, options.response_id, left_out=fitted.left_out, limit=config.max_messages
         )
+    if options.web_search_id:
+        await store.attach_web_search(options.web_search_id, options.response_id)
     return await stream_and_save(
         request, runtime, conversation, fitted, options.response_id, TgiEvents(inputs), run_id=run_id
     )

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.routes import owned
+from h2ochat.server.chatui.web_search import sources_by_answer, with_sources
 from h2ochat.server.edge.http import MODELS, SESSION, STORE, json_response
 from h2ochat.server.inference.runtime import ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow
@@ -70,6 +71,7 @@ async def get_conversation(request: web.Request) -> web.StreamResponse:
     of the branch shown; each message with ``ancestors`` and ``children`` as current chat-ui has them."""
     conversation = await owned(request)
     rows = await request.app[STORE].messages(conversation.id)
+    sources = await sources_by_answer(request.app[STORE], conversation.id)
     tree = Tree(rows)
     root = rows[0] if rows else None
     return json_response(
@@ -78,7 +80,7 @@ async def get_conversation(request: web.Request) -> web.StreamResponse:
             "rootMessageId": conversation.root_id,
             "activeMessageId": conversation.active_id,
             "preprompt": root.content if root is not None else "",
-            "messages": [_message_json(m, tree) for m in rows],
+            "messages": [with_sources(_message_json(m, tree), sources) for m in rows],
         }
     )
 

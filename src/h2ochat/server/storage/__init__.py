@@ -59,6 +59,7 @@ from h2ochat.server.storage.devices import Devices
 from h2ochat.server.storage.portability import Portability
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
+from h2ochat.server.storage.web_searches import WebSearches
 
 __all__ = [
     "DELETE_SUBTREE",
@@ -300,11 +301,12 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Portability, Devices, Protocol):
+class Store(Runs, Shares, Portability, Devices, WebSearches, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
     :class:`~h2ochat.server.storage.shares.Shares`; export and import:
     :class:`~h2ochat.server.storage.portability.Portability`; devices:
-    :class:`~h2ochat.server.storage.devices.Devices`)."""
+    :class:`~h2ochat.server.storage.devices.Devices`; web searches:
+    :class:`~h2ochat.server.storage.web_searches.WebSearches`)."""
 
     @property
     def statements(self) -> int:

@@ -70,6 +70,7 @@ from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
 from h2ochat.server.storage.postgres_shares import PostgresShares, forget_shares
 from h2ochat.server.storage.postgres_sql import CHECKPOINT, EPOCH, FINISH, INTERRUPT, NOW, RESUME, clock
+from h2ochat.server.storage.postgres_web_searches import PostgresWebSearches
 
 __all__ = ["PostgresStore"]
 
@@ -79,7 +80,7 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresDevices):
+class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresDevices, PostgresWebSearches):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:

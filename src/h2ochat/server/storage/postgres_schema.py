@@ -14,6 +14,7 @@ from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS"]
 
@@ -189,4 +190,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("011_fewer_round_trips", FEWER_ROUND_TRIPS),  # postgres_sessions: the session checked in each step
     ("012_imports", IMPORTS_SCHEMA),  # portability: what was imported, so a second import skips it
     ("013_devices", DEVICES_SCHEMA),  # storage/devices.py
+    ("014_web_searches", WEB_SEARCHES_SCHEMA),
 ]

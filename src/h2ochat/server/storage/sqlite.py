@@ -51,6 +51,7 @@ from h2ochat.server.storage.sqlite_portability import SQLitePortability
 from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
 from h2ochat.server.storage.sqlite_shares import SQLiteShares, forget_shares
+from h2ochat.server.storage.sqlite_web_searches import SQLiteWebSearches
 
 __all__ = ["SQLiteStore"]
 
@@ -70,7 +71,7 @@ Row = tuple[Any, ...]
 Values = tuple[Any, ...] | dict[str, Any]  # for ? or :name placeholders
 
 
-class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices):
+class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQLiteWebSearches):
     """:class:`~h2ochat.server.storage.Store` on SQLite. Open with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, path: str, options: StoreOptions) -> None:

@@ -14,6 +14,7 @@ from h2ochat.server.storage.devices import DEVICES_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
 
@@ -138,6 +139,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("008_shares", _statements(SHARES_SCHEMA)),
     ("012_imports", _statements(IMPORTS_SCHEMA)),
     ("013_devices", _statements(DEVICES_SCHEMA)),  # storage/devices.py
+    ("014_web_searches", _statements(WEB_SEARCHES_SCHEMA)),
 ]
 
 

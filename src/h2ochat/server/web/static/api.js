@@ -91,6 +91,26 @@ export async function getJSON(path) {
 }
 
 export const models = () => getJSON("api/models");
+
+// Whether the server has a web search engine (the composer's switch).
+export async function searchEnabled() {
+  return Boolean((await getJSON("api/v2/user/settings")).json?.searchEnabled);
+}
+
+// Run a web search for `prompt` (2023's route): onEvent(event) for each progress line; the search's id.
+export async function webSearch(id, prompt, onEvent) {
+  const query = new URLSearchParams({ prompt });
+  const response = await request("GET", `conversation/${encodeURIComponent(id)}/web-search?${query}`);
+  const text = await response.text();
+  let searchId = "";
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const event = JSON.parse(line);
+    if (event.type === "result") searchId = event.id;
+    else onEvent(event);
+  }
+  return searchId;
+}
 export const conversation = (id) => getJSON(`api/conversation/${encodeURIComponent(id)}`);
 
 export function conversations(query = "") {
@@ -179,9 +199,27 @@ export const GENERATION = "H2ochat-Generation-Id";
 export async function sendMessage(
   id,
   inputs,
-  { messageId, answerId, isRetry = false, isContinue = false, parameters = {}, signal, onToken, onStart, onWaiting, stopping },
+  {
+    messageId,
+    answerId,
+    isRetry = false,
+    isContinue = false,
+    parameters = {},
+    webSearchId = "",
+    signal,
+    onToken,
+    onStart,
+    onWaiting,
+    stopping,
+  },
 ) {
-  const options = { id: messageId, response_id: answerId, is_retry: isRetry, use_cache: false, web_search_id: "" };
+  const options = {
+    id: messageId,
+    response_id: answerId,
+    is_retry: isRetry,
+    use_cache: false,
+    web_search_id: webSearchId,
+  };
   if (isContinue) options.is_continue = true;
   // details: the final event then says how the answer ended and how many tokens it took.
   const body = { inputs, parameters: { ...parameters, details: true }, stream: true, options };

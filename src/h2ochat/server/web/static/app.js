@@ -22,6 +22,7 @@ import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
 import { Tree } from "./tree.js";
 import { WelcomeGate } from "./welcome.js";
+import { WebSearch, showSources } from "./websearch.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse(document.querySelector('meta[name="h2ochat"]').content);
@@ -104,6 +105,7 @@ new Branches({
   },
 });
 
+const webSearch = new WebSearch($("web-search"));
 new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialog"), current: () => state.current });
 new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 new Portability({ button: $("import-history"), dialog: $("import-dialog"), onImported: () => sidebar.refresh() });
@@ -267,6 +269,7 @@ function showConversation(conversation, messages) {
     const view = new MessageView($("messages"), { id: message.id, role: message.role, content: message.content });
     if (message.leftOut) view.note(leftOutNote(message.leftOut), "info");
     if (message.role === "assistant") view.setEnding(message, { last: index === branch.length - 1 });
+    if (message.sources) showSources(view, message.sources);
     return view;
   });
   shown();
@@ -366,7 +369,10 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
   let failure = null;
   const started = { at: new Date().toISOString(), before: continued?.meta };
   try {
+    // The switch: a new question (not a retry or more of an answer) is searched for first.
+    const searched = webSearch.on && !continued && !isRetry ? await webSearch.run(conversation.id, user.text, view) : null;
     const result = await api.sendMessage(conversation.id, continued ? "" : user.text, {
+      webSearchId: searched?.searchId || "",
       messageId: continued ? view.id : edited || user.id, // an edit names the question it replaces
       answerId: view.id,
       isRetry,
@@ -379,6 +385,7 @@ async function answer(user, { isRetry = false, parameters = {}, continued = null
       stopping: () => run.stopping,
     });
     await view.drawn();
+    if (searched) showSources(view, searched.sources);
     view.setEnding(streamedEnding(result, started), { last: true });
     if (here()) announce(result.stopped ? "Answer stopped" : "Answer ready");
     ok = true;
