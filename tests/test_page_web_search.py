@@ -73,6 +73,8 @@ def test_the_switch_searches_and_the_sources_are_listed(search_server: Served, s
     page.wait_for_selector("body[data-ready]")
     again = page.get_by_role("article", name="Assistant")
     expect(again.get_by_role("list", name="Sources").get_by_role("link")).to_have_text(["Paris facts"])
+    # The choice is the session's (searchEnabled): the reloaded page starts with it.
+    expect(page.get_by_role("switch", name="Search the web")).to_be_checked()
     # Off, the next question is not searched: no sources under its answer.
     page.get_by_role("switch", name="Search the web").uncheck()
     box = page.get_by_role("textbox", name="Message")
@@ -80,6 +82,10 @@ def test_the_switch_searches_and_the_sources_are_listed(search_server: Served, s
     box.press("Enter")
     wait_answer(page)
     expect(page.get_by_role("article", name="Assistant").last.get_by_role("list", name="Sources")).to_have_count(0)
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    expect(page.get_by_role("switch", name="Search the web")).to_be_visible()
+    expect(page.get_by_role("switch", name="Search the web")).not_to_be_checked()
 
 
 def test_without_an_engine_there_is_no_switch(page_server: Served, visit: Any) -> None:

@@ -15,7 +15,7 @@ import pytest
 from h2ochat.server import start_server
 from h2ochat.server.config import ServerConfig, WebSearchConfig
 from tests.chatui_current import Current
-from tests.helpers import RawClient, fixed_config
+from tests.helpers import FIXED_MODEL, RawClient, fixed_config
 from tests.helpers import events as events_of
 from tests.websearch_standins import Web, served_web
 
@@ -106,7 +106,8 @@ async def test_current_web_search_streams_updates_before_the_answer(web: Web, db
         try:
             await client.start()
             status, settings, _ = await client.request("GET", "/api/v2/user/settings")
-            assert status == 200 and settings["json"]["searchEnabled"] is True
+            assert status == 200 and settings["json"]["webSearchAvailable"] is True
+            assert settings["json"]["searchEnabled"] is False  # the person's choice: off until made
             conversation, root = await client.create()
             raw = await client.send(conversation, root, QUESTION, web_search=True)
             got = lines(raw)
@@ -125,12 +126,39 @@ async def test_current_web_search_streams_updates_before_the_answer(web: Web, db
             await client.close()
 
 
+async def test_search_enabled_is_kept_with_the_session_in_both_generations(web: Web, db: str, raw_client: Any) -> None:
+    async with start_server(config(web, db)) as server:
+        client = raw_client(server.url)
+
+        async def search_enabled() -> Any:
+            status, body, _ = await client.request("GET", "/api/v2/user/settings")
+            assert status == 200 and body["json"]["webSearchAvailable"] is True
+            return body["json"]["searchEnabled"]
+
+        # The seed's settings step (2023's form) switches it on, as its client posts it.
+        form = {"ethicsModalAccepted": "true", "activeModel": FIXED_MODEL, "searchEnabled": "true"}
+        assert (await client.request("POST", "/settings", data=form))[0] == 200
+        assert await search_enabled() is True
+        # A later form without the field (a page changing its model) leaves the choice alone.
+        assert (await client.request("POST", "/settings", data={"activeModel": FIXED_MODEL}))[0] == 200
+        assert await search_enabled() is True
+        # Today's JSON settings switch it off, and the model and the gate are kept.
+        status, _, _ = await client.request("POST", "/api/v2/user/settings", json={"searchEnabled": False})
+        assert status == 200 and await search_enabled() is False
+        form["searchEnabled"] = "false"
+        assert (await client.request("POST", "/settings", data=form))[0] == 200
+        assert await search_enabled() is False
+        status, body, _ = await client.request("POST", "/api/v2/user/settings", json={"searchEnabled": "yes"})
+        assert status == 400 and "searchEnabled" in body["message"]
+
+
 async def test_without_an_engine_the_switch_is_off_and_web_search_says_so(web: Web) -> None:
     async with start_server(fixed_config(echo_prompt=True)) as server:
         client = Current(server.url)
         try:
             await client.start()
-            assert (await client.request("GET", "/api/v2/user/settings"))[1]["json"]["searchEnabled"] is False
+            settings = (await client.request("GET", "/api/v2/user/settings"))[1]["json"]
+            assert settings["searchEnabled"] is False and settings["webSearchAvailable"] is False
             conversation, root = await client.create()
             got = lines(await client.send(conversation, root, QUESTION, web_search=True))
             assert got[0]["type"] == "webSearch" and "off on this server" in got[0]["message"]

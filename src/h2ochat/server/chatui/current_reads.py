@@ -146,6 +146,7 @@ async def get_settings(request: web.Request) -> web.StreamResponse:
     session = request.get(SESSION_FOUND)
     accepted = session.ethics_accepted_at if session is not None else None
     active = session.active_model if session is not None else None
+    engine = request.app[CONFIG].web_search.enabled
     return envelope(
         {
             "welcomeModalSeen": accepted is not None,
@@ -156,8 +157,10 @@ async def get_settings(request: web.Request) -> web.StreamResponse:
             "hapticsEnabled": True,
             "hidePromptExamples": {},
             "shareConversationsWithModelAuthors": session.share_conversations if session is not None else True,
-            # h2ochat's: whether this server has a web search engine (the page's "Search the web" switch).
-            "searchEnabled": request.app[CONFIG].web_search.enabled,
+            # h2ochat's: the person's "Search the web" choice, and whether this server has an engine
+            # (without one, the page shows no switch and searchEnabled is false whatever was chosen).
+            "searchEnabled": engine and session is not None and session.search_enabled,
+            "webSearchAvailable": engine,
             "customPrompts": {},
             "customPromptsEnabled": {},
             "multimodalOverrides": {},
@@ -176,6 +179,7 @@ class Settings(msgspec.Struct, rename="camel"):
     active_model: str | None = None
     welcome_modal_seen: bool | None = None
     share_conversations_with_model_authors: bool | None = None
+    search_enabled: bool | None = None
 
 
 @routes.post("/api/v2/user/settings")
@@ -190,7 +194,7 @@ async def post_settings(request: web.Request) -> web.StreamResponse:
     share = body.share_conversations_with_model_authors
     if share is None:
         share = found.share_conversations if found is not None else True
-    await save_session_settings(request, body.active_model, share, body.welcome_modal_seen is True)
+    await save_session_settings(request, body.active_model, share, body.welcome_modal_seen is True, body.search_enabled)
     return web.Response(status=200)
 
 

@@ -128,18 +128,22 @@ async def settings(request: web.Request) -> web.StreamResponse:
     # welcomeModalSeen: today's chat-ui's name for the same acceptance, in its JSON settings.
     accepted = _truthy(form.get("ethicsModalAccepted")) or _truthy(form.get("welcomeModalSeen"))
     share = _truthy(form.get("shareConversationsWithModelAuthors"))
-    await save_session_settings(request, model, share, accepted)
+    # Absent: unchanged (a page posting only its model must not switch search off).
+    search = _truthy(form["searchEnabled"]) if "searchEnabled" in form else None
+    await save_session_settings(request, model, share, accepted, search)
     location = request.headers.get("Referer") or request.app[CONFIG].base_path + "/"
     if _prefers_html(request):
         return web.Response(status=303, headers={"Location": location})
     return json_response({"type": "redirect", "status": 303, "location": location})
 
 
-async def save_session_settings(request: web.Request, model: str | None, share: bool, accepted: bool) -> None:
+async def save_session_settings(
+    request: web.Request, model: str | None, share: bool, accepted: bool, search: bool | None = None
+) -> None:
     """The settings of both generations, saved alike; the request's session may change (see below)."""
     store = request.app[STORE]
     # Without a session, the settings step issues one with the settings in one statement (app.sessions).
-    request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted)
+    request[SESSION] = await store.save_settings(request[SESSION], model, share, accepted, search)
     found = request.get(SESSION_FOUND)
     # A linked device (section 17) keeps its own secret whatever the session's id: nothing to renew.
     if accepted and found is not None and found.ethics_accepted_at is None and DEVICE not in request:

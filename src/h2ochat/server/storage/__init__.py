@@ -189,6 +189,8 @@ class Session:
     active_model: str | None
     share_conversations: bool
     ethics_accepted_at: str | None
+    # The person's "Search the web" choice (searchEnabled in the settings of both generations).
+    search_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -336,9 +338,12 @@ class Store(Runs, Shares, Portability, Devices, WebSearches, Protocol):
         """Move a session, with its conversations, to a fresh id (the settings step), and return that id."""
         ...
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+    async def save_settings(
+        self, session_id: str, active_model: str | None, share: bool, accepted: bool, search: bool | None = None
+    ) -> str:
         """Save a session's settings and return its id; without one (``""``), issue a session that holds
-        them, as :meth:`new_session` would, in the same statement (the settings step of a new visitor)."""
+        them, as :meth:`new_session` would, in the same statement (the settings step of a new visitor).
+        ``active_model`` and ``search`` left ``None`` keep what the session had."""
         ...
 
     async def admit(self, bucket: str, per_minute: int) -> float:

@@ -180,11 +180,11 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresD
     async def session(self, session_id: str) -> Session | None:
         # One statement: the lookup, and the use that keeps the session alive.
         row = await self._db.one(
-            f"WITH {_LIVE} SELECT id, active_model, share_conversations, ethics_accepted_at FROM sessions "
-            "WHERE id = (SELECT id FROM live)",
+            f"WITH {_LIVE} SELECT id, active_model, share_conversations, ethics_accepted_at, search_enabled "
+            "FROM sessions WHERE id = (SELECT id FROM live)",
             *self._session_values(session_id),
         )
-        return None if row is None else Session(row[0], row[1], row[2], row[3])
+        return None if row is None else Session(row[0], row[1], row[2], row[3], row[4])
 
     def _session_values(self, session_id: str) -> tuple[str, float, float]:
         """The values of :data:`_LIVE`'s placeholders ($2 and $3 follow the session's)."""
@@ -199,21 +199,24 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresD
             await move_devices(db, fresh, session_id)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+    async def save_settings(
+        self, session_id: str, active_model: str | None, share: bool, accepted: bool, search: bool | None = None
+    ) -> str:
         session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         await self._db.execute(
             f"""
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
-                                  seen_at)
-            VALUES ($1, $2, $3, CASE WHEN $4 THEN {NOW} END, {NOW}, {NOW}, {NOW})
+                                  seen_at, search_enabled)
+            VALUES ($1, $2, $3, CASE WHEN $4 THEN {NOW} END, {NOW}, {NOW}, {NOW}, coalesce($5::boolean, false))
             ON CONFLICT (id) DO UPDATE SET
                 active_model = coalesce($2, sessions.active_model),
                 share_conversations = $3,
+                search_enabled = coalesce($5::boolean, sessions.search_enabled),
                 ethics_accepted_at = coalesce(sessions.ethics_accepted_at, excluded.ethics_accepted_at),
                 updated_at = excluded.updated_at,
                 seen_at = excluded.seen_at
             """,
-            *(session_id, active_model, share, accepted),
+            *(session_id, active_model, share, accepted, search),
         )
         return session_id
 

@@ -26,7 +26,8 @@ _DEVICE_SESSION = (
     f"{live_session('(SELECT session_id FROM device)', '$2', '$3')}, "
     f"used AS (UPDATE devices SET seen_at = {NOW} WHERE id = (SELECT id FROM device) "
     "AND (SELECT stale FROM device) AND EXISTS (SELECT 1 FROM live)) "
-    "SELECT id, active_model, share_conversations, ethics_accepted_at, (SELECT id FROM device) FROM sessions "
+    "SELECT id, active_model, share_conversations, ethics_accepted_at, search_enabled, (SELECT id FROM device) "
+    "FROM sessions "
     "WHERE id = (SELECT id FROM live)"
 )
 _LINK = (
@@ -72,7 +73,7 @@ class PostgresDevices:
 
     async def device_session(self, secret: str) -> tuple[Session, str] | None:
         row = await self._db.one(_DEVICE_SESSION, digest(secret), self.options.session_idle, self.options.touch_after)
-        return None if row is None else (Session(row[0], row[1], row[2], row[3]), str(row[4]))
+        return None if row is None else (Session(row[0], row[1], row[2], row[3], row[4]), str(row[5]))
 
     async def devices(self, session_id: str) -> list[Device]:
         found = await self._db.all(

@@ -178,6 +178,9 @@ BEGIN
 END $$;
 """
 
+# The person's "Search the web" choice (searchEnabled), kept per session; off until they choose.
+_SEARCH_SETTING = "ALTER TABLE sessions ADD COLUMN search_enabled BOOLEAN NOT NULL DEFAULT false"
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_create_tables", _SCHEMA_1),
     ("002_answers_left_out", _SCHEMA_2),
@@ -191,4 +194,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("012_imports", IMPORTS_SCHEMA),  # portability: what was imported, so a second import skips it
     ("013_devices", DEVICES_SCHEMA),  # storage/devices.py
     ("014_web_searches", WEB_SEARCHES_SCHEMA),
+    ("015_search_setting", _SEARCH_SETTING),
 ]

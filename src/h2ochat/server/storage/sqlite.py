@@ -173,13 +173,13 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
 
     async def session(self, session_id: str) -> Session | None:
         row = await self._call(lambda db: self._live(db, session_id))
-        return None if row is None else Session(row[0], row[1], bool(row[2]), row[3])
+        return None if row is None else Session(row[0], row[1], bool(row[2]), row[3], bool(row[5]))
 
     def _live(self, db: sqlite3.Connection, session_id: str, *, accepted: bool = False) -> Row | None:
         """The session's row if it is live (with ``accepted``: and past the welcome gate), its use
         recorded; on the database thread, so that a request's first step checks it in the same hop."""
         row: Row | None = db.execute(
-            "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at FROM sessions "
+            "SELECT id, active_model, share_conversations, ethics_accepted_at, seen_at, search_enabled FROM sessions "
             "WHERE id = ? AND seen_at >= ?",
             (session_id, now(self.options.session_idle)),
         ).fetchone()
@@ -202,17 +202,20 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
         await self._call(move)
         return fresh
 
-    async def save_settings(self, session_id: str, active_model: str | None, share: bool, accepted: bool) -> str:
+    async def save_settings(
+        self, session_id: str, active_model: str | None, share: bool, accepted: bool, search: bool | None = None
+    ) -> str:
         session_id = session_id or secrets.token_urlsafe(32)  # a new session: the upsert inserts it
         stamp = now()
         await self._execute(
             """
             INSERT INTO sessions (id, active_model, share_conversations, ethics_accepted_at, created_at, updated_at,
-                                  seen_at)
-            VALUES (:id, :model, :share, :accepted, :stamp, :stamp, :stamp)
+                                  seen_at, search_enabled)
+            VALUES (:id, :model, :share, :accepted, :stamp, :stamp, :stamp, coalesce(:search, 0))
             ON CONFLICT (id) DO UPDATE SET
                 active_model = coalesce(:model, active_model),
                 share_conversations = :share,
+                search_enabled = coalesce(:search, search_enabled),
                 ethics_accepted_at = coalesce(ethics_accepted_at, :accepted),
                 updated_at = :stamp,
                 seen_at = :stamp
@@ -221,6 +224,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
                 "id": session_id,
                 "model": active_model,
                 "share": int(share),
+                "search": None if search is None else int(search),
                 "accepted": stamp if accepted else None,
                 "stamp": stamp,
             },

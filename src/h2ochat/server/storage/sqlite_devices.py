@@ -82,7 +82,7 @@ class SQLiteDevices:
                 return None
             if device[2] < now(self.options.touch_after):
                 db.execute("UPDATE devices SET seen_at = ? WHERE id = ?", (now(), device[0]))
-            return Session(row[0], row[1], bool(row[2]), row[3]), str(device[0])
+            return Session(row[0], row[1], bool(row[2]), row[3], bool(row[5])), str(device[0])
 
         return await self._call(find)
 

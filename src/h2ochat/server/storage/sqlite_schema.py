@@ -128,6 +128,10 @@ def _trees(db: sqlite3.Connection, preprompts: Preprompts) -> None:
         db.execute(statement)
 
 
+# The person's "Search the web" choice (searchEnabled), kept per session; off until they choose.
+_SEARCH_SETTING = "ALTER TABLE sessions ADD COLUMN search_enabled INTEGER NOT NULL DEFAULT 0"
+
+
 MIGRATIONS: list[tuple[str, Step]] = [
     ("001_create_tables", _statements(_SCHEMA_1)),
     ("002_issued_sessions_and_rates", _statements(_SCHEMA_2)),
@@ -140,6 +144,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("012_imports", _statements(IMPORTS_SCHEMA)),
     ("013_devices", _statements(DEVICES_SCHEMA)),  # storage/devices.py
     ("014_web_searches", _statements(WEB_SEARCHES_SCHEMA)),
+    ("015_search_setting", _statements(_SEARCH_SETTING)),
 ]
 
 

@@ -92,10 +92,14 @@ export async function getJSON(path) {
 
 export const models = () => getJSON("api/models");
 
-// Whether the server has a web search engine (the composer's switch).
-export async function searchEnabled() {
-  return Boolean((await getJSON("api/v2/user/settings")).json?.searchEnabled);
+// The composer's switch: whether this server has a web search engine, and the person's last choice.
+export async function webSearchSetting() {
+  const { json } = await getJSON("api/v2/user/settings");
+  return { available: Boolean(json?.webSearchAvailable), on: Boolean(json?.searchEnabled) };
 }
+
+// Kept with the session, so a reload or another device of it starts with the same choice.
+export const saveSearchEnabled = (on) => call("POST", "api/v2/user/settings", { json: { searchEnabled: on } });
 
 // Run a web search for `prompt` (2023's route): onEvent(event) for each progress line; the search's id.
 export async function webSearch(id, prompt, onEvent) {

@@ -1,5 +1,6 @@
 // Web search (docs/protocol.md section 18): the composer's "Search the web" switch, shown only when
-// the server has a search engine; the search's progress while it runs, under the answer to come; and
+// the server has a search engine and kept with the session (searchEnabled); the search's progress
+// while it runs, under the answer to come; and
 // the answer's "Sources", links to the pages it read (text only: page titles are untrusted).
 
 import * as api from "./api.js";
@@ -10,9 +11,24 @@ export class WebSearch {
     this.input = box.querySelector("input");
     box.hidden = true;
     api
-      .searchEnabled()
-      .then((on) => (box.hidden = !on))
+      .webSearchSetting()
+      .then(({ available, on }) => {
+        box.hidden = !available;
+        this.input.checked = on;
+      })
       .catch(() => {}); // no engine known: no switch
+    this.input.addEventListener("change", () => this.save());
+  }
+
+  // The choice is the session's: a failure puts the switch back and says why.
+  async save() {
+    const on = this.input.checked;
+    try {
+      await api.saveSearchEnabled(on);
+    } catch (error) {
+      this.input.checked = !on;
+      this.box.title = `Not saved: ${error.message}`;
+    }
   }
 
   get on() {
