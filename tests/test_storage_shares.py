@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -15,22 +13,8 @@ import pytest
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.storage import Store, TooManyConversations, is_postgres
 from h2ochat.server.storage.shares import Snapshot, TooManyShares
-from tests.test_storage import exchange, opened, raw
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "store.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(db: str) -> AsyncIterator[Store]:
-    async with opened(db) as store:
-        yield store
-
+from tests.pgfixtures import opened
+from tests.test_storage import exchange, raw
 
 URL_SAFE_22 = re.compile(r"[A-Za-z0-9_-]{22}")
 
