@@ -23,9 +23,11 @@ from h2ochat.server.storage import (
     TooManyConversations,
     TooManyMessages,
     is_postgres,
+    now,
     open_store,
 )
 from h2ochat.server.storage.postgres import PostgresStore
+from h2ochat.server.storage.web_searches import StoredSearch
 from tests.helpers import append
 from tests.pgfixtures import opened
 
@@ -70,13 +72,18 @@ async def test_sessions_are_issued_unguessable_and_only_issued_ones_count(store:
 async def test_settings_are_kept_and_the_settings_step_moves_the_session_to_a_fresh_id(store: Store) -> None:
     old = await store.new_session()
     conversation = (await store.create_conversation(old, "m")).id
-    await store.save_settings(old, "m", True, True)
+    search = StoredSearch("search-1", conversation, "q", "{}", None, now())
+    await store.save_web_search(search, old)
+    await store.save_settings(old, "m", True, True, search=True)
     fresh = await store.renew_session(old)
     assert fresh != old
     assert await store.session(old) is None
     session = await store.session(fresh)
     assert session is not None
-    assert (session.active_model, session.share_conversations) == ("m", True)
+    assert (session.active_model, session.share_conversations, session.search_enabled) == ("m", True, True)
+    # The session's web searches go with it (GET /search/<id> still finds them), and nothing stays behind.
+    assert await store.web_search("search-1", fresh) == search
+    assert await store.web_search("search-1", old) is None
     assert session.ethics_accepted_at is not None
     assert [c.id for c in await store.conversations(fresh)] == [conversation]
     assert await store.conversations(old) == []

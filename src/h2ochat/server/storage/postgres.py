@@ -196,6 +196,7 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresD
             await db.execute(f"UPDATE sessions SET id = $1, seen_at = {NOW} WHERE id = $2", fresh, session_id)
             await db.execute("UPDATE conversations SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await db.execute("UPDATE shares SET session_id = $1 WHERE session_id = $2", fresh, session_id)
+            await db.execute("UPDATE web_searches SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await move_devices(db, fresh, session_id)
         return fresh
 

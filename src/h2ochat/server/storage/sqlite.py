@@ -197,6 +197,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
                 db.execute("UPDATE sessions SET id = ?, seen_at = ? WHERE id = ?", (fresh, now(), session_id))
                 db.execute("UPDATE conversations SET session_id = ? WHERE session_id = ?", (fresh, session_id))
                 db.execute("UPDATE shares SET session_id = ? WHERE session_id = ?", (fresh, session_id))
+                db.execute("UPDATE web_searches SET session_id = ? WHERE session_id = ?", (fresh, session_id))
                 move_devices(db, fresh, session_id)
 
         await self._call(move)
