@@ -19,12 +19,10 @@ from msgspec.structs import replace
 from h2ochat.server import start_server
 from h2ochat.server.edge.http import STORE
 from h2ochat.server.storage import SessionGone, Store
-from tests import test_storage
 from tests.helpers import FIXED_MODEL, RawClient, fixed_config
+from tests.pgfixtures import opened
 
 Client = Any
-# The stores of both databases, as fixtures, as test_storage has them.
-db, store, opened = test_storage.db, test_storage.store, test_storage.opened
 T = TypeVar("T")
 
 # Store -------------------------------------------------------------------------------------------
