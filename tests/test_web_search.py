@@ -14,6 +14,9 @@ import pytest
 
 from h2ochat.server import start_server
 from h2ochat.server.config import ServerConfig, WebSearchConfig
+from h2ochat.server.websearch.engines import engine_for
+from h2ochat.server.websearch.fetcher import SafeFetcher
+from h2ochat.server.websearch.search import run_search
 from tests.chatui_current import Current
 from tests.helpers import FIXED_MODEL, RawClient, fixed_config
 from tests.helpers import events as events_of
@@ -257,3 +260,27 @@ async def test_a_2023_search_waits_for_the_welcome_gate(web: Web, raw_client: An
         assert status == 405 and "welcome" in body["message"] and web.asked == []
         await client.accept()
         assert len(await legacy_search(client, conversation, "Eiffel")) > 1 and web.asked == ["Eiffel"]
+
+
+async def test_a_page_that_fails_unforeseen_is_listed_as_skipped_not_dropped(web: Web) -> None:
+    """A fault injected into the real fetcher (an error nobody foresaw) for one page of a real search."""
+    web.result("/broken", "Broken")
+    web.result("/paris", "Paris facts")
+    settings = config(web).web_search
+    engine = engine_for(settings)
+    assert engine is not None
+
+    class Faulty(SafeFetcher):
+        async def fetch(self, url: str) -> Any:
+            if url.endswith("/broken"):
+                raise RuntimeError("injected")
+            return await super().fetch(url)
+
+    async def ignore(event: Any) -> None:
+        pass
+
+    faulty = Faulty(allow_private=["127.0.0.2"], timeout=2.0, max_bytes=1 << 20)
+    found = await run_search(settings, engine, faulty, QUESTION, ignore)
+    skipped = [e.args for e in found.events if e.message == "Skipped"]
+    assert skipped == [[web.url + "/broken", "could not be read (RuntimeError)"]]
+    assert [s.link for s in found.sources] == [web.url + "/paris"]

@@ -47,7 +47,7 @@ class SearxngEngine:
                 if response.status != 200:
                     raise EngineError(f"SearXNG answered HTTP {response.status} (is format=json enabled?)")
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:  # asyncio's: 3.10's is not built in
             raise EngineError(f"SearXNG at {self.url} could not be asked ({type(exc).__name__}: {exc})") from None
         return _results(body.get("results") if isinstance(body, dict) else None, "url", "content", count)
 

@@ -10,6 +10,7 @@ address is one ``allow_private`` names (tests, intranets: any port there).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -146,7 +147,8 @@ class SafeFetcher:
                             current = URL(urljoin(str(current), location))
                             continue
                         return await self._read(response, str(current))
-                except TimeoutError:
+                # asyncio's: on Python 3.10 it is not yet the built-in TimeoutError.
+                except asyncio.TimeoutError:
                     raise Refused(f"no answer within {self.timeout:g} s") from None
                 except aiohttp.ClientError as exc:
                     raise Refused(f"could not be read ({type(exc).__name__}: {exc})") from None

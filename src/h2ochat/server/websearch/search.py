@@ -9,6 +9,7 @@ still running at ``search_timeout`` answers with the pages read by then.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from h2ochat.server.websearch.passages import Passage, choose, main_text, split
 __all__ = ["Emit", "Found", "run_search", "with_context"]
 
 Emit = Callable[[SearchEvent], Awaitable[None]]
+log = logging.getLogger("h2ochat.server.websearch")
 
 INSTRUCTIONS = (
     "Answer the question below using these web search results, and cite the ones you use as [1], [2]. "
@@ -46,7 +48,7 @@ async def run_search(config: WebSearchConfig, engine: Engine, fetcher: SafeFetch
     await say(SearchEvent("update", f"Searching {engine.name}", [query]))
     try:
         results = await asyncio.wait_for(engine.search(query, config.results), config.search_timeout)
-    except (EngineError, TimeoutError) as exc:
+    except (EngineError, asyncio.TimeoutError) as exc:  # asyncio's: on 3.10 not the built-in TimeoutError
         await say(SearchEvent("error", "The search engine failed; answering without the web", [str(exc)]))
         return found
     if not results:
@@ -72,6 +74,10 @@ async def _read_all(
             text = await asyncio.to_thread(main_text, page.text, page.content_type)
         except Refused as exc:
             await say(SearchEvent("error", "Skipped", [result.url, str(exc)]))
+            return
+        except Exception as exc:  # a failure nobody foresaw: the page is still listed, never silently dropped
+            log.exception("reading %s for a web search failed", result.url)
+            await say(SearchEvent("error", "Skipped", [result.url, f"could not be read ({type(exc).__name__})"]))
             return
         if not text.strip():
             await say(SearchEvent("error", "Skipped", [result.url, "no readable text"]))
