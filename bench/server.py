@@ -5,7 +5,8 @@ backend, one word per token) or ``python -m bench.server --llama`` (the
 default configuration: embedded SmolLM2; ``--parallel N`` sets how many
 answers it batches, ``--fixed-shares`` gives each a fixed share of the
 context).  It prints ``{"url": ..., "model": ...}`` once ready and stops on
-SIGTERM.  The store is in memory and the welcome gate on, as by default.
+SIGTERM.  The store is in memory and the welcome gate on, as by default; with ``--fixed``
+one session may run any number of answers at once (``max_running_answers = 0``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def config(
                         endpoint.kv_unified = False
         return settings
     models = [ModelConfig(name=FIXED_MODEL, endpoints=[FixedEndpoint(text=fixed, delay=delay)])]
-    return ServerConfig(host="127.0.0.1", port=0, db=":memory:", models=models)
+    # The concurrency benchmark sends its thousand answers through one session on purpose (one
+    # reused H2oSession), so the per-session guard against a runaway client (three at once by
+    # default) is off here; what it measures is the server's own cost per conversation.
+    return ServerConfig(host="127.0.0.1", port=0, db=":memory:", models=models, max_running_answers=0)
 
 
 async def _serve(fixed: str | None, delay: float, parallel: int | None, fixed_shares: bool) -> None:

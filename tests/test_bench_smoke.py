@@ -41,7 +41,7 @@ def test_latency_runs_through_the_delay_proxy() -> None:
 
 def test_concurrency_runs_against_the_h2ochat_server() -> None:
     section = check(concurrency.run(conversations=5, repeats=1))
-    assert section.row("5 conversations", "completed").stats.median == 5
+    assert section.row("5 conversations", "completed").stats.median == 5, section.targets
 
 
 def test_replicas_runs_on_sqlite_and_postgresql(pg_cluster: object) -> None:
