@@ -97,6 +97,16 @@ _LIST = _CommaList()
     help="Proxies whose X-Forwarded-Proto/X-Forwarded-Host are believed, comma-separated addresses or networks.",
 )
 @click.option(
+    "--metrics/--no-metrics",
+    default=None,
+    help="Answer GET /metrics in Prometheus's text format (default: off), to --metrics-allow-ips only.",
+)
+@click.option(
+    "--metrics-allow-ips",
+    type=_LIST,
+    help="Addresses or networks that may scrape /metrics, comma-separated (default: 127.0.0.1,::1).",
+)
+@click.option(
     "--base-path",
     help="Serve everything under this prefix (e.g. /chat, as chat-ui's APP_BASE), for a proxy that "
     "forwards a sub-path unchanged (default: none).",

@@ -48,6 +48,8 @@ from h2ochat.server.edge.http import (
     limit_rate,
     route_path,
 )
+from h2ochat.server.edge.metrics import METRICS, Metrics, count_requests
+from h2ochat.server.edge.metrics import routes as metrics_routes
 from h2ochat.server.edge.security import (
     HOSTS,
     SAFE_METHODS,
@@ -93,6 +95,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
     portability_routes,  # export everything and import (server/chatui/portability.py)
     device_routes,  # one history in several browsers (server/chatui/devices.py)
+    metrics_routes,  # GET /metrics for Prometheus, when metrics = true (server/edge/metrics.py)
 )
 
 __all__ = ["RunningServer", "create_app", "serve", "start_server"]
@@ -135,6 +138,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_response(exc.body, exc.status, exc.headers)
     except StoreError as exc:
         status = _STORE_STATUS.get(type(exc), 500)
+        if status >= 500 and METRICS in request.app:
+            request.app[METRICS].database_errors.labels(type(exc).__name__).inc()
         return json_response({"message": str(exc)}, status, {"Retry-After": "5"} if status == 503 else None)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -343,9 +348,11 @@ def create_app(config: ServerConfig) -> web.Application:
     The database and the models open on startup and close on cleanup.
     """
     # The guard first: a request refused by a later one must still end the guard's head timer.
-    middlewares = [guard_requests, forwarded, json_errors, outside_base, v1_guard, protect, sessions]
+    middlewares = [guard_requests, count_requests, forwarded, json_errors, outside_base, v1_guard, protect, sessions]
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
+    if config.metrics:
+        app[METRICS] = Metrics(app)
     app[HOSTS] = allowed_hosts(config)
     if app[HOSTS] is None:
         log.warning(

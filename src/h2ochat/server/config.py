@@ -283,12 +283,17 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # The prefix every route is served under ("/chat": the page at /chat/, the API at /chat/api/...),
     # as chat-ui's APP_BASE; for a proxy that forwards a sub-path unchanged. "" or "/": none.
     base_path: str = ""
+    # GET /metrics in Prometheus's text format (README "Metrics"), answered only to these peers (addresses
+    # or networks; through a trusted proxy, the address it forwarded for).
+    metrics: bool = False
+    metrics_allow_ips: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
     web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
 
     def __post_init__(self) -> None:
         check_models(self.models)
         check_proxies(self.forwarded_allow_ips)
+        check_proxies(self.metrics_allow_ips, "metrics_allow_ips")
         # Normalised here rather than refused, so "/chat/" in a file means what its writer meant.
         msgspec.structs.force_setattr(self, "base_path", check_base_path(self.base_path))
         if self.tgi_model is not None and self.model(self.tgi_model) is None:

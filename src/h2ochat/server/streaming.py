@@ -26,6 +26,7 @@ from h2ochat.protocol.openai import StopTrimmer
 from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
 from h2ochat.server.edge.http import CONFIG, ApiError
+from h2ochat.server.edge.metrics import Metrics
 from h2ochat.server.edge.security import printable
 from h2ochat.server.edge.sockets import drop
 from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
@@ -73,8 +74,11 @@ class Answer:
     model failure raises :class:`BackendError`.
     """
 
-    def __init__(self, runtime: ModelRuntime, request: GenerationRequest, generation: Generation) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, request: GenerationRequest, generation: Generation, metrics: Metrics | None
+    ) -> None:
         self.runtime = runtime
+        self.metrics = metrics  # None unless the server counts (metrics = true)
         self.request = request
         self.generation = generation
         self.text = ""
@@ -92,19 +96,29 @@ class Answer:
         return parameters.seed if parameters.do_sample else None
 
     async def tokens(self) -> AsyncGenerator[GeneratedToken, None]:
+        timing = self.metrics.answer(self.runtime.config.name) if self.metrics is not None else None
+        outcome = "interrupted"  # closed before its end: a stop, or the client gone
         try:
             async with contextlib.aclosing(self.runtime.generate(self.request)) as tokens:  # type: ignore[type-var]
                 async for token in tokens:
                     self._add(token)
+                    if timing is not None:
+                        timing.token()
                     yield token
                     if self.finish_reason is not None:
+                        outcome = self.finish_reason
                         return
+            raise BackendError("the model stopped without saying why (no finish reason)")
         except BackendError:
+            outcome = "error"
             raise
         except Exception as exc:  # a backend bug must reach the client as an error event, not a 500
+            outcome = "error"
             log.exception("backend of %s failed", self.runtime.config.name)
             raise BackendError(f"the model failed: {type(exc).__name__}: {exc}") from exc
-        raise BackendError("the model stopped without saying why (no finish reason)")
+        finally:
+            if timing is not None:
+                timing.end(outcome)
 
     def _add(self, token: GeneratedToken) -> None:
         self.count += 1

@@ -40,6 +40,7 @@ from h2ochat.server.edge.http import (
     parse_json,
     route_path,
 )
+from h2ochat.server.edge.metrics import METRICS
 from h2ochat.server.inference.backends import GeneratedToken, GenerationRequest
 from h2ochat.server.inference.runtime import ModelRuntime, build_request
 from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
@@ -204,7 +205,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     dialect = OpenAIChunks(CompletionBuilder(body.model, include_usage=usage))
     admit(runtime, dialect)
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
-        answer = Answer(runtime, generation_request, generation)
+        answer = Answer(runtime, generation_request, generation, request.app.get(METRICS))
         if body.stream:
             response, _ = await stream_answer(request, answer, dialect)
             return response

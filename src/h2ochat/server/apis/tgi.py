@@ -22,6 +22,7 @@ from aiohttp import web
 
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.server.edge.http import CONFIG, MODELS, BadBody, json_response, parse_json
+from h2ochat.server.edge.metrics import METRICS
 from h2ochat.server.inference.backends import GenerationRequest
 from h2ochat.server.inference.runtime import ModelRuntime, build_request
 from h2ochat.server.streaming import Answer, TgiEvents, admit, complete_answer, stream_answer, tgi_error
@@ -92,7 +93,7 @@ async def _answer(request: web.Request, *, stream: bool | None, listed: bool = F
     dialect = TgiEvents(prefix=body.inputs)
     admit(runtime, dialect)
     with request.app[MODELS].track(f"tgi-{uuid.uuid4().hex}") as generation:
-        answer = Answer(runtime, generation_request, generation)
+        answer = Answer(runtime, generation_request, generation, request.app.get(METRICS))
         if body.stream if stream is None else stream:
             response, _ = await stream_answer(request, answer, dialect)
             return response

@@ -23,6 +23,7 @@ from h2ochat.protocol.parameters import Parameters, request_parameters
 from h2ochat.protocol.runs import Generation
 from h2ochat.server.chatui.runs import RUNS, Run, relay
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, limit_rate
+from h2ochat.server.edge.metrics import METRICS
 from h2ochat.server.inference.backends import InputTooLong
 from h2ochat.server.inference.runtime import Fitted, ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow, Store
@@ -152,7 +153,7 @@ async def _answer_and_save(
     store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
     with app[MODELS].track(conversation.id) as generation:
-        answer = Answer(runtime, fitted.request, generation)
+        answer = Answer(runtime, fitted.request, generation, app.get(METRICS))
         checkpoints = asyncio.ensure_future(
             _checkpoints(store, conversation.id, answer_id, answer, config.checkpoint_interval, before)
         )

@@ -30,6 +30,7 @@ from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import CONFIG, ApiError, route_path
 
 __all__ = [
+    "address_in",
     "allowed_hosts",
     "check_cross_site",
     "forwarded",
@@ -121,7 +122,7 @@ async def forwarded(request: web.Request, handler: Handler) -> web.StreamRespons
     """
     scheme, host = request.scheme, request.host
     trusted = request.app[CONFIG].forwarded_allow_ips
-    if trusted and request.remote is not None and _trusted(request.remote, trusted):
+    if trusted and request.remote is not None and address_in(request.remote, trusted):
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         scheme = proto if proto in ("http", "https") else scheme
         host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or host
@@ -129,7 +130,8 @@ async def forwarded(request: web.Request, handler: Handler) -> web.StreamRespons
     return await handler(request)
 
 
-def _trusted(remote: str, trusted: list[str]) -> bool:
+def address_in(remote: str, trusted: list[str]) -> bool:
+    """Whether a peer's address is one of ``trusted`` (addresses, networks, or "*")."""
     if "*" in trusted:
         return True
     try:
