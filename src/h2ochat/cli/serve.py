@@ -97,6 +97,12 @@ _LIST = _CommaList()
     help="Proxies whose X-Forwarded-Proto/X-Forwarded-Host are believed, comma-separated addresses or networks.",
 )
 @click.option(
+    "--trusted-user-header",
+    help="The header an identity proxy names the person in (e.g. X-Forwarded-Email), believed only from "
+    "--forwarded-allow-ips: each person gets one history in every browser (default: none, anonymous only).",
+)
+@click.option("--trusted-name-header", help="The proxy's header with the person's display name (optional).")
+@click.option(
     "--metrics/--no-metrics",
     default=None,
     help="Answer GET /metrics in Prometheus's text format (default: off), to --metrics-allow-ips only.",

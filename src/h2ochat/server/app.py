@@ -43,6 +43,7 @@ from h2ochat.server.edge.http import (
 )
 from h2ochat.server.edge.metrics import METRICS, Metrics, count_requests
 from h2ochat.server.edge.metrics import routes as metrics_routes
+from h2ochat.server.edge.people import WARNED
 from h2ochat.server.edge.security import (
     HOSTS,
     allowed_hosts,
@@ -175,6 +176,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app[CONFIG] = config
     if config.metrics:
         app[METRICS] = Metrics(app)
+    app[WARNED] = set()
     app[HOSTS] = allowed_hosts(config)
     if app[HOSTS] is None:
         log.warning(

@@ -280,6 +280,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     allowed_hosts: list[str] | None = None
     # Proxies whose X-Forwarded-Proto / X-Forwarded-Host are believed (addresses or networks, "*": any).
     forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
+    # People named by an identity proxy (README "People: sign-in for teams"): the header holding the
+    # person's login (e-mail or user name) and, optionally, the one holding their display name; they
+    # count only on requests from forwarded_allow_ips.
+    trusted_user_header: str | None = None
+    trusted_name_header: str | None = None
     # The prefix every route is served under ("/chat": the page at /chat/, the API at /chat/api/...),
     # as chat-ui's APP_BASE; for a proxy that forwards a sub-path unchanged. "" or "/": none.
     base_path: str = ""
@@ -294,6 +299,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         check_models(self.models)
         check_proxies(self.forwarded_allow_ips)
         check_proxies(self.metrics_allow_ips, "metrics_allow_ips")
+        check_identity_headers(self.trusted_user_header, self.trusted_name_header, self.forwarded_allow_ips)
         # Normalised here rather than refused, so "/chat/" in a file means what its writer meant.
         msgspec.structs.force_setattr(self, "base_path", check_base_path(self.base_path))
         if self.tgi_model is not None and self.model(self.tgi_model) is None:
@@ -406,6 +412,24 @@ def _where(message: str) -> str:
     if "`$.models" in message:
         return message.replace("`$.", "`")
     return message.replace("`$.", "`server.")
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def check_identity_headers(user: str | None, name: str | None, proxies: list[str]) -> None:
+    """The identity headers are header names, and believed from named proxies only: with no proxy, or
+    with "*", anyone could send the header and be anyone."""
+    for key, header in (("trusted_user_header", user), ("trusted_name_header", name)):
+        if header is not None and not _HEADER_NAME.fullmatch(header):
+            raise ConfigError(f"{key}: {header!r} is not an HTTP header name (e.g. X-Forwarded-Email)")
+    if name is not None and user is None:
+        raise ConfigError("trusted_name_header is set without trusted_user_header: set both, or neither")
+    if user is not None and (not proxies or "*" in proxies):
+        raise ConfigError(
+            f'trusted_user_header {user!r} needs forwarded_allow_ips naming the proxy that sets it (not "*"): '
+            "from any other address the header is whatever a client wrote"
+        )
 
 
 def check_proxies(entries: list[str], key: str = "forwarded_allow_ips") -> None:

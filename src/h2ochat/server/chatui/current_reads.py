@@ -29,7 +29,17 @@ from h2ochat.server.chatui.routes import (
 )
 from h2ochat.server.chatui.share_reads import is_share_id, read_share
 from h2ochat.server.chatui.web_search import sources_by_answer, with_sources
-from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, SESSION_FOUND, STORE, ApiError, decode_body, json_response
+from h2ochat.server.edge.http import (
+    CONFIG,
+    MODELS,
+    PERSON,
+    SESSION,
+    SESSION_FOUND,
+    STORE,
+    ApiError,
+    decode_body,
+    json_response,
+)
 
 __all__ = ["routes"]
 
@@ -200,7 +210,21 @@ async def post_settings(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/v2/user")
 async def user(request: web.Request) -> web.StreamResponse:
-    return envelope(None)  # anonymous sessions only: no user, as chat-ui answers without login
+    """The person the identity proxy names (chat-ui's user fields), or null for an anonymous session."""
+    person = request.get(PERSON)
+    if person is None:
+        return envelope(None)
+    return envelope(
+        {
+            "id": person.id,
+            "username": person.name or person.login,
+            "email": person.login if "@" in person.login else None,
+            "avatarUrl": None,
+            "logoutDisabled": True,  # signing out is the proxy's
+            "isAdmin": False,
+            "isEarlyAccess": False,
+        }
+    )
 
 
 @routes.get("/api/v2/feature-flags")

@@ -17,12 +17,14 @@ from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.inference.runtime import Models
 from h2ochat.server.storage import Session, Store
+from h2ochat.server.storage.people import Person
 
 __all__ = [
     "CONFIG",
     "DEVICE",
     "DeviceCookie",
     "MODELS",
+    "PERSON",
     "SESSION",
     "SESSION_FOUND",
     "STORE",
@@ -141,3 +143,4 @@ class DeviceCookie(NamedTuple):
 
 DEVICE = web.RequestKey("device", DeviceCookie)  # unset: the cookie is the session's own id (its first device)
 SESSION_FOUND = web.RequestKey("session_found", Session)  # the session as the request found it (unset: none)
+PERSON = web.RequestKey("person", Person)  # who the trusted proxy says is asking (edge/people.py; unset: no one)

@@ -16,6 +16,7 @@ from aiohttp import web
 from h2ochat.server.edge.http import (
     CONFIG,
     DEVICE,
+    PERSON,
     SESSION,
     SESSION_FOUND,
     STORE,
@@ -24,6 +25,7 @@ from h2ochat.server.edge.http import (
     limit_rate,
     route_path,
 )
+from h2ochat.server.edge.people import person_of
 from h2ochat.server.edge.security import SAFE_METHODS, public
 from h2ochat.server.storage import Session, Store
 from h2ochat.server.storage.devices import DEVICE_SECRET
@@ -62,6 +64,12 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     only if it was not live is the step taken again, as a request without it would be; so every answer
     stays what the lookup first would have given.
     """
+    person = await person_of(request)
+    if person is not None:  # the proxy says who this is: their session, whatever the cookies say
+        request[PERSON], found = person
+        request[SESSION], request[SESSION_FOUND] = found.id, found
+        _welcome_gate(request, found)
+        return await handler(request)
     candidate = _lone_cookie(request) if _checked_in_statement(request) else None
     if candidate is None:
         await _look_up_session(request)
@@ -89,9 +97,7 @@ async def _look_up_session(request: web.Request) -> None:
     if ambiguous and writes:
         # No new session either: its cookie would replace the person's own in the browser.
         raise ApiError(400, _AMBIGUOUS.format(max=MAX_COOKIES))
-    if config.welcome_gate and _is_2023_message(request) and (session is None or session.ethics_accepted_at is None):
-        message = "You need to accept the welcome modal first"
-        raise ApiError(405, message, body={"error": message})
+    _welcome_gate(request, session)
     if session is None and writes:
         what = f"new sessions: this server accepts {config.new_sessions_per_minute} per minute per client address"
         await limit_rate(store, f"sessions:{request.remote}", config.new_sessions_per_minute, what)
@@ -99,6 +105,14 @@ async def _look_up_session(request: web.Request) -> None:
         # one statement, not two.
         if (request.method, path) != ("POST", "/settings"):
             request[SESSION] = await store.new_session()
+
+
+def _welcome_gate(request: web.Request, session: Session | None) -> None:
+    """2023's messages wait for the welcome modal to be accepted (its settings step)."""
+    gated = request.app[CONFIG].welcome_gate and _is_2023_message(request)
+    if gated and (session is None or session.ethics_accepted_at is None):
+        message = "You need to accept the welcome modal first"
+        raise ApiError(405, message, body={"error": message})
 
 
 def _checked_in_statement(request: web.Request) -> bool:
@@ -189,6 +203,8 @@ async def set_cookie(request: web.Request, response: web.StreamResponse) -> None
     Written as a header: by the time this hook runs, aiohttp (3.14) has
     already turned ``response.set_cookie`` values into headers.
     """
+    if PERSON in request:  # the proxy names them on every request: a cookie would only be a second key
+        return
     session = request.get(SESSION)
     device = request.get(DEVICE)
     if session and device is not None:

@@ -56,6 +56,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
 from h2ochat.server.storage.devices import Devices
+from h2ochat.server.storage.people import People
 from h2ochat.server.storage.portability import Portability
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
@@ -303,12 +304,13 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Portability, Devices, WebSearches, Protocol):
+class Store(Runs, Shares, Portability, Devices, WebSearches, People, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
     :class:`~h2ochat.server.storage.shares.Shares`; export and import:
     :class:`~h2ochat.server.storage.portability.Portability`; devices:
     :class:`~h2ochat.server.storage.devices.Devices`; web searches:
-    :class:`~h2ochat.server.storage.web_searches.WebSearches`)."""
+    :class:`~h2ochat.server.storage.web_searches.WebSearches`; people:
+    :class:`~h2ochat.server.storage.people.People`)."""
 
     @property
     def statements(self) -> int:

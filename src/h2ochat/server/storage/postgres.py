@@ -65,6 +65,7 @@ from h2ochat.server.storage import (
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_devices import PostgresDevices, forget_devices, move_devices
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
+from h2ochat.server.storage.postgres_people import PostgresPeople, keep_people_seen
 from h2ochat.server.storage.postgres_portability import PostgresPortability
 from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
@@ -80,7 +81,9 @@ FORGET_REPLICAS = 3600.0  # seconds after which a dead replica's row is deleted
 _LIVE = live_session("$1", "$2", "$3")
 
 
-class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresDevices, PostgresWebSearches):
+class PostgresStore(
+    PostgresRuns, PostgresShares, PostgresPortability, PostgresDevices, PostgresWebSearches, PostgresPeople
+):
     """:class:`~h2ochat.server.storage.Store` on PostgreSQL. Open with ``await PostgresStore.open(url)``."""
 
     def __init__(self, dsn: str, options: StoreOptions) -> None:
@@ -157,6 +160,7 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresD
         ago = clock("$1")  # $1 seconds ago
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
+            await keep_people_seen(db, self.options.session_idle)
             await forget_shares(db, self.options.session_idle)
             await forget_devices(db, self.options.session_idle)
             await db.execute(
@@ -198,6 +202,7 @@ class PostgresStore(PostgresRuns, PostgresShares, PostgresPortability, PostgresD
             await db.execute("UPDATE shares SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await db.execute("UPDATE web_searches SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await move_devices(db, fresh, session_id)
+            await db.execute("UPDATE people SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
     async def save_settings(

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
 from h2ochat.server.storage.devices import DEVICES_SCHEMA
+from h2ochat.server.storage.people import PEOPLE_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
@@ -145,6 +146,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("013_devices", _statements(DEVICES_SCHEMA)),  # storage/devices.py
     ("014_web_searches", _statements(WEB_SEARCHES_SCHEMA)),
     ("015_search_setting", _statements(_SEARCH_SETTING)),
+    ("016_people", _statements(PEOPLE_SCHEMA)),  # storage/people.py
 ]
 
 

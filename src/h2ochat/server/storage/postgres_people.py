@@ -1,0 +1,67 @@
+"""People on PostgreSQL (:mod:`.people`): a mixin of :class:`~h2ochat.server.storage.postgres.PostgresStore`.
+
+Nothing is cached in a replica: each request's person is looked up, so every replica serves a person
+under the same session, made once however many replicas see them first at the same moment.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from h2ochat.server.storage import Session, StoreOptions
+from h2ochat.server.storage.people import Person
+from h2ochat.server.storage.postgres_sql import NOW, clock
+
+if TYPE_CHECKING:
+    from h2ochat.server.storage.postgres_connections import Connections
+
+__all__ = ["PostgresPeople", "keep_people_seen"]
+
+# One statement for a person seen before (the common case): the person, the use of both recorded at
+# most once every $3 seconds, and the session. $1: the login; $2: the name ("" keeps the stored one).
+_SEEN = (
+    f"WITH person AS (UPDATE people SET name = CASE WHEN $2 = '' THEN name ELSE $2 END, seen_at = {NOW} "
+    f"WHERE login = $1 AND (seen_at < {clock('$3')} OR ($2 <> '' AND name <> $2)) RETURNING id), "
+    f"session AS (UPDATE sessions SET seen_at = {NOW} WHERE id = (SELECT session_id FROM people WHERE login = $1) "
+    f"AND seen_at < {clock('$3')}) "
+    "SELECT p.id, CASE WHEN $2 = '' THEN p.name ELSE $2 END, p.session_id, s.active_model, "
+    "s.share_conversations, s.ethics_accepted_at, s.search_enabled "
+    "FROM people AS p JOIN sessions AS s ON s.id = p.session_id WHERE p.login = $1"
+)
+
+
+async def keep_people_seen(db: Any, session_idle: float) -> None:
+    """The upkeep's part (in its transaction, before the idle sessions go): people's sessions never idle
+    out; those unused for half the idle time are marked seen, the others left alone."""
+    sql = f"UPDATE sessions SET seen_at = {NOW} WHERE seen_at < {clock('$1')} AND id IN (SELECT session_id FROM people)"
+    await db.execute(sql, session_idle / 2)
+
+
+class PostgresPeople:
+    if TYPE_CHECKING:  # the store's own, which this mixin uses
+        _db: Connections
+        options: StoreOptions
+
+    async def person_session(self, login: str, name: str) -> tuple[Person, Session]:
+        row = await self._db.one(_SEEN, login, name, self.options.touch_after)
+        if row is None:  # first seen: the person and their session together, once across replicas
+            async with self._db.pooled() as db, db.transaction():
+                session_id = secrets.token_urlsafe(32)
+                inserted = await db.fetchval(
+                    "INSERT INTO people (id, login, name, session_id, created_at, seen_at) "
+                    f"VALUES ($1, $2, $3, $4, {NOW}, {NOW}) ON CONFLICT (login) DO NOTHING RETURNING session_id",
+                    secrets.token_urlsafe(12),
+                    login,
+                    name,
+                    session_id,
+                )
+                if inserted is not None:
+                    await db.execute(
+                        f"INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES ($1, {NOW}, {NOW}, {NOW})",
+                        session_id,
+                    )
+            row = await self._db.one(_SEEN, login, name, self.options.touch_after)
+        if row is None:
+            raise RuntimeError(f"the person {login!r} was stored but cannot be read back")
+        return Person(row[0], login, row[1], row[2]), Session(row[2], row[3], row[4], row[5], row[6])

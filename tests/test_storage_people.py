@@ -1,0 +1,52 @@
+"""People in the store (issue 24), on SQLite and on PostgreSQL alike (the fixtures of tests/pgfixtures.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from h2ochat.server.storage import Store
+from tests.pgfixtures import opened
+
+
+async def test_a_person_is_one_session_whoever_asks(store: Store) -> None:
+    person, session = await store.person_session("alice@example.com", "Alice")
+    assert (person.login, person.name, person.session_id) == ("alice@example.com", "Alice", session.id)
+    assert session.ethics_accepted_at is None  # the welcome gate holds for people as for anyone
+    again, same = await store.person_session("alice@example.com", "")  # no name header: the stored one stays
+    assert (again.id, again.name, same.id) == (person.id, "Alice", session.id)
+    renamed, _ = await store.person_session("alice@example.com", "Alice Liddell")
+    assert renamed.name == "Alice Liddell"
+    assert (await store.person_session("alice@example.com", ""))[0].name == "Alice Liddell"
+    other, theirs = await store.person_session("bob", "")
+    assert other.id != person.id and theirs.id != session.id
+    assert await store.session(session.id) is not None
+
+
+async def test_a_person_first_seen_by_many_requests_at_once_is_made_once(store: Store) -> None:
+    found = await asyncio.gather(*(store.person_session("carol@example.com", "Carol") for _ in range(8)))
+    assert len({person.id for person, _ in found}) == 1
+    assert len({session.id for _, session in found}) == 1
+
+
+async def test_a_persons_history_outlives_the_idle_time(db: str) -> None:
+    async with opened(db, session_idle=2.0) as store:
+        _, session = await store.person_session("dave@example.com", "")
+        conversation = (await store.create_conversation(session.id, "m")).id
+        await store.rename_conversation(conversation, session.id, "kept")  # not an orphan
+        anonymous = await store.new_session()
+        await asyncio.sleep(2.2)
+        await store.upkeep()
+        assert await store.session(anonymous) is None
+        assert await store.session(session.id) is not None
+        assert await store.conversation(conversation, session.id) is not None
+        _, again = await store.person_session("dave@example.com", "")
+        assert again.id == session.id
+
+
+async def test_a_renewed_session_stays_the_persons(store: Store) -> None:
+    person, session = await store.person_session("erin@example.com", "")
+    conversation = (await store.create_conversation(session.id, "m")).id
+    fresh = await store.renew_session(session.id)
+    moved, found = await store.person_session("erin@example.com", "")
+    assert (moved.id, found.id, moved.session_id) == (person.id, fresh, fresh)
+    assert await store.conversation(conversation, fresh) is not None
