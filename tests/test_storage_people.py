@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from h2ochat.server.storage import Store
+from h2ochat.server.storage.devices import digest
+from h2ochat.server.storage.people import API_KEY, new_api_key
 from tests.pgfixtures import opened
 
 
@@ -50,3 +52,25 @@ async def test_a_renewed_session_stays_the_persons(store: Store) -> None:
     moved, found = await store.person_session("erin@example.com", "")
     assert (moved.id, found.id, moved.session_id) == (person.id, fresh, fresh)
     assert await store.conversation(conversation, fresh) is not None
+
+
+async def test_a_key_opens_its_person_until_revoked(store: Store) -> None:
+    secret, other = new_api_key(), new_api_key()
+    assert API_KEY.fullmatch(secret) and secret != other
+    key = await store.create_api_key("grace@example.com", "laptop", digest(secret))  # a person never seen: made
+    await store.create_api_key("heidi@example.com", "desktop", digest(other))
+    found = await store.api_key_person(digest(secret))
+    assert found is not None
+    person, session, key_id = found
+    assert (person.login, key_id) == ("grace@example.com", key.id)
+    assert session.id == (await store.person_session("grace@example.com", ""))[1].id  # the same history
+    listed = await store.api_keys("grace@example.com")
+    assert [(k.id, k.name, k.revoked_at) for k in listed] == [(key.id, "laptop", None)]
+    assert listed[0].last_used_at is not None  # the use above
+    assert await store.revoke_api_key("heidi@example.com", key.id) is False  # not theirs to revoke
+    assert await store.revoke_api_key("grace@example.com", key.id) is True
+    assert await store.revoke_api_key("grace@example.com", key.id) is False  # already
+    assert await store.api_key_person(digest(secret)) is None
+    assert (await store.api_keys("grace@example.com"))[0].revoked_at is not None
+    assert await store.api_key_person(digest(new_api_key())) is None  # never issued: the same answer
+    assert await store.api_keys("nobody@example.com") == []

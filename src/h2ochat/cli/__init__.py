@@ -1,4 +1,4 @@
-"""The ``h2ochat`` command: ask, chat, serve, models, export, import.
+"""The ``h2ochat`` command: ask, chat, serve, models, export, import, keys.
 
 ``h2ochat "question"`` is short for ``h2ochat ask "question"``.
 """
@@ -12,6 +12,7 @@ import click
 from h2ochat._version import __version__
 from h2ochat.cli.ask import ask
 from h2ochat.cli.chat import chat
+from h2ochat.cli.keys import keys
 from h2ochat.cli.models import models
 from h2ochat.cli.portability import export, import_
 from h2ochat.cli.serve import serve
@@ -45,6 +46,7 @@ def cli() -> None:
       h2ochat models pull bartowski/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M   # a model from the Hub
       h2ochat export history.zip --session <hf-chat cookie>   # every conversation of a session
       h2ochat import conversations.json --url http://127.0.0.1:8080   # an export, or ChatGPT's
+      h2ochat keys create laptop --user alice@example.com   # a person's API key
 
     Set H2OCHAT_URL (or --url) to talk to a running server instead of the embedded model.
     """
@@ -56,6 +58,7 @@ cli.add_command(serve)
 cli.add_command(models)
 cli.add_command(export)
 cli.add_command(import_)
+cli.add_command(keys)
 
 
 def main() -> None:

@@ -22,7 +22,18 @@ from h2ochat.protocol.nesting import MAX_JSON_DEPTH, too_deep
 from h2ochat.providers.defaults import configured_model, configured_url
 from h2ochat.providers.session import H2oSession
 
-__all__ = ["Connection", "complete_model", "connect", "fail", "parse_parameters", "run", "stderr"]
+__all__ = [
+    "CONFIG_OPTION",
+    "DB_OPTION",
+    "Connection",
+    "complete_model",
+    "connect",
+    "fail",
+    "local_store",
+    "parse_parameters",
+    "run",
+    "stderr",
+]
 
 T = TypeVar("T")
 stderr = Console(stderr=True, highlight=False)
@@ -153,3 +164,21 @@ def stdin_text() -> str:
     if sys.stdin.isatty():
         return ""
     return sys.stdin.read().strip()
+
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The server's TOML file.")
+DB_OPTION = click.option(
+    "--db", envvar="H2OCHAT_DB", help="The server's database, as h2ochat serve --db (env H2OCHAT_DB)."
+)
+
+
+async def local_store(config_path: str | None, db: str | None) -> tuple[Any, Any]:
+    """The server's store and settings, opened as ``h2ochat serve`` would open them (for commands that
+    work on the database itself, with or without a server running)."""
+    from h2ochat.server import load_config
+    from h2ochat.server.app import store_options
+    from h2ochat.server.storage import open_store
+
+    overrides: dict[str, Any] = {"db": db} if db else {}
+    config = load_config(config_path, **overrides)
+    return await open_store(config.db_path(), store_options(config)), config

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from h2ochat.cli.common import fail, run
+from h2ochat.cli.common import CONFIG_OPTION, DB_OPTION, fail, local_store, run
 from h2ochat.providers.defaults import configured_url
 
 __all__ = ["export", "import_"]
@@ -24,16 +24,14 @@ _SESSION = click.option(
     help="The session: the value of the browser's hf-chat cookie for that server (env H2OCHAT_SESSION).",
 )
 _URL = click.option("--url", help="A running h2ochat server (env H2OCHAT_URL); without: its database, here.")
-_CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="The server's TOML file.")
-_DB = click.option("--db", envvar="H2OCHAT_DB", help="The server's database, as h2ochat serve --db (env H2OCHAT_DB).")
 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
 @_URL
 @_SESSION
-@_CONFIG
-@_DB
+@CONFIG_OPTION
+@DB_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def export(
     file: str, url: str | None, session: str | None, config_path: str | None, db: str | None, debug: bool
@@ -55,8 +53,8 @@ def export(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_URL
 @_SESSION
-@_CONFIG
-@_DB
+@CONFIG_OPTION
+@DB_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 def import_(
     file: str, url: str | None, session: str | None, config_path: str | None, db: str | None, debug: bool
@@ -81,7 +79,7 @@ async def _export(url: str | None, session: str, config_path: str | None, db: st
             return await export_history(client)
     from h2ochat.server.chatui.portability import export_zip
 
-    store, _ = await _local(config_path, db)
+    store, _ = await local_store(config_path, db)
     try:
         return await export_zip(store, session)
     finally:
@@ -100,7 +98,7 @@ async def _import(
     from h2ochat.protocol.export import ImportRefused
     from h2ochat.server.chatui.portability import import_body
 
-    store, config = await _local(config_path, db)
+    store, config = await local_store(config_path, db)
     try:
         session = session or await store.new_session()
         imported = await import_body(store, config, session, body, config.model_names[0])
@@ -114,14 +112,3 @@ async def _import(
         "conversations": imported.conversations,
     }
     return answer, session
-
-
-async def _local(config_path: str | None, db: str | None) -> tuple[Any, Any]:
-    """The server's store, opened as ``h2ochat serve`` would open it."""
-    from h2ochat.server import load_config
-    from h2ochat.server.app import store_options
-    from h2ochat.server.storage import open_store
-
-    overrides: dict[str, Any] = {"db": db} if db else {}
-    config = load_config(config_path, **overrides)
-    return await open_store(config.db_path(), store_options(config)), config

@@ -23,6 +23,7 @@ from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
 from h2ochat.server.chatui.current_reads import routes as current_read_routes
 from h2ochat.server.chatui.devices import routes as device_routes
+from h2ochat.server.chatui.keys import routes as key_routes
 from h2ochat.server.chatui.messages import routes as message_routes
 from h2ochat.server.chatui.portability import routes as portability_routes
 from h2ochat.server.chatui.reads import routes as read_routes
@@ -43,7 +44,7 @@ from h2ochat.server.edge.http import (
 )
 from h2ochat.server.edge.metrics import METRICS, Metrics, count_requests
 from h2ochat.server.edge.metrics import routes as metrics_routes
-from h2ochat.server.edge.people import WARNED
+from h2ochat.server.edge.people import WARNED, identify
 from h2ochat.server.edge.security import (
     HOSTS,
     allowed_hosts,
@@ -86,6 +87,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     shared_page_routes,  # a shared conversation's page at /r/<id> (server/web/shared.py)
     portability_routes,  # export everything and import (server/chatui/portability.py)
     device_routes,  # one history in several browsers (server/chatui/devices.py)
+    key_routes,  # a person's API keys (server/chatui/keys.py)
     metrics_routes,  # GET /metrics for Prometheus, when metrics = true (server/edge/metrics.py)
 )
 
@@ -171,7 +173,17 @@ def create_app(config: ServerConfig) -> web.Application:
     The database and the models open on startup and close on cleanup.
     """
     # The guard first: a request refused by a later one must still end the guard's head timer.
-    middlewares = [guard_requests, count_requests, forwarded, json_errors, outside_base, v1_guard, protect, sessions]
+    middlewares = [
+        guard_requests,
+        count_requests,
+        forwarded,
+        json_errors,
+        outside_base,
+        identify,
+        v1_guard,
+        protect,
+        sessions,
+    ]
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
     if config.metrics:

@@ -31,6 +31,7 @@ from h2ochat.protocol.openai import (
 )
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.server.edge.http import (
+    API_KEY_ID,
     CONFIG,
     MODELS,
     ApiError,
@@ -70,7 +71,7 @@ async def v1_guard(request: web.Request, handler: Handler) -> web.StreamResponse
     if not (path == "/v1" or path.startswith("/v1/")):
         return await handler(request)
     key = request.app[CONFIG].api_key
-    if key:  # an empty key (an empty environment variable) means no key
+    if key and API_KEY_ID not in request:  # empty: no key; a person's own key (edge/people.py) opens /v1 too
         sent = request.headers.get("Authorization", "")
         # compare_digest: the time taken must not tell how much of a guess was right.
         # surrogateescape: a header byte that is not UTF-8 (0xFF) must be a wrong key, not a 500.

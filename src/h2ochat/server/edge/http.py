@@ -20,6 +20,7 @@ from h2ochat.server.storage import Session, Store
 from h2ochat.server.storage.people import Person
 
 __all__ = [
+    "API_KEY_ID",
     "CONFIG",
     "DEVICE",
     "DeviceCookie",
@@ -143,4 +144,5 @@ class DeviceCookie(NamedTuple):
 
 DEVICE = web.RequestKey("device", DeviceCookie)  # unset: the cookie is the session's own id (its first device)
 SESSION_FOUND = web.RequestKey("session_found", Session)  # the session as the request found it (unset: none)
-PERSON = web.RequestKey("person", Person)  # who the trusted proxy says is asking (edge/people.py; unset: no one)
+PERSON = web.RequestKey("person", Person)  # who is asking (edge/people.py; unset: an anonymous session or none)
+API_KEY_ID = web.RequestKey("api_key_id", str)  # the person's API key the request came with (unset: none)

@@ -1,26 +1,31 @@
-"""Who is asking, as the deployment's identity proxy says (README "People: sign-in for teams").
+"""Who is asking (README "People: sign-in for teams"): a person, by their API key or their proxy's word.
 
 With ``trusted_user_header`` set (``X-Forwarded-Email`` from oauth2-proxy, ``Remote-User`` from
 Authelia, ``Tailscale-User-Login``), a request from one of ``forwarded_allow_ips`` that carries the
-header is the person it names, served under that person's session whatever its cookies say. From any
-other address the header is a client's own words: ignored, and a warning logged once per address.
+header is the person it names. From any other address the header is a client's own words: ignored,
+and a warning logged once per address. A request carrying ``Authorization: Bearer h2o_…`` is the
+person whose key that is, from anywhere; a key revoked or never issued is refused. Either way the
+request is served under the person's session, whatever its cookies say.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from h2ochat.server.edge.http import CONFIG, STORE, ApiError
+from h2ochat.server.edge.http import API_KEY_ID, CONFIG, PERSON, SESSION, SESSION_FOUND, STORE, ApiError, route_path
 from h2ochat.server.edge.security import address_in, printable
 from h2ochat.server.storage import Session
-from h2ochat.server.storage.people import Person
+from h2ochat.server.storage.devices import digest
+from h2ochat.server.storage.people import API_KEY, Person
 
-__all__ = ["WARNED", "person_of"]
+__all__ = ["WARNED", "identify"]
 
 log = logging.getLogger("h2ochat.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _LOGIN = re.compile(r"[^\s\x00-\x1f\x7f]{1,254}")  # an e-mail address (254 at most) or a user name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -30,8 +35,36 @@ _WARNED_MAX = 1000  # addresses remembered for the once-per-address warning; the
 WARNED = web.AppKey("people_warned", set[str])
 
 
-async def person_of(request: web.Request) -> tuple[Person, Session] | None:
-    """The person the trusted proxy names, with their session; None when there is none to believe."""
+@web.middleware
+async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The person asking, if any: their session becomes the request's (edge/sessions.py leaves it)."""
+    found = await _by_key(request) or await _by_header(request)
+    if found is not None:
+        request[PERSON], session = found
+        request[SESSION], request[SESSION_FOUND] = session.id, session
+    return await handler(request)
+
+
+async def _by_key(request: web.Request) -> tuple[Person, Session] | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not API_KEY.fullmatch(token) or token == request.app[CONFIG].api_key:
+        return None  # no key, or the deployment's shared one (server.apis.openai checks that)
+    found = await request.app[STORE].api_key_person(digest(token))
+    if found is None:
+        message = "This API key is not valid: it was revoked, or never issued. Ask for a new one (h2ochat keys create)"
+        body: dict[str, object] = {"message": message}
+        if route_path(request).startswith("/v1"):  # OpenAI's shape there, as its SDK expects
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+            }
+        raise ApiError(401, message, body=body)
+    person, session, key_id = found
+    request[API_KEY_ID] = key_id
+    return person, session
+
+
+async def _by_header(request: web.Request) -> tuple[Person, Session] | None:
     config = request.app[CONFIG]
     header = config.trusted_user_header
     if header is None or header not in request.headers:

@@ -25,7 +25,6 @@ from h2ochat.server.edge.http import (
     limit_rate,
     route_path,
 )
-from h2ochat.server.edge.people import person_of
 from h2ochat.server.edge.security import SAFE_METHODS, public
 from h2ochat.server.storage import Session, Store
 from h2ochat.server.storage.devices import DEVICE_SECRET
@@ -64,11 +63,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     only if it was not live is the step taken again, as a request without it would be; so every answer
     stays what the lookup first would have given.
     """
-    person = await person_of(request)
-    if person is not None:  # the proxy says who this is: their session, whatever the cookies say
-        request[PERSON], found = person
-        request[SESSION], request[SESSION_FOUND] = found.id, found
-        _welcome_gate(request, found)
+    if PERSON in request:  # a person (edge/people.py): their session, whatever the cookies say
+        _welcome_gate(request, request[SESSION_FOUND])
         return await handler(request)
     candidate = _lone_cookie(request) if _checked_in_statement(request) else None
     if candidate is None:

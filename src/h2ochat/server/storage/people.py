@@ -4,7 +4,8 @@ A person owns one session, made when they are first seen, and every browser they
 under it: their history is the same everywhere, and every rule of sessions (ownership, the welcome gate,
 limits) holds for them unchanged. A person's session never idles out: the upkeep keeps it seen, while
 ``people.seen_at`` records when the person was last seen. Nothing here stores a secret: a person is who
-the trusted proxy says.
+the trusted proxy says, or whose API key a request carries (stored as a SHA-256 hash, so the database
+alone opens nothing).
 
 :class:`People` is the part of :class:`~h2ochat.server.storage.Store` that does this; ``sqlite_people``
 and ``postgres_people`` implement it, and ``PEOPLE_SCHEMA`` is migration ``016_people`` on both.
@@ -12,13 +13,41 @@ and ``postgres_people`` implement it, and ``PEOPLE_SCHEMA`` is migration ``016_p
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from h2ochat.server.storage import Session
 
-__all__ = ["PEOPLE_SCHEMA", "People", "Person"]
+__all__ = [
+    "API_KEY",
+    "KEY_NAME_RULE",
+    "PEOPLE_SCHEMA",
+    "ApiKey",
+    "People",
+    "Person",
+    "key_name",
+    "new_api_key",
+]
+
+# "h2o_" and 43 URL-safe characters (256 random bits): told apart from the deployment's shared key.
+API_KEY = re.compile(r"h2o_[A-Za-z0-9_-]{43}")
+
+
+MAX_KEY_NAME = 100
+KEY_NAME_RULE = f"A key's name is 1 to {MAX_KEY_NAME} printable characters, to tell it from the others (e.g. laptop)"
+
+
+def new_api_key() -> str:
+    return "h2o_" + secrets.token_urlsafe(32)
+
+
+def key_name(text: str) -> str | None:
+    """A key's name as given, trimmed; None when it cannot be one (:data:`KEY_NAME_RULE`)."""
+    name = text.strip()
+    return name if 0 < len(name) <= MAX_KEY_NAME and name.isprintable() else None
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,17 @@ class Person:
     session_id: str
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """A person's API key as listed: never the key itself, which is shown once and stored as a hash."""
+
+    id: str
+    name: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
 PEOPLE_SCHEMA = """
 CREATE TABLE people (
     id TEXT PRIMARY KEY,
@@ -37,7 +77,17 @@ CREATE TABLE people (
     session_id TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL,
     seen_at TEXT NOT NULL
-)
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX api_keys_by_person ON api_keys (person_id)
 """
 
 
@@ -48,4 +98,21 @@ class People(Protocol):
         """The person ``login`` names and their session, made together the first time (in one
         transaction, so two replicas seeing a new person at once make one), the use recorded and
         ``name`` kept when one is given."""
+        ...
+
+    async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:
+        """A new key for the person ``login`` names (made if never seen), stored by its hash."""
+        ...
+
+    async def api_keys(self, login: str) -> list[ApiKey]:
+        """The person's keys, oldest first, revoked ones included; [] for a person never seen."""
+        ...
+
+    async def revoke_api_key(self, login: str, key_id: str) -> bool:
+        """Revoke one of the person's keys; False when they have no live key by that id."""
+        ...
+
+    async def api_key_person(self, key_hash: str) -> tuple[Person, Session, str] | None:
+        """The person a live key names, their session and the key's id, the use recorded (at most once
+        every ``touch_after`` seconds); None for a key revoked or never issued alike."""
         ...

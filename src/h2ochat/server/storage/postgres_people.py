@@ -10,7 +10,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from h2ochat.server.storage import Session, StoreOptions
-from h2ochat.server.storage.people import Person
+from h2ochat.server.storage.people import ApiKey, Person
 from h2ochat.server.storage.postgres_sql import NOW, clock
 
 if TYPE_CHECKING:
@@ -29,6 +29,17 @@ _SEEN = (
     "s.share_conversations, s.ethics_accepted_at, s.search_enabled "
     "FROM people AS p JOIN sessions AS s ON s.id = p.session_id WHERE p.login = $1"
 )
+
+
+# A live key's id and person, its use recorded at most once every $2 seconds. $1: the key's hash.
+_KEY = (
+    "WITH key AS (SELECT k.id, p.login, k.last_used_at IS NULL OR k.last_used_at < "
+    f"{clock('$2')} AS stale FROM api_keys AS k JOIN people AS p ON p.id = k.person_id "
+    "WHERE k.key_hash = $1 AND k.revoked_at IS NULL), "
+    f"used AS (UPDATE api_keys SET last_used_at = {NOW} WHERE id = (SELECT id FROM key) AND (SELECT stale FROM key)) "
+    "SELECT id, login FROM key"
+)
+_KEY_COLUMNS = "id, name, created_at, last_used_at, revoked_at"
 
 
 async def keep_people_seen(db: Any, session_idle: float) -> None:
@@ -65,3 +76,40 @@ class PostgresPeople:
         if row is None:
             raise RuntimeError(f"the person {login!r} was stored but cannot be read back")
         return Person(row[0], login, row[1], row[2]), Session(row[2], row[3], row[4], row[5], row[6])
+
+    async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:
+        person, _ = await self.person_session(login, "")
+        row = await self._db.one(
+            f"INSERT INTO api_keys (id, person_id, name, key_hash, created_at) VALUES ($1, $2, $3, $4, {NOW}) "
+            f"RETURNING {_KEY_COLUMNS}",
+            secrets.token_urlsafe(9),
+            person.id,
+            name,
+            key_hash,
+        )
+        assert row is not None  # an INSERT … RETURNING answers its row
+        return ApiKey(*row)
+
+    async def api_keys(self, login: str) -> list[ApiKey]:
+        rows = await self._db.all(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE person_id = (SELECT id FROM people WHERE login = $1) "
+            "ORDER BY created_at, id",
+            login,
+        )
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_api_key(self, login: str, key_id: str) -> bool:
+        revoked = await self._db.execute(
+            f"UPDATE api_keys SET revoked_at = {NOW} WHERE id = $1 AND revoked_at IS NULL "
+            "AND person_id = (SELECT id FROM people WHERE login = $2)",
+            key_id,
+            login,
+        )
+        return revoked > 0
+
+    async def api_key_person(self, key_hash: str) -> tuple[Person, Session, str] | None:
+        row = await self._db.one(_KEY, key_hash, self.options.touch_after)
+        if row is None:
+            return None
+        person, session = await self.person_session(str(row[1]), "")
+        return person, session, str(row[0])

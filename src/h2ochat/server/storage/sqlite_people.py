@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2ochat.server.storage import Session, StoreOptions, now
-from h2ochat.server.storage.people import Person
+from h2ochat.server.storage.people import ApiKey, Person
 from h2ochat.server.storage.sqlite_schema import transaction
 
 __all__ = ["SQLitePeople", "keep_people_seen"]
 
 T = TypeVar("T")
+_KEY_COLUMNS = "id, name, created_at, last_used_at, revoked_at"
 
 
 def keep_people_seen(db: sqlite3.Connection, halfway: str) -> None:
@@ -33,30 +34,78 @@ class SQLitePeople:
 
     async def person_session(self, login: str, name: str) -> tuple[Person, Session]:
         def find(db: sqlite3.Connection) -> tuple[Person, Session]:
-            sql = "SELECT id, name, session_id, seen_at FROM people WHERE login = ?"
-            row = db.execute(sql, (login,)).fetchone()
-            if row is None:
-                with transaction(db):
-                    row = (secrets.token_urlsafe(12), name, secrets.token_urlsafe(32), now())
-                    db.execute(
-                        "INSERT INTO people (id, login, name, session_id, created_at, seen_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (row[0], login, name, row[2], row[3], row[3]),
-                    )
-            elif (name and name != row[1]) or row[3] < now(self.options.touch_after):
-                row = (row[0], name or row[1], row[2], now())
-                db.execute("UPDATE people SET name = ?, seen_at = ? WHERE id = ?", (row[1], row[3], row[0]))
-            live = self._live(db, row[2])
-            if live is None:  # a new person's session (or one gone some way the upkeep does not go)
-                stamp = now()
-                db.execute(
-                    "INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
-                    (row[2], stamp, stamp, stamp),
-                )
-                live = self._live(db, row[2])
-            return Person(row[0], login, row[1], row[2]), Session(
-                live[0], live[1], bool(live[2]), live[3], bool(live[5])
+            with transaction(db):  # a new person and their session are made together, or not at all
+                return self._person(db, login, name)
+
+        return await self._call(find)
+
+    def _person(self, db: sqlite3.Connection, login: str, name: str) -> tuple[Person, Session]:
+        """The person and their session, made the first time; on the database thread."""
+        sql = "SELECT id, name, session_id, seen_at FROM people WHERE login = ?"
+        row = db.execute(sql, (login,)).fetchone()
+        if row is None:
+            row = (secrets.token_urlsafe(12), name, secrets.token_urlsafe(32), now())
+            db.execute(
+                "INSERT INTO people (id, login, name, session_id, created_at, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (row[0], login, name, row[2], row[3], row[3]),
             )
+        elif (name and name != row[1]) or row[3] < now(self.options.touch_after):
+            row = (row[0], name or row[1], row[2], now())
+            db.execute("UPDATE people SET name = ?, seen_at = ? WHERE id = ?", (row[1], row[3], row[0]))
+        live = self._live(db, row[2])
+        if live is None:  # a new person's session (or one gone some way the upkeep does not go)
+            stamp = now()
+            db.execute(
+                "INSERT INTO sessions (id, created_at, updated_at, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                (row[2], stamp, stamp, stamp),
+            )
+            live = self._live(db, row[2])
+        person = Person(row[0], login, row[1], row[2])
+        return person, Session(live[0], live[1], bool(live[2]), live[3], bool(live[5]))
+
+    async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:
+        key = ApiKey(secrets.token_urlsafe(9), name, now(), None, None)
+
+        def create(db: sqlite3.Connection) -> ApiKey:
+            with transaction(db):
+                person, _ = self._person(db, login, "")
+                db.execute(
+                    "INSERT INTO api_keys (id, person_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (key.id, person.id, name, key_hash, key.created_at),
+                )
+            return key
+
+        return await self._call(create)
+
+    async def api_keys(self, login: str) -> list[ApiKey]:
+        sql = (
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE person_id = (SELECT id FROM people WHERE login = ?) "
+            "ORDER BY created_at, id"
+        )
+        rows = await self._call(lambda db: db.execute(sql, (login,)).fetchall())
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_api_key(self, login: str, key_id: str) -> bool:
+        sql = (
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL "
+            "AND person_id = (SELECT id FROM people WHERE login = ?)"
+        )
+        return bool(await self._call(lambda db: db.execute(sql, (now(), key_id, login)).rowcount))
+
+    async def api_key_person(self, key_hash: str) -> tuple[Person, Session, str] | None:
+        def find(db: sqlite3.Connection) -> tuple[Person, Session, str] | None:
+            sql = (
+                "SELECT k.id, k.last_used_at, p.login FROM api_keys AS k JOIN people AS p ON p.id = k.person_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL"
+            )
+            row = db.execute(sql, (key_hash,)).fetchone()
+            if row is None:
+                return None
+            with transaction(db):
+                if row[1] is None or row[1] < now(self.options.touch_after):
+                    db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now(), row[0]))
+                person, session = self._person(db, row[2], "")
+            return person, session, str(row[0])
 
         return await self._call(find)
