@@ -7,6 +7,7 @@ import asyncio
 from h2ochat.server.storage import Store
 from h2ochat.server.storage.devices import digest
 from h2ochat.server.storage.people import API_KEY, new_api_key
+from h2ochat.server.storage.usage import day
 from tests.pgfixtures import opened
 
 
@@ -74,3 +75,26 @@ async def test_a_key_opens_its_person_until_revoked(store: Store) -> None:
     assert (await store.api_keys("grace@example.com"))[0].revoked_at is not None
     assert await store.api_key_person(digest(new_api_key())) is None  # never issued: the same answer
     assert await store.api_keys("nobody@example.com") == []
+
+
+async def test_use_is_counted_per_day_and_listed_per_person(db: str) -> None:
+    async with opened(db, session_idle=2.0) as store:
+        _, alice = await store.person_session("alice@example.com", "Alice")
+        _, bob = await store.person_session("bob@example.com", "")
+        anonymous = await store.new_session()
+        await store.create_conversation(alice.id, "m")
+        for session, tokens in ((alice.id, 5), (alice.id, 7), (bob.id, 3), (anonymous, 100)):
+            await store.record_usage(session, 1, tokens)
+        assert await store.tokens_today(alice.id) == 12 and await store.tokens_today(anonymous) == 100
+        listed = await store.usage(day())
+        assert [(p.login, p.name, p.messages, p.tokens, p.conversations) for p in listed] == [
+            ("alice@example.com", "Alice", 2, 12, 1),
+            ("bob@example.com", "", 1, 3, 0),
+        ]  # people only, the busiest first
+        assert [p.tokens for p in await store.usage(day(-1))] == [0, 0]  # from tomorrow on: nothing yet
+        fresh = await store.renew_session(alice.id)
+        assert await store.tokens_today(fresh) == 12  # the use follows the session
+        await asyncio.sleep(2.2)
+        await store.upkeep()
+        assert await store.tokens_today(anonymous) == 0  # gone with its idle session
+        assert await store.tokens_today(bob.id) == 3  # a person's stays

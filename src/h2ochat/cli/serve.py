@@ -38,6 +38,11 @@ _LIST = _CommaList()
 )
 @click.option("--db-pool-size", type=click.IntRange(1), help="PostgreSQL connections per replica (default 10).")
 @click.option(
+    "--tokens-per-day",
+    type=click.IntRange(0),
+    help="Tokens the models may generate per session (per person) and UTC day (default 0: no limit).",
+)
+@click.option(
     "--max-conversations", type=click.IntRange(0), help="Conversations a session may keep (default 1000; 0: any)."
 )
 @click.option(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from h2ochat.server.apis.admin import routes as admin_routes
 from h2ochat.server.apis.openai import routes as openai_routes
 from h2ochat.server.apis.openai import v1_guard
 from h2ochat.server.apis.tgi import routes as tgi_routes
@@ -71,6 +72,7 @@ from h2ochat.server.storage import (
 )
 from h2ochat.server.web.page import routes as page_routes
 from h2ochat.server.web.shared import routes as shared_page_routes
+from h2ochat.server.web.usage import routes as usage_page_routes
 
 # Every route of the server, served under config.base_path by _add_routes: a new table goes here.
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
@@ -88,6 +90,8 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     portability_routes,  # export everything and import (server/chatui/portability.py)
     device_routes,  # one history in several browsers (server/chatui/devices.py)
     key_routes,  # a person's API keys (server/chatui/keys.py)
+    admin_routes,  # every person's use, for the admins (server/apis/admin.py; its page: server/web/usage.py)
+    usage_page_routes,
     metrics_routes,  # GET /metrics for Prometheus, when metrics = true (server/edge/metrics.py)
 )
 

@@ -50,7 +50,7 @@ import ipaddress
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -66,9 +66,11 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "FixedEndpoint",
+    "Limits",
     "LlamaEndpoint",
     "ModelConfig",
     "OpenAIEndpoint",
+    "PersonLimits",
     "PromptExample",
     "ServerConfig",
     "TgiEndpoint",
@@ -222,6 +224,23 @@ class WebSearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
         return self.engine != "none"
 
 
+class PersonLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A ``[[users]]`` table: one person's limits over the ``[server]`` ones (unset: the server's)."""
+
+    email: str  # the person's login as the identity proxy names them (an e-mail address, or a user name)
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_conversations: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    tokens_per_day: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class Limits(NamedTuple):
+    """The limits that hold for one session or person (0: none)."""
+
+    rate_limit_per_minute: int
+    max_conversations: int
+    tokens_per_day: int
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Every server setting, once: the ``[server]`` table of the TOML file, with the command line's
     overrides over it, and the ``[[models]]``. Build it with :func:`load_config`."""
@@ -254,6 +273,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 100_000
     max_new_tokens_limit: Annotated[int, msgspec.Meta(ge=1)] = 4096
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: no limit
+    # Tokens the models may generate per session (per person) and UTC day, counted across replicas; 0: no limit.
+    tokens_per_day: Annotated[int, msgspec.Meta(ge=0)] = 0
     keepalive_interval: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     # Seconds a write to a streaming client may wait for it to take the data; then the answer
     # ends as if the client had left (a reader that stopped frees the model's place).
@@ -292,6 +313,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # or networks; through a trusted proxy, the address it forwarded for).
     metrics: bool = False
     metrics_allow_ips: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # People's own limits ([[users]] tables) and the logins that see the usage view (README "Quotas and use").
+    users: list[PersonLimits] = msgspec.field(default_factory=list)
+    admins: list[str] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=lambda: default_models())
     web_search: WebSearchConfig = msgspec.field(default_factory=WebSearchConfig)
 
@@ -300,6 +324,13 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         check_proxies(self.forwarded_allow_ips)
         check_proxies(self.metrics_allow_ips, "metrics_allow_ips")
         check_identity_headers(self.trusted_user_header, self.trusted_name_header, self.forwarded_allow_ips)
+        # Logins compare lower-cased, as the identity header is taken.
+        msgspec.structs.force_setattr(self, "admins", [login.strip().lower() for login in self.admins])
+        users = [msgspec.structs.replace(user, email=user.email.strip().lower()) for user in self.users]
+        msgspec.structs.force_setattr(self, "users", users)
+        repeated = sorted({u.email for u in users if [v.email for v in users].count(u.email) > 1})
+        if repeated:
+            raise ConfigError(f"users: {', '.join(repeated)} has more than one [[users]] table; keep one each")
         # Normalised here rather than refused, so "/chat/" in a file means what its writer meant.
         msgspec.structs.force_setattr(self, "base_path", check_base_path(self.base_path))
         if self.tgi_model is not None and self.model(self.tgi_model) is None:
@@ -309,6 +340,21 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
     def model(self, name: str) -> ModelConfig | None:
         return next((model for model in self.models if model.name == name), None)
+
+    def limits(self, login: str | None) -> Limits:
+        """The limits of a person (their ``[[users]]`` table over the server's), or of an anonymous session."""
+        own = next((user for user in self.users if user.email == login), None) if login else None
+
+        def pick(mine: int | None, server: int) -> int:
+            return server if mine is None else mine
+
+        if own is None:
+            return Limits(self.rate_limit_per_minute, self.max_conversations, self.tokens_per_day)
+        return Limits(
+            pick(own.rate_limit_per_minute, self.rate_limit_per_minute),
+            pick(own.max_conversations, self.max_conversations),
+            pick(own.tokens_per_day, self.tokens_per_day),
+        )
 
     @property
     def model_names(self) -> list[str]:
@@ -328,6 +374,7 @@ class _File(_Table):
     server: dict[str, Any] = msgspec.field(default_factory=dict)
     models: list[dict[str, Any]] = msgspec.field(default_factory=list)
     web_search: dict[str, Any] = msgspec.field(default_factory=dict)
+    users: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 def default_models() -> list[ModelConfig]:
@@ -372,6 +419,8 @@ def load_config(
         raise ConfigError(f"{source}: models are [[models]] tables, not a [server] key")
     if file.web_search:
         settings["web_search"] = file.web_search
+    if file.users:
+        settings["users"] = file.users
     if models is not None:
         settings["models"] = models
     elif file.models:

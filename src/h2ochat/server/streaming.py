@@ -27,6 +27,7 @@ from h2ochat.protocol.sse import encode_comment
 from h2ochat.protocol.tgi import Details, Token, encode_error_event, encode_stream_event
 from h2ochat.server.edge.http import CONFIG, ApiError
 from h2ochat.server.edge.metrics import Metrics
+from h2ochat.server.edge.quotas import check_tokens
 from h2ochat.server.edge.security import printable
 from h2ochat.server.edge.sockets import drop
 from h2ochat.server.inference.backends import BackendError, GeneratedToken, GenerationRequest, Overloaded
@@ -46,6 +47,7 @@ __all__ = [
     "describe",
     "stream_answer",
     "tgi_error",
+    "within_quota",
 ]
 
 log = logging.getLogger("h2ochat.server")
@@ -179,6 +181,16 @@ def admit(runtime: ModelRuntime, dialect: Dialect) -> None:
         runtime.admit()
     except Overloaded as exc:
         raise _refusal(dialect, exc) from None
+
+
+async def within_quota(request: web.Request, dialect: Dialect) -> None:
+    """The day's token quota (edge/quotas.py) for the APIs that keep no conversation, refused in their shape."""
+    try:
+        await check_tokens(request)
+    except ApiError as exc:
+        refusal = dialect.refusal(str(exc), "overloaded", interrupted=False)
+        refusal.status, refusal.headers = exc.status, exc.headers
+        raise refusal from None
 
 
 def _refusal(dialect: Dialect, error: BackendError | Interrupted) -> ApiError:

@@ -13,6 +13,7 @@ an error is its last event, in the same shape (the openai SDK raises it).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import uuid
@@ -42,9 +43,10 @@ from h2ochat.server.edge.http import (
     route_path,
 )
 from h2ochat.server.edge.metrics import METRICS
+from h2ochat.server.edge.quotas import record_request
 from h2ochat.server.inference.backends import GeneratedToken, GenerationRequest
 from h2ochat.server.inference.runtime import ModelRuntime, build_request
-from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer
+from h2ochat.server.streaming import Answer, admit, complete_answer, stream_answer, within_quota
 
 __all__ = ["routes", "v1_guard"]
 
@@ -204,13 +206,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     generation_request = _request(body, runtime, request)
     usage = body.stream_options is not None and body.stream_options.include_usage
     dialect = OpenAIChunks(CompletionBuilder(body.model, include_usage=usage))
+    await within_quota(request, dialect)
     admit(runtime, dialect)
     with models.track(f"openai-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation, request.app.get(METRICS))
-        if body.stream:
-            response, _ = await stream_answer(request, answer, dialect)
-            return response
-        return json_response(await complete_answer(answer, dialect))
+        try:
+            if body.stream:
+                response, _ = await stream_answer(request, answer, dialect)
+                return response
+            return json_response(await complete_answer(answer, dialect))
+        finally:
+            await asyncio.shield(record_request(request, answer.count))
 
 
 def _event(data: ChatCompletionChunk | dict[str, Any]) -> bytes:

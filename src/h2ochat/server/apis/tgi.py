@@ -13,6 +13,7 @@ incomplete_generation. Nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from typing import Any
@@ -23,9 +24,10 @@ from aiohttp import web
 from h2ochat.protocol.parameters import request_parameters
 from h2ochat.server.edge.http import CONFIG, MODELS, BadBody, json_response, parse_json
 from h2ochat.server.edge.metrics import METRICS
+from h2ochat.server.edge.quotas import record_request
 from h2ochat.server.inference.backends import GenerationRequest
 from h2ochat.server.inference.runtime import ModelRuntime, build_request
-from h2ochat.server.streaming import Answer, TgiEvents, admit, complete_answer, stream_answer, tgi_error
+from h2ochat.server.streaming import Answer, TgiEvents, admit, complete_answer, stream_answer, tgi_error, within_quota
 
 __all__ = ["routes", "tgi_runtime"]
 
@@ -91,11 +93,15 @@ async def _answer(request: web.Request, *, stream: bool | None, listed: bool = F
     """``stream`` None: as the body says."""
     body, runtime, generation_request = await _read(request)
     dialect = TgiEvents(prefix=body.inputs)
+    await within_quota(request, dialect)
     admit(runtime, dialect)
     with request.app[MODELS].track(f"tgi-{uuid.uuid4().hex}") as generation:
         answer = Answer(runtime, generation_request, generation, request.app.get(METRICS))
-        if body.stream if stream is None else stream:
-            response, _ = await stream_answer(request, answer, dialect)
-            return response
-        result = await complete_answer(answer, dialect)
-        return json_response([result] if listed else result)
+        try:
+            if body.stream if stream is None else stream:
+                response, _ = await stream_answer(request, answer, dialect)
+                return response
+            result = await complete_answer(answer, dialect)
+            return json_response([result] if listed else result)
+        finally:
+            await asyncio.shield(record_request(request, answer.count))

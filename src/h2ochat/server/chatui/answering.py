@@ -24,6 +24,7 @@ from h2ochat.protocol.runs import Generation
 from h2ochat.server.chatui.runs import RUNS, Run, relay
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, limit_rate
 from h2ochat.server.edge.metrics import METRICS
+from h2ochat.server.edge.quotas import check_tokens, limits_of, metered, record_answer
 from h2ochat.server.inference.backends import InputTooLong
 from h2ochat.server.inference.runtime import Fitted, ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow, Store
@@ -44,13 +45,14 @@ def branch(rows: dict[str, MessageRow], path: list[str]) -> tuple[str, list[dict
 
 async def count_message(request: web.Request, runtime: ModelRuntime, dialect: Dialect) -> None:
     """Counted once the message is known to be acceptable; a full queue refuses before anything is stored."""
-    per_minute = request.app[CONFIG].rate_limit_per_minute
+    per_minute = limits_of(request).rate_limit_per_minute
     await limit_rate(
         request.app[STORE],
         f"messages:{request[SESSION]}",
         per_minute,
         f"messages: this server accepts {per_minute} per minute per session",
     )
+    await check_tokens(request)
     admit(runtime, dialect)
 
 
@@ -121,7 +123,9 @@ async def stream_and_save(
     app = request.app
     # Beside the events: how many earlier messages the model did not see.
     headers = {"H2ochat-Left-Out": str(fitted.left_out), **(headers or {})}
-    answering = functools.partial(_answer_and_save, app, runtime, conversation, fitted, answer_id, before, saved_text)
+    answering = functools.partial(
+        _answer_and_save, app, runtime, conversation, fitted, answer_id, before, saved_text, metered(request)
+    )
     if run_id is None:
         streamed: list[web.StreamResponse] = []
 
@@ -147,9 +151,11 @@ async def _answer_and_save(
     answer_id: str,
     before: MessageRow | None,
     saved_text: SavedText | None,
+    counted: bool,
     produce: Callable[[Answer], Awaitable[Outcome]],
 ) -> Outcome:
-    """Generate the answer through ``produce``, checkpointing it, and save how it ended."""
+    """Generate the answer through ``produce``, checkpointing it, and save how it ended (and, ``counted``,
+    add it to the session's use: edge/quotas.py)."""
     store, config = app[STORE], app[CONFIG]
     started = time.monotonic()
     with app[MODELS].track(conversation.id) as generation:
@@ -174,6 +180,8 @@ async def _answer_and_save(
                     generated_tokens=_tokens(before) + outcome.generated_tokens,
                 )
             )
+            if counted:
+                await asyncio.shield(record_answer(app, conversation.session_id, outcome.generated_tokens))
     elapsed = time.monotonic() - started
     log.info(
         "generated model=%s tokens=%d seconds=%.2f tokens/s=%.1f end=%s",

@@ -16,6 +16,7 @@ from h2ochat.protocol.export import ImportLimits, ImportRefused
 from h2ochat.server.chatui.archive import read_import, to_export, write_zip
 from h2ochat.server.config import ServerConfig
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, json_response
+from h2ochat.server.edge.quotas import limits_of
 from h2ochat.server.storage import Store
 from h2ochat.server.storage.portability import Imported
 
@@ -52,7 +53,14 @@ async def import_(request: web.Request) -> web.StreamResponse:
     if not body.strip():
         raise ApiError(400, "The request has no body: send the export's zip, its JSON, or ChatGPT's conversations.json")
     try:
-        imported = await import_body(request.app[STORE], config, request[SESSION], body, request.app[MODELS].names[0])
+        imported = await import_body(
+            request.app[STORE],
+            config,
+            request[SESSION],
+            body,
+            request.app[MODELS].names[0],
+            limits_of(request).max_conversations,
+        )
     except ImportRefused as exc:
         raise ApiError(exc.status, str(exc)) from None
     return json_response(
@@ -65,12 +73,16 @@ async def export_zip(store: Store, session: str) -> bytes:
     return await asyncio.to_thread(write_zip, to_export(await store.export_conversations(session)))
 
 
-async def import_body(store: Store, config: ServerConfig, session: str, body: bytes, model: str) -> Imported:
-    """Check a whole upload, then write it in one transaction (``model``: the one ChatGPT's get).
-    :class:`ImportRefused` for a bad file, the store's errors past its limits."""
+async def import_body(
+    store: Store, config: ServerConfig, session: str, body: bytes, model: str, max_conversations: int | None = None
+) -> Imported:
+    """Check a whole upload, then write it in one transaction (``model``: the one ChatGPT's get; with
+    ``max_conversations``, that limit rather than the server's). :class:`ImportRefused` for a bad file,
+    the store's errors past its limits."""
     # Off the event loop: unpacking, decoding and checking a large file takes a while.
     conversations = await asyncio.to_thread(read_import, body, import_limits(config), model)
-    return await store.import_conversations(session, conversations, config.max_conversations)
+    limit = config.max_conversations if max_conversations is None else max_conversations
+    return await store.import_conversations(session, conversations, limit)
 
 
 async def _body(request: web.Request, most: int) -> bytes:

@@ -34,6 +34,7 @@ from h2ochat.server.edge.http import (
     json_response,
     parse_json,
 )
+from h2ochat.server.edge.quotas import limits_of
 from h2ochat.server.edge.security import printable
 from h2ochat.server.inference.backends import BackendError, Overloaded
 from h2ochat.server.inference.runtime import ModelRuntime, Models
@@ -172,7 +173,7 @@ async def create_conversation(request: web.Request) -> web.StreamResponse:
         return await _created_from_share(request, body.from_share, body.model)
     preprompt = runtime.config.preprompt if body.preprompt is None else check_preprompt(body.preprompt, config)
     created = await store.create_conversation(
-        request[SESSION], body.model, config.max_conversations, preprompt=preprompt
+        request[SESSION], body.model, limits_of(request).max_conversations, preprompt=preprompt
     )
     # Today's chat-ui adds the new conversation, system root and all, as a superjson string; 2023's
     # clients read conversationId only, so one answer serves both. Built from what was stored, not read back.

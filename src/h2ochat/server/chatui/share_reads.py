@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from h2ochat.server.chatui.documents import conversation_document
-from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError
+from h2ochat.server.edge.http import MODELS, SESSION, STORE, ApiError
+from h2ochat.server.edge.quotas import limits_of
 from h2ochat.server.storage import Conversation, MessageRow
 from h2ochat.server.storage.shares import SHARE_ID, Share
 
@@ -50,7 +51,7 @@ async def continue_from_share(request: web.Request, share_id: str, model: str) -
         raise ApiError(404, f"{MISSING}: fromShare {share_id[:40]!r} is no live shared conversation")
     share = found[0]
     chosen = share.model if request.app[MODELS].get(share.model) is not None else model
-    copied = await store.continue_share(share.id, request[SESSION], chosen, request.app[CONFIG].max_conversations)
+    copied = await store.continue_share(share.id, request[SESSION], chosen, limits_of(request).max_conversations)
     if copied is None:  # revoked between the two statements
         raise ApiError(404, f"{MISSING}: fromShare {share_id[:40]!r} is no live shared conversation")
     return copied

@@ -14,6 +14,7 @@ from aiohttp import web
 from h2ochat.protocol.tree import Tree
 from h2ochat.server.chatui.routes import owned_tree
 from h2ochat.server.edge.http import CONFIG, SESSION, STORE, ApiError, decode_body, json_response
+from h2ochat.server.edge.quotas import limits_of
 from h2ochat.server.edge.security import public
 from h2ochat.server.storage.shares import Share, Snapshot, TooManyShares
 
@@ -43,7 +44,7 @@ async def share(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, "An answer of this conversation is still being written: share it once the answer ends")
     snapshot = Snapshot(conversation.id, conversation.title, conversation.model, branch, days)
     try:
-        share_id = await request.app[STORE].share(request[SESSION], snapshot, request.app[CONFIG].max_conversations)
+        share_id = await request.app[STORE].share(request[SESSION], snapshot, limits_of(request).max_conversations)
     except TooManyShares as exc:
         raise ApiError(409, str(exc)) from None
     return json_response({"shareId": share_id, "url": link(request, share_id)})

@@ -60,6 +60,7 @@ from h2ochat.server.storage.people import People
 from h2ochat.server.storage.portability import Portability
 from h2ochat.server.storage.runs import RunRow, Runs
 from h2ochat.server.storage.shares import Shares
+from h2ochat.server.storage.usage import Usage
 from h2ochat.server.storage.web_searches import WebSearches
 
 __all__ = [
@@ -304,13 +305,13 @@ ORPHANS = (
 )
 
 
-class Store(Runs, Shares, Portability, Devices, WebSearches, People, Protocol):
+class Store(Runs, Shares, Portability, Devices, WebSearches, People, Usage, Protocol):
     """The server's database (its runs: :class:`~h2ochat.server.storage.runs.Runs`; shared links:
     :class:`~h2ochat.server.storage.shares.Shares`; export and import:
     :class:`~h2ochat.server.storage.portability.Portability`; devices:
     :class:`~h2ochat.server.storage.devices.Devices`; web searches:
     :class:`~h2ochat.server.storage.web_searches.WebSearches`; people:
-    :class:`~h2ochat.server.storage.people.People`)."""
+    :class:`~h2ochat.server.storage.people.People`; use: :class:`~h2ochat.server.storage.usage.Usage`)."""
 
     @property
     def statements(self) -> int:

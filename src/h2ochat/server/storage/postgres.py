@@ -65,7 +65,7 @@ from h2ochat.server.storage import (
 from h2ochat.server.storage.postgres_connections import UNAVAILABLE, Connections, rows
 from h2ochat.server.storage.postgres_devices import PostgresDevices, forget_devices, move_devices
 from h2ochat.server.storage.postgres_notify import CHANNEL, StopChannel
-from h2ochat.server.storage.postgres_people import PostgresPeople, keep_people_seen
+from h2ochat.server.storage.postgres_people import PostgresPeople, forget_usage, keep_people_seen
 from h2ochat.server.storage.postgres_portability import PostgresPortability
 from h2ochat.server.storage.postgres_runs import PostgresRuns
 from h2ochat.server.storage.postgres_sessions import live_session
@@ -161,6 +161,7 @@ class PostgresStore(
         async with db.transaction():
             await db.execute(f"DELETE FROM replicas WHERE seen_at < {ago}", FORGET_REPLICAS)
             await keep_people_seen(db, self.options.session_idle)
+            await forget_usage(db, self.options.session_idle)
             await forget_shares(db, self.options.session_idle)
             await forget_devices(db, self.options.session_idle)
             await db.execute(
@@ -203,6 +204,7 @@ class PostgresStore(
             await db.execute("UPDATE web_searches SET session_id = $1 WHERE session_id = $2", fresh, session_id)
             await move_devices(db, fresh, session_id)
             await db.execute("UPDATE people SET session_id = $1 WHERE session_id = $2", fresh, session_id)
+            await db.execute("UPDATE usage SET session_id = $1 WHERE session_id = $2", fresh, session_id)
         return fresh
 
     async def save_settings(

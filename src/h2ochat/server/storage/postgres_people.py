@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from h2ochat.server.storage import Session, StoreOptions
 from h2ochat.server.storage.people import ApiKey, Person
 from h2ochat.server.storage.postgres_sql import NOW, clock
+from h2ochat.server.storage.usage import PersonUsage, day
 
 if TYPE_CHECKING:
     from h2ochat.server.storage.postgres_connections import Connections
 
-__all__ = ["PostgresPeople", "keep_people_seen"]
+__all__ = ["PostgresPeople", "forget_usage", "keep_people_seen"]
 
 # One statement for a person seen before (the common case): the person, the use of both recorded at
 # most once every $3 seconds, and the session. $1: the login; $2: the name ("" keeps the stored one).
@@ -47,6 +48,12 @@ async def keep_people_seen(db: Any, session_idle: float) -> None:
     out; those unused for half the idle time are marked seen, the others left alone."""
     sql = f"UPDATE sessions SET seen_at = {NOW} WHERE seen_at < {clock('$1')} AND id IN (SELECT session_id FROM people)"
     await db.execute(sql, session_idle / 2)
+
+
+async def forget_usage(db: Any, session_idle: float) -> None:
+    """The upkeep's part (in its transaction, before the idle sessions go): their use goes with them."""
+    idle = f"SELECT id FROM sessions WHERE seen_at < {clock('$1')}"
+    await db.execute(f"DELETE FROM usage WHERE session_id IN ({idle})", session_idle)
 
 
 class PostgresPeople:
@@ -113,3 +120,28 @@ class PostgresPeople:
             return None
         person, session = await self.person_session(str(row[1]), "")
         return person, session, str(row[0])
+
+    async def record_usage(self, session_id: str, messages: int, tokens: int) -> None:
+        await self._db.execute(
+            "INSERT INTO usage (session_id, day, messages, tokens) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (session_id, day) DO UPDATE SET messages = usage.messages + excluded.messages, "
+            "tokens = usage.tokens + excluded.tokens",
+            session_id,
+            day(),
+            messages,
+            tokens,
+        )
+
+    async def tokens_today(self, session_id: str) -> int:
+        found = await self._db.value("SELECT tokens FROM usage WHERE session_id = $1 AND day = $2", session_id, day())
+        return int(found or 0)
+
+    async def usage(self, since: str) -> list[PersonUsage]:
+        rows = await self._db.all(
+            "SELECT p.login, p.name, coalesce(sum(u.messages), 0)::bigint, coalesce(sum(u.tokens), 0)::bigint, "
+            "(SELECT count(*) FROM conversations AS c WHERE c.session_id = p.session_id), p.seen_at "
+            "FROM people AS p LEFT JOIN usage AS u ON u.session_id = p.session_id AND u.day >= $1 "
+            "GROUP BY p.id ORDER BY 4 DESC, 3 DESC, p.login",
+            since,
+        )
+        return [PersonUsage(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), row[5]) for row in rows]

@@ -15,6 +15,7 @@ from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.usage import USAGE_SCHEMA
 from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS"]
@@ -197,4 +198,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("014_web_searches", WEB_SEARCHES_SCHEMA),
     ("015_search_setting", _SEARCH_SETTING),
     ("016_people", PEOPLE_SCHEMA),  # storage/people.py: people named by a trusted proxy
+    ("017_usage", USAGE_SCHEMA),  # storage/usage.py: messages and tokens per session and day
 ]

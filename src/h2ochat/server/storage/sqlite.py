@@ -47,7 +47,7 @@ from h2ochat.server.storage import (
     tree_of,
 )
 from h2ochat.server.storage.sqlite_devices import SQLiteDevices, forget_devices, move_devices
-from h2ochat.server.storage.sqlite_people import SQLitePeople, keep_people_seen
+from h2ochat.server.storage.sqlite_people import SQLitePeople, forget_usage, keep_people_seen
 from h2ochat.server.storage.sqlite_portability import SQLitePortability
 from h2ochat.server.storage.sqlite_runs import SQLiteRuns
 from h2ochat.server.storage.sqlite_schema import migrate, transaction, use_wal
@@ -149,6 +149,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
         def expire(db: sqlite3.Connection) -> None:
             with transaction(db):
                 keep_people_seen(db, now(self.options.session_idle / 2))
+                forget_usage(db, cutoff)
                 forget_shares(db, cutoff)
                 forget_devices(db, cutoff)
                 db.execute(
@@ -202,6 +203,7 @@ class SQLiteStore(SQLiteRuns, SQLiteShares, SQLitePortability, SQLiteDevices, SQ
                 db.execute("UPDATE web_searches SET session_id = ? WHERE session_id = ?", (fresh, session_id))
                 move_devices(db, fresh, session_id)
                 db.execute("UPDATE people SET session_id = ? WHERE session_id = ?", (fresh, session_id))
+                db.execute("UPDATE usage SET session_id = ? WHERE session_id = ?", (fresh, session_id))
 
         await self._call(move)
         return fresh

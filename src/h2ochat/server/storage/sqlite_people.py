@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from h2ochat.server.storage import Session, StoreOptions, now
 from h2ochat.server.storage.people import ApiKey, Person
 from h2ochat.server.storage.sqlite_schema import transaction
+from h2ochat.server.storage.usage import PersonUsage, day
 
-__all__ = ["SQLitePeople", "keep_people_seen"]
+__all__ = ["SQLitePeople", "forget_usage", "keep_people_seen"]
 
 T = TypeVar("T")
 _KEY_COLUMNS = "id, name, created_at, last_used_at, revoked_at"
@@ -22,6 +23,11 @@ def keep_people_seen(db: sqlite3.Connection, halfway: str) -> None:
     out; those unused since ``halfway`` through the idle time are marked seen, the others left alone."""
     sql = "UPDATE sessions SET seen_at = ? WHERE seen_at < ? AND id IN (SELECT session_id FROM people)"
     db.execute(sql, (now(), halfway))
+
+
+def forget_usage(db: sqlite3.Connection, idle_cutoff: str) -> None:
+    """The upkeep's part (in its transaction, before the idle sessions go): their use goes with them."""
+    db.execute("DELETE FROM usage WHERE session_id IN (SELECT id FROM sessions WHERE seen_at < ?)", (idle_cutoff,))
 
 
 class SQLitePeople:
@@ -109,3 +115,25 @@ class SQLitePeople:
             return person, session, str(row[0])
 
         return await self._call(find)
+
+    async def record_usage(self, session_id: str, messages: int, tokens: int) -> None:
+        sql = (
+            "INSERT INTO usage (session_id, day, messages, tokens) VALUES (?, ?, ?, ?) ON CONFLICT (session_id, day) "
+            "DO UPDATE SET messages = messages + excluded.messages, tokens = tokens + excluded.tokens"
+        )
+        await self._call(lambda db: db.execute(sql, (session_id, day(), messages, tokens)))
+
+    async def tokens_today(self, session_id: str) -> int:
+        sql = "SELECT tokens FROM usage WHERE session_id = ? AND day = ?"
+        row = await self._call(lambda db: db.execute(sql, (session_id, day())).fetchone())
+        return int(row[0]) if row else 0
+
+    async def usage(self, since: str) -> list[PersonUsage]:
+        sql = (
+            "SELECT p.login, p.name, coalesce(sum(u.messages), 0), coalesce(sum(u.tokens), 0), "
+            "(SELECT count(*) FROM conversations AS c WHERE c.session_id = p.session_id), p.seen_at "
+            "FROM people AS p LEFT JOIN usage AS u ON u.session_id = p.session_id AND u.day >= ? "
+            "GROUP BY p.id ORDER BY 4 DESC, 3 DESC, p.login"
+        )
+        rows = await self._call(lambda db: db.execute(sql, (since,)).fetchall())
+        return [PersonUsage(*row) for row in rows]

@@ -15,6 +15,7 @@ from h2ochat.server.storage.people import PEOPLE_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
+from h2ochat.server.storage.usage import USAGE_SCHEMA
 from h2ochat.server.storage.web_searches import WEB_SEARCHES_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate", "transaction", "use_wal"]
@@ -147,6 +148,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("014_web_searches", _statements(WEB_SEARCHES_SCHEMA)),
     ("015_search_setting", _statements(_SEARCH_SETTING)),
     ("016_people", _statements(PEOPLE_SCHEMA)),  # storage/people.py
+    ("017_usage", _statements(USAGE_SCHEMA)),  # storage/usage.py
 ]
 
 
