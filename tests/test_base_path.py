@@ -214,7 +214,7 @@ async def test_the_page_and_every_asset_it_names_are_under_the_prefix(
     parsed = _Addresses()
     parsed.feed(body.decode())
     assert parsed.base == "/chat/"
-    assert len(parsed.addresses) == 30  # the icon, two style sheets (shared.css: sharing), 26 preloaded modules, app.js
+    assert len(parsed.addresses) == 31  # the icon, two style sheets (shared.css: sharing), 27 preloaded modules, app.js
     for address in parsed.addresses:
         absolute = urllib.parse.urljoin(chat_server.url + page, urllib.parse.urljoin(parsed.base, address))
         assert absolute.startswith(chat_server.url + "/static/"), address

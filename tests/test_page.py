@@ -57,7 +57,7 @@ def test_every_module_is_preloaded() -> None:
     # shared.js: the entry of a shared conversation's page (shared.html), not of this one.
     entries = ("static/app.js", "static/shared.js")
     missing = [m for m in modules if m not in entries and f'<link rel="modulepreload" href="{m}">' not in html]
-    assert len(modules) == 28 and missing == []  # app.js, its 23 modules (with websearch.js), shared.js, 3 libraries
+    assert len(modules) == 29 and missing == []  # app.js, its 24 modules (with keys.js), shared.js, 3 libraries
 
 
 async def test_static_files_revalidate_with_etag_and_come_gzipped(raw_client: Client) -> None:

@@ -221,7 +221,7 @@ async def user(request: web.Request) -> web.StreamResponse:
             "email": person.login if "@" in person.login else None,
             "avatarUrl": None,
             "logoutDisabled": True,  # signing out is the proxy's
-            "isAdmin": False,
+            "isAdmin": person.login in request.app[CONFIG].admins,
             "isEarlyAccess": False,
         }
     )
@@ -229,7 +229,9 @@ async def user(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/v2/feature-flags")
 async def feature_flags(request: web.Request) -> web.StreamResponse:
-    flags = {"enableAssistants": False, "loginEnabled": False, "isAdmin": False, "transcriptionEnabled": False}
+    person = request.get(PERSON)
+    admin = person is not None and person.login in request.app[CONFIG].admins  # sees the use by person
+    flags = {"enableAssistants": False, "loginEnabled": False, "isAdmin": admin, "transcriptionEnabled": False}
     return envelope(flags)
 
 

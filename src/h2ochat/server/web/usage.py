@@ -41,6 +41,7 @@ async def usage_page(request: web.Request) -> web.StreamResponse:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Use by person · h2ochat</title>
+<link rel="icon" href="{base}static/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="{base}static/shared.css">
 </head>
 <body>

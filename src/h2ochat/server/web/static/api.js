@@ -166,6 +166,15 @@ export const linkDevice = (code) => call("POST", "api/devices/link", { json: { c
 export const devices = () => getJSON("api/devices");
 export const detachDevice = async (id) => (await request("DELETE", `api/devices/${encodeURIComponent(id)}`)).json();
 
+// People (README "People: sign-in for teams"): who the identity proxy says this is, and their API keys.
+export async function person() {
+  const [{ json: user }, { json: flags }] = await Promise.all([getJSON("api/v2/user"), getJSON("api/v2/feature-flags")]);
+  return user ? { name: user.username, isAdmin: Boolean(flags?.isAdmin) } : null;
+}
+export const apiKeys = () => getJSON("api/keys");
+export const makeApiKey = async (name) => (await request("POST", "api/keys", { json: { name } })).json();
+export const revokeApiKey = (id) => call("DELETE", `api/keys/${encodeURIComponent(id)}`);
+
 export const rename = (id, title) => call("PATCH", `conversation/${id}`, { json: { title } });
 export const saveSettings = (id, settings) => call("PATCH", `conversation/${id}`, { json: { settings } });
 export const remove = (id) => call("DELETE", `conversation/${id}`);

@@ -17,6 +17,7 @@ import { Running } from "./running.js";
 import { SettingsDialog, withSettings } from "./settings.js";
 import { Portability } from "./portability.js";
 import { DevicesDialog, LinkDialog } from "./devices.js";
+import { KeysDialog, showPerson } from "./keys.js";
 import { ShareDialog, SharedLinks } from "./shares.js";
 import { NEW_CHAT, Sidebar } from "./sidebar.js";
 import { initTheme } from "./theme.js";
@@ -110,6 +111,8 @@ new ShareDialog({ buttons: [$("share"), $("more-share")], dialog: $("share-dialo
 new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 new Portability({ button: $("import-history"), dialog: $("import-dialog"), onImported: () => sidebar.refresh() });
 new DevicesDialog({ button: $("devices-button"), dialog: $("devices-dialog") });
+new KeysDialog({ button: $("api-keys-button"), dialog: $("keys-dialog") });
+showPerson({ line: $("person"), keysButton: $("api-keys-button"), usageLink: $("usage-link") });
 const linking = new LinkDialog({ buttons: [$("have-code"), $("welcome-have-code")], dialog: $("link-dialog") });
 
 // Back after being away: what failed meanwhile is asked again.

@@ -1,0 +1,116 @@
+// A person's place on the page (README "People: sign-in for teams"): who the identity proxy says this
+// is, in the sidebar, their API keys in a dialog (make one, see it once, revoke), and for admins a
+// link to the use by person. An anonymous session sees none of it.
+
+import * as api from "./api.js";
+
+function shownError(box, error) {
+  box.textContent = error ? error.message : "";
+  box.hidden = !error;
+}
+
+function whenOf(stored) {
+  const when = new Date(stored);
+  return Number.isNaN(when.getTime()) ? stored : when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+export async function showPerson({ line, keysButton, usageLink }) {
+  const person = await api.person().catch(() => null);
+  if (!person) return;
+  line.textContent = `Signed in as ${person.name}`;
+  line.hidden = keysButton.hidden = false;
+  usageLink.hidden = !person.isAdmin;
+}
+
+export class KeysDialog {
+  constructor({ button, dialog }) {
+    Object.assign(this, { dialog });
+    this.name = dialog.querySelector("#key-name");
+    this.made = dialog.querySelector("#new-key");
+    this.value = dialog.querySelector("#new-key-value");
+    this.list = dialog.querySelector(".key-list");
+    this.error = dialog.querySelector(".error");
+    button.addEventListener("click", () => this.open());
+    dialog.querySelector('[data-action="close"]').addEventListener("click", () => dialog.close());
+    dialog.querySelector("form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.make();
+    });
+    this.list.addEventListener("click", (event) => {
+      const revoke = event.target.closest("button[data-key]");
+      if (revoke) this.revoke(revoke);
+    });
+  }
+
+  async open() {
+    shownError(this.error, null);
+    this.made.hidden = true; // a key is shown once: not again when the dialog opens anew
+    this.value.value = this.name.value = "";
+    this.dialog.showModal();
+    this.name.focus();
+    await this.refresh();
+  }
+
+  async refresh() {
+    try {
+      const keys = await api.apiKeys();
+      this.list.replaceChildren(...keys.map((key) => this.row(key)));
+    } catch (error) {
+      shownError(this.error, error);
+    }
+  }
+
+  row(key) {
+    const li = document.createElement("li");
+    li.className = "share";
+    const name = document.createElement("strong");
+    name.textContent = key.name;
+    const when = document.createElement("span");
+    when.className = "muted";
+    const used = key.lastUsedAt ? `last used ${whenOf(key.lastUsedAt)}` : "never used";
+    when.textContent = key.revokedAt ? `Revoked ${whenOf(key.revokedAt)}` : `Made ${whenOf(key.createdAt)} · ${used}`;
+    const text = document.createElement("div");
+    text.append(name, when);
+    li.append(text);
+    if (!key.revokedAt) {
+      const revoke = document.createElement("button");
+      revoke.type = "button";
+      revoke.className = "ghost small";
+      revoke.dataset.key = key.id;
+      revoke.textContent = "Revoke";
+      revoke.setAttribute("aria-label", `Revoke ${key.name}, made ${whenOf(key.createdAt)}`);
+      li.append(revoke);
+    }
+    return li;
+  }
+
+  async make() {
+    shownError(this.error, null);
+    try {
+      const made = await api.makeApiKey(this.name.value);
+      this.value.value = made.key;
+      this.made.hidden = false;
+      this.name.value = "";
+      this.value.select();
+    } catch (error) {
+      shownError(this.error, error);
+      this.name.focus();
+      return;
+    }
+    await this.refresh();
+  }
+
+  async revoke(button) {
+    button.disabled = true;
+    shownError(this.error, null);
+    try {
+      await api.revokeApiKey(button.dataset.key);
+    } catch (error) {
+      button.disabled = false;
+      shownError(this.error, error);
+      return;
+    }
+    await this.refresh();
+    this.name.focus();
+  }
+}
