@@ -5,18 +5,34 @@
 
 import * as api from "./api.js";
 
-function shownError(box, error) {
+export function shownError(box, error) {
   box.textContent = error ? error.message : "";
   box.hidden = !error;
 }
 
-function whenOf(stored) {
+export function whenOf(stored) {
   const when = new Date(stored);
   return Number.isNaN(when.getTime()) ? stored : when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 function freshPage() {
   location.replace(location.pathname + location.search); // without the #link= fragment
+}
+
+// A row of a dialog's list (devices here, API keys in keys.js): a name, a muted line, and a button if any.
+export function listRow(title, detail, button) {
+  const li = document.createElement("li");
+  li.className = "share";
+  const name = document.createElement("strong");
+  name.textContent = title;
+  const when = document.createElement("span");
+  when.className = "muted";
+  when.textContent = detail;
+  const text = document.createElement("div");
+  text.append(name, when);
+  li.append(text);
+  if (button) li.append(button);
+  return li;
 }
 
 export class DevicesDialog {
@@ -83,13 +99,6 @@ export class DevicesDialog {
   }
 
   row(item) {
-    const li = document.createElement("li");
-    li.className = "share device";
-    const name = document.createElement("strong");
-    name.textContent = item.current ? `${item.label} (this browser)` : item.label;
-    const when = document.createElement("span");
-    when.className = "muted";
-    when.textContent = `Attached ${whenOf(item.createdAt)} · last seen ${whenOf(item.lastSeen)}`;
     const detach = document.createElement("button");
     detach.type = "button";
     detach.className = "ghost small";
@@ -97,9 +106,9 @@ export class DevicesDialog {
     detach.dataset.current = item.current ? "yes" : "";
     detach.textContent = "Detach";
     detach.setAttribute("aria-label", item.current ? "Detach this browser" : `Detach ${item.label}, attached ${whenOf(item.createdAt)}`);
-    const text = document.createElement("div");
-    text.append(name, when);
-    li.append(text, detach);
+    const name = item.current ? `${item.label} (this browser)` : item.label;
+    const li = listRow(name, `Attached ${whenOf(item.createdAt)} · last seen ${whenOf(item.lastSeen)}`, detach);
+    li.classList.add("device");
     return li;
   }
 

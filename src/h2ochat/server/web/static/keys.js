@@ -3,16 +3,7 @@
 // link to the use by person. An anonymous session sees none of it.
 
 import * as api from "./api.js";
-
-function shownError(box, error) {
-  box.textContent = error ? error.message : "";
-  box.hidden = !error;
-}
-
-function whenOf(stored) {
-  const when = new Date(stored);
-  return Number.isNaN(when.getTime()) ? stored : when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-}
+import { listRow, shownError, whenOf } from "./devices.js";
 
 export async function showPerson({ line, keysButton, usageLink }) {
   const person = await api.person().catch(() => null);
@@ -61,27 +52,18 @@ export class KeysDialog {
   }
 
   row(key) {
-    const li = document.createElement("li");
-    li.className = "share";
-    const name = document.createElement("strong");
-    name.textContent = key.name;
-    const when = document.createElement("span");
-    when.className = "muted";
     const used = key.lastUsedAt ? `last used ${whenOf(key.lastUsedAt)}` : "never used";
-    when.textContent = key.revokedAt ? `Revoked ${whenOf(key.revokedAt)}` : `Made ${whenOf(key.createdAt)} · ${used}`;
-    const text = document.createElement("div");
-    text.append(name, when);
-    li.append(text);
+    const detail = key.revokedAt ? `Revoked ${whenOf(key.revokedAt)}` : `Made ${whenOf(key.createdAt)} · ${used}`;
+    let revoke = null;
     if (!key.revokedAt) {
-      const revoke = document.createElement("button");
+      revoke = document.createElement("button");
       revoke.type = "button";
       revoke.className = "ghost small";
       revoke.dataset.key = key.id;
       revoke.textContent = "Revoke";
       revoke.setAttribute("aria-label", `Revoke ${key.name}, made ${whenOf(key.createdAt)}`);
-      li.append(revoke);
     }
-    return li;
+    return listRow(key.name, detail, revoke);
   }
 
   async make() {
