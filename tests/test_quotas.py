@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,36 @@ class Person(RawClient):
         return await super().request(method, path, **kwargs)
 
 
-async def messages_until_refused(client: RawClient, most: int = 4) -> tuple[int, Any, Any]:
-    """Messages in one conversation until one is refused: (answers given, the refusal's body, its response)."""
+async def messages_until_refused(
+    client: RawClient, most: int = 4, server: RunningServer | None = None
+) -> tuple[int, Any, Any]:
+    """Messages in one conversation until one is refused: (answers given, the refusal's body, its response).
+
+    With ``server``, each answer's tokens are waited for before the next message: they are counted once
+    the answer is saved, which may come just after its stream ends (README "Quotas and use")."""
     await client.accept()
     conversation = await client.create()
     for given in range(most):
         status, body, response = await client.message(conversation, "Count")
         if status != 200:
             return given, body, response
+        if server is not None:
+            await tokens_counted(server, client, ANSWER_TOKENS * (given + 1))
     return most, None, None
+
+
+async def tokens_counted(server: RunningServer, client: RawClient, tokens: int) -> None:
+    store = server.app[STORE]
+    login = getattr(client, "headers", {}).get(EMAIL)
+    if login:
+        session = (await store.person_session(login, ""))[1].id
+    else:
+        session = next(c.value for c in client.http.cookie_jar if c.key == "hf-chat")
+    for _ in range(200):
+        if await store.tokens_today(session) >= tokens:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{tokens} tokens were not counted in time")
 
 
 async def test_the_days_tokens_run_out_for_a_person_and_an_anonymous_session_alike() -> None:
@@ -51,7 +73,7 @@ async def test_the_days_tokens_run_out_for_a_person_and_an_anonymous_session_ali
         for login in ("alice@example.com", None):
             client = Person(server.url, login)
             try:
-                given, body, response = await messages_until_refused(client)
+                given, body, response = await messages_until_refused(client, server=server)
             finally:
                 await client.close()
             # Checked before each answer: 0 and 5 tokens used are under 8, 10 is not.
@@ -68,7 +90,7 @@ async def test_a_persons_own_limits_stand_over_the_servers() -> None:
     async with start_server(quota(users=users)) as server:
         alice, bob = Person(server.url, "alice@example.com"), Person(server.url, "bob@example.com")
         try:
-            assert (await messages_until_refused(alice))[0] == 4
+            assert (await messages_until_refused(alice, server=server))[0] == 4
             given, body, response = await messages_until_refused(bob)
             assert given == 1 and response.status == 429 and "1 per minute" in body["message"]
             status, body, _ = await bob.request("POST", "/conversation", json={"model": FIXED_MODEL})
@@ -104,7 +126,7 @@ async def test_the_quota_holds_across_two_replicas_on_postgresql(postgres_url: s
     async with start_server(config) as one, start_server(config) as two:
         first, second = Person(one.url, "dave@example.com"), Person(two.url, "dave@example.com")
         try:
-            assert (await messages_until_refused(first))[0] == 2
+            assert (await messages_until_refused(first, server=one))[0] == 2
             assert (await messages_until_refused(second))[0] == 0
         finally:
             await first.close()
@@ -118,7 +140,7 @@ async def test_admins_see_everyones_use_and_no_one_else_does() -> None:
         erin.headers["X-Forwarded-User"] = "<script>alert(1)</script>"
         root = Person(server.url, "root@example.com")
         try:
-            assert (await messages_until_refused(erin, most=3))[0] == 3
+            assert (await messages_until_refused(erin, most=3, server=server))[0] == 3
             status, body, _ = await root.request("GET", "/api/admin/usage?days=7")
             assert status == 200 and body["days"] == 7
             erin_row = next(p for p in body["people"] if p["login"] == "erin@example.com")

@@ -6,7 +6,7 @@ import asyncio
 
 from h2ochat.server.storage import Store
 from h2ochat.server.storage.devices import digest
-from h2ochat.server.storage.people import API_KEY, new_api_key
+from h2ochat.server.storage.people import API_KEY, Login, new_api_key
 from h2ochat.server.storage.usage import day
 from tests.pgfixtures import opened
 
@@ -98,3 +98,22 @@ async def test_use_is_counted_per_day_and_listed_per_person(db: str) -> None:
         await store.upkeep()
         assert await store.tokens_today(anonymous) == 0  # gone with its idle session
         assert await store.tokens_today(bob.id) == 3  # a person's stays
+
+
+async def test_a_sign_in_is_taken_once_and_a_merge_moves_a_browsers_history(store: Store) -> None:
+    await store.begin_login("state-1", Login("n", "v", "/next", ""), 600)
+    await store.begin_login("state-2", Login("n", "v", "/", ""), -1)  # already expired
+    assert await store.take_login("state-1") == Login("n", "v", "/next", "")
+    assert await store.take_login("state-1") is None  # once
+    assert await store.take_login("state-2") is None
+    assert await store.take_login("never") is None
+    anonymous = await store.new_session()
+    await store.save_settings(anonymous, None, True, True)
+    conversation = (await store.create_conversation(anonymous, "m")).id
+    person, session = await store.person_session("ivan@example.com", "")
+    assert await store.session_person(session.id) == person and await store.session_person(anonymous) is None
+    await store.merge_session(anonymous, session.id)
+    assert await store.conversation(conversation, session.id) is not None
+    assert await store.conversation(conversation, anonymous) is None
+    moved = await store.session(session.id)
+    assert moved is not None and moved.ethics_accepted_at is not None  # the welcome modal stays accepted

@@ -108,6 +108,12 @@ _LIST = _CommaList()
 )
 @click.option("--trusted-name-header", help="The proxy's header with the person's display name (optional).")
 @click.option(
+    "--oidc-issuer",
+    help="Sign people in through this OpenID Connect provider (its issuer URL); with --oidc-client-id, and the "
+    "client's secret in H2OCHAT_OIDC_CLIENT_SECRET.",
+)
+@click.option("--oidc-client-id", help="This server's client id at the --oidc-issuer provider.")
+@click.option(
     "--metrics/--no-metrics",
     default=None,
     help="Answer GET /metrics in Prometheus's text format (default: off), to --metrics-allow-ips only.",

@@ -70,6 +70,9 @@ from h2ochat.server.storage import (
     TooManyRunning,
     open_store,
 )
+from h2ochat.server.web.login import PROVIDER
+from h2ochat.server.web.login import routes as login_routes
+from h2ochat.server.web.oidc import Provider
 from h2ochat.server.web.page import routes as page_routes
 from h2ochat.server.web.shared import routes as shared_page_routes
 from h2ochat.server.web.usage import routes as usage_page_routes
@@ -92,6 +95,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     key_routes,  # a person's API keys (server/chatui/keys.py)
     admin_routes,  # every person's use, for the admins (server/apis/admin.py; its page: server/web/usage.py)
     usage_page_routes,
+    login_routes,  # sign-in with OpenID Connect, when oidc_issuer is set (server/web/login.py)
     metrics_routes,  # GET /metrics for Prometheus, when metrics = true (server/edge/metrics.py)
 )
 
@@ -193,6 +197,9 @@ def create_app(config: ServerConfig) -> web.Application:
     if config.metrics:
         app[METRICS] = Metrics(app)
     app[WARNED] = set()
+    if config.oidc_issuer is not None and config.oidc_client_id is not None:
+        app[PROVIDER] = Provider(config.oidc_issuer, config.oidc_client_id, config.oidc_scopes)
+        app.on_cleanup.append(_close_provider)
     app[HOSTS] = allowed_hosts(config)
     if app[HOSTS] is None:
         log.warning(
@@ -209,6 +216,10 @@ def create_app(config: ServerConfig) -> web.Application:
     for table in ROUTE_TABLES:
         _add_routes(app, table, config.base_path)
     return app
+
+
+async def _close_provider(app: web.Application) -> None:
+    await app[PROVIDER].close()
 
 
 def _add_routes(app: web.Application, table: web.RouteTableDef, base: str) -> None:

@@ -24,7 +24,14 @@ from h2ochat.protocol.runs import Generation
 from h2ochat.server.chatui.runs import RUNS, Run, relay
 from h2ochat.server.edge.http import CONFIG, MODELS, SESSION, STORE, ApiError, limit_rate
 from h2ochat.server.edge.metrics import METRICS
-from h2ochat.server.edge.quotas import check_tokens, limits_of, metered, record_answer
+from h2ochat.server.edge.quotas import (
+    check_sign_in,
+    check_tokens,
+    count_accepted,
+    limits_of,
+    metered,
+    record_answer,
+)
 from h2ochat.server.inference.backends import InputTooLong
 from h2ochat.server.inference.runtime import Fitted, ModelRuntime
 from h2ochat.server.storage import Conversation, MessageRow, Store
@@ -52,8 +59,10 @@ async def count_message(request: web.Request, runtime: ModelRuntime, dialect: Di
         per_minute,
         f"messages: this server accepts {per_minute} per minute per session",
     )
+    await check_sign_in(request)
     await check_tokens(request)
     admit(runtime, dialect)
+    await count_accepted(request)
 
 
 def saved_parameters(request: web.Request, runtime: ModelRuntime, conversation: Conversation) -> Parameters:

@@ -31,6 +31,7 @@ from h2ochat.server.chatui.share_reads import is_share_id, read_share
 from h2ochat.server.chatui.web_search import sources_by_answer, with_sources
 from h2ochat.server.edge.http import (
     CONFIG,
+    DEVICE,
     MODELS,
     PERSON,
     SESSION,
@@ -220,7 +221,8 @@ async def user(request: web.Request) -> web.StreamResponse:
             "username": person.name or person.login,
             "email": person.login if "@" in person.login else None,
             "avatarUrl": None,
-            "logoutDisabled": True,  # signing out is the proxy's
+            # A browser signed in here signs out here; a person named by the proxy or a key, at the proxy.
+            "logoutDisabled": DEVICE not in request or not request.app[CONFIG].sign_in,
             "isAdmin": person.login in request.app[CONFIG].admins,
             "isEarlyAccess": False,
         }
@@ -231,7 +233,8 @@ async def user(request: web.Request) -> web.StreamResponse:
 async def feature_flags(request: web.Request) -> web.StreamResponse:
     person = request.get(PERSON)
     admin = person is not None and person.login in request.app[CONFIG].admins  # sees the use by person
-    flags = {"enableAssistants": False, "loginEnabled": False, "isAdmin": admin, "transcriptionEnabled": False}
+    login = request.app[CONFIG].sign_in
+    flags = {"enableAssistants": False, "loginEnabled": login, "isAdmin": admin, "transcriptionEnabled": False}
     return envelope(flags)
 
 

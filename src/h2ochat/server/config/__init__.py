@@ -52,7 +52,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-from h2ochat.server.config.checks import check_base_path, check_identity_headers, check_proxies
+from h2ochat.server.config.checks import check_base_path, check_identity_headers, check_oidc, check_proxies
 from h2ochat.server.config.models import (
     DEFAULT_MODEL_ID,
     ConfigError,
@@ -203,6 +203,15 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # count only on requests from forwarded_allow_ips.
     trusted_user_header: str | None = None
     trusted_name_header: str | None = None
+    # Sign-in through an OpenID Connect provider (README "Sign-in with OpenID Connect"): its issuer URL and
+    # this server's client id there; the client's secret comes from H2OCHAT_OIDC_CLIENT_SECRET, never a file.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_scopes: str = "openid email profile"
+    allowed_emails: list[str] = msgspec.field(default_factory=list)  # empty, with allowed_domains empty: anyone
+    allowed_domains: list[str] = msgspec.field(default_factory=list)
+    # With sign-in on: messages an anonymous session may send, then 401 "sign in" (0: sign-in to chat at all).
+    messages_before_login: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # The prefix every route is served under ("/chat": the page at /chat/, the API at /chat/api/...),
     # as chat-ui's APP_BASE; for a proxy that forwards a sub-path unchanged. "" or "/": none.
     base_path: str = ""
@@ -221,6 +230,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         check_proxies(self.forwarded_allow_ips)
         check_proxies(self.metrics_allow_ips, "metrics_allow_ips")
         check_identity_headers(self.trusted_user_header, self.trusted_name_header, self.forwarded_allow_ips)
+        check_oidc(self.oidc_issuer, self.oidc_client_id, self.messages_before_login)
+        for key in ("allowed_emails", "allowed_domains"):
+            msgspec.structs.force_setattr(self, key, [entry.strip().lower() for entry in getattr(self, key)])
         # Logins compare lower-cased, as the identity header is taken.
         msgspec.structs.force_setattr(self, "admins", [login.strip().lower() for login in self.admins])
         users = [msgspec.structs.replace(user, email=user.email.strip().lower()) for user in self.users]
@@ -234,6 +246,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
             raise ConfigError(
                 f"tgi_model {self.tgi_model!r} is not one of the configured models: {', '.join(self.model_names)}"
             )
+
+    @property
+    def sign_in(self) -> bool:
+        """Whether people sign in through an OpenID Connect provider (``/login``)."""
+        return self.oidc_issuer is not None
 
     def model(self, name: str) -> ModelConfig | None:
         return next((model for model in self.models if model.name == name), None)

@@ -7,7 +7,7 @@ import re
 
 from h2ochat.server.config.models import ConfigError
 
-__all__ = ["check_base_path", "check_identity_headers", "check_proxies"]
+__all__ = ["check_base_path", "check_identity_headers", "check_oidc", "check_proxies"]
 
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -66,3 +66,16 @@ def check_base_path(path: str) -> str:
                 "(no empty parts, query, fragment, spaces or %-escapes), for example /chat or /apps/chat"
             )
     return trimmed
+
+
+def check_oidc(issuer: str | None, client_id: str | None, messages_before_login: int | None) -> None:
+    """Sign-in needs both the provider and this server's client there; an issuer is an https URL (http
+    only on loopback, for a provider run beside the server)."""
+    if (issuer is None) != (client_id is None):
+        raise ConfigError("oidc_issuer and oidc_client_id go together: set both to turn sign-in on, or neither")
+    if messages_before_login is not None and issuer is None:
+        raise ConfigError("messages_before_login needs sign-in: set oidc_issuer and oidc_client_id too")
+    if issuer is not None:
+        local = re.match(r"http://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?(/|$)", issuer)
+        if not (issuer.startswith("https://") or local):
+            raise ConfigError(f"oidc_issuer {issuer!r} must be an https:// URL (http:// only on this machine)")

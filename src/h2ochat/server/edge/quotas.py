@@ -14,7 +14,16 @@ from h2ochat.server.config import Limits
 from h2ochat.server.edge.http import CONFIG, PERSON, SESSION, STORE, ApiError
 from h2ochat.server.storage.usage import PersonUsage, day, seconds_to_midnight
 
-__all__ = ["MAX_DAYS", "check_tokens", "limits_of", "metered", "people_usage", "record_answer", "record_request"]
+__all__ = [
+    "MAX_DAYS",
+    "check_sign_in",
+    "check_tokens",
+    "limits_of",
+    "metered",
+    "people_usage",
+    "record_answer",
+    "record_request",
+]
 
 
 def limits_of(request: web.Request) -> Limits:
@@ -24,8 +33,29 @@ def limits_of(request: web.Request) -> Limits:
 
 def metered(request: web.Request) -> bool:
     """Whether this request's answers are counted: a person's always (the usage view lists people),
-    anyone's under a token quota; otherwise counting would cost a statement nobody reads."""
-    return bool(request.get(SESSION)) and (PERSON in request or limits_of(request).tokens_per_day > 0)
+    anyone's under a token quota or before a sign-in; otherwise counting would cost a statement nobody reads."""
+    if not request.get(SESSION):
+        return False
+    return PERSON in request or limits_of(request).tokens_per_day > 0 or _before_sign_in(request) is not None
+
+
+def _before_sign_in(request: web.Request) -> int | None:
+    """The messages this anonymous request's session may send before signing in (None: no such limit)."""
+    config = request.app[CONFIG]
+    return None if PERSON in request or not config.sign_in else config.messages_before_login
+
+
+async def check_sign_in(request: web.Request) -> None:
+    """Past ``messages_before_login`` messages, an anonymous session is asked to sign in (401)."""
+    allowed = _before_sign_in(request)
+    if allowed is None:
+        return
+    session = request.get(SESSION)
+    sent = await request.app[STORE].messages_total(session) if session and allowed else 0
+    if sent >= allowed:
+        base = request.app[CONFIG].base_path
+        what = "chats only with people signed in" if not allowed else f"answers {allowed} messages before you sign in"
+        raise ApiError(401, f"Sign in to go on: this server {what}. Sign in at {base}/login")
 
 
 async def check_tokens(request: web.Request) -> None:
@@ -45,14 +75,22 @@ async def check_tokens(request: web.Request) -> None:
         )
 
 
+async def count_accepted(request: web.Request) -> None:
+    """A message accepted for an answer, counted at once when metered (the next one's check sees it)."""
+    if metered(request):
+        await request.app[STORE].record_usage(request[SESSION], 1, 0)
+
+
 async def record_answer(app: web.Application, session_id: str, tokens: int) -> None:
-    await app[STORE].record_usage(session_id, 1, tokens)
+    """An answer's tokens, once it is saved: its stream may end first, so a message sent at once after
+    it may still find the day's tokens without them."""
+    await app[STORE].record_usage(session_id, 0, tokens)
 
 
 async def record_request(request: web.Request, tokens: int) -> None:
     """An answer of the APIs that keep no conversation (``/v1``, ``/generate``), counted when metered."""
     if metered(request):
-        await record_answer(request.app, request[SESSION], tokens)
+        await request.app[STORE].record_usage(request[SESSION], 1, tokens)
 
 
 MAX_DAYS = 366

@@ -88,6 +88,10 @@ async def _look_up_session(request: web.Request) -> None:
     request[SESSION] = session.id if session is not None else ""
     if session is not None:
         request[SESSION_FOUND] = session
+        if DEVICE in request and config.sign_in:  # a browser signed in is a device of its person's session
+            person = await store.session_person(session.id)
+            if person is not None:
+                request[PERSON] = person
     path = route_path(request)
     writes = request.method not in SAFE_METHODS and path.startswith(_WRITES)
     if ambiguous and writes:
@@ -199,7 +203,7 @@ async def set_cookie(request: web.Request, response: web.StreamResponse) -> None
     Written as a header: by the time this hook runs, aiohttp (3.14) has
     already turned ``response.set_cookie`` values into headers.
     """
-    if PERSON in request:  # the proxy names them on every request: a cookie would only be a second key
+    if PERSON in request and DEVICE not in request:  # named by the proxy or a key each time: no cookie
         return
     session = request.get(SESSION)
     device = request.get(DEVICE)

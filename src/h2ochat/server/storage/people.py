@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY",
     "KEY_NAME_RULE",
+    "LOGINS_SCHEMA",
+    "Login",
     "PEOPLE_SCHEMA",
     "ApiKey",
     "People",
@@ -90,6 +92,30 @@ CREATE TABLE api_keys (
 CREATE INDEX api_keys_by_person ON api_keys (person_id)
 """
 
+# Sign-ins under way (OpenID Connect): what the callback checks, kept until it comes or expires, in the
+# database so that the callback may reach any replica.
+LOGINS_SCHEMA = """
+CREATE TABLE logins (
+    state TEXT PRIMARY KEY,
+    nonce TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    next TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Login:
+    """A sign-in under way: the ``nonce`` the ID token must carry, the PKCE ``verifier``, the page to
+    return to, and the anonymous session (or "") whose conversations go to the person."""
+
+    nonce: str
+    verifier: str
+    next: str
+    session_id: str
+
 
 class People(Protocol):
     """People, a part of the server's database (:class:`~h2ochat.server.storage.Store`)."""
@@ -98,6 +124,22 @@ class People(Protocol):
         """The person ``login`` names and their session, made together the first time (in one
         transaction, so two replicas seeing a new person at once make one), the use recorded and
         ``name`` kept when one is given."""
+        ...
+
+    async def session_person(self, session_id: str) -> Person | None:
+        """The person whose session this is, if any (a browser signed in holds a device of it)."""
+        ...
+
+    async def merge_session(self, old: str, into: str) -> None:
+        """Move everything of session ``old`` (conversations, shares, web searches, use) to ``into``."""
+        ...
+
+    async def begin_login(self, state: str, login: Login, ttl: float) -> None:
+        """Keep a sign-in under way for ``ttl`` seconds, under its ``state``."""
+        ...
+
+    async def take_login(self, state: str) -> Login | None:
+        """The sign-in under ``state``, once: spent by this call; None when unknown, spent or expired."""
         ...
 
     async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:

@@ -10,7 +10,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from h2ochat.server.storage import Session, StoreOptions
-from h2ochat.server.storage.people import ApiKey, Person
+from h2ochat.server.storage.people import ApiKey, Login, Person
 from h2ochat.server.storage.postgres_sql import NOW, clock
 from h2ochat.server.storage.usage import PersonUsage, day
 
@@ -84,6 +84,43 @@ class PostgresPeople:
             raise RuntimeError(f"the person {login!r} was stored but cannot be read back")
         return Person(row[0], login, row[1], row[2]), Session(row[2], row[3], row[4], row[5], row[6])
 
+    async def session_person(self, session_id: str) -> Person | None:
+        row = await self._db.one("SELECT id, login, name, session_id FROM people WHERE session_id = $1", session_id)
+        return None if row is None else Person(row[0], row[1], row[2], row[3])
+
+    async def merge_session(self, old: str, into: str) -> None:
+        async with self._db.pooled() as db, db.transaction():
+            for table in ("conversations", "shares", "web_searches"):
+                await db.execute(f"UPDATE {table} SET session_id = $1 WHERE session_id = $2", into, old)
+            await db.execute(  # the welcome modal, accepted in this browser, stays accepted
+                "UPDATE sessions SET ethics_accepted_at = (SELECT ethics_accepted_at FROM sessions WHERE id = $1) "
+                "WHERE id = $2 AND ethics_accepted_at IS NULL",
+                old,
+                into,
+            )
+            await db.execute("DELETE FROM usage WHERE session_id = $1", old)  # an anonymous count, not the person's
+
+    async def begin_login(self, state: str, login: Login, ttl: float) -> None:
+        async with self._db.pooled() as db, db.transaction():
+            await db.execute(f"DELETE FROM logins WHERE expires_at <= {NOW}")
+            await db.execute(
+                "INSERT INTO logins (state, nonce, verifier, next, session_id, expires_at) "
+                f"VALUES ($1, $2, $3, $4, $5, {clock('$6')})",
+                state,
+                login.nonce,
+                login.verifier,
+                login.next,
+                login.session_id,
+                -ttl,
+            )
+
+    async def take_login(self, state: str) -> Login | None:
+        row = await self._db.one(
+            f"DELETE FROM logins WHERE state = $1 AND expires_at > {NOW} RETURNING nonce, verifier, next, session_id",
+            state,
+        )
+        return None if row is None else Login(row[0], row[1], row[2], row[3])
+
     async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:
         person, _ = await self.person_session(login, "")
         row = await self._db.one(
@@ -134,6 +171,10 @@ class PostgresPeople:
 
     async def tokens_today(self, session_id: str) -> int:
         found = await self._db.value("SELECT tokens FROM usage WHERE session_id = $1 AND day = $2", session_id, day())
+        return int(found or 0)
+
+    async def messages_total(self, session_id: str) -> int:
+        found = await self._db.value("SELECT coalesce(sum(messages), 0) FROM usage WHERE session_id = $1", session_id)
         return int(found or 0)
 
     async def usage(self, since: str) -> list[PersonUsage]:

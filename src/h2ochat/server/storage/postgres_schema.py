@@ -9,7 +9,7 @@ in UTC, so both stores return the same rows.
 from __future__ import annotations
 
 from h2ochat.server.storage.devices import DEVICES_SCHEMA
-from h2ochat.server.storage.people import PEOPLE_SCHEMA
+from h2ochat.server.storage.people import LOGINS_SCHEMA, PEOPLE_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.postgres_sessions import FEWER_ROUND_TRIPS
 from h2ochat.server.storage.postgres_sql import NOW
@@ -199,4 +199,5 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("015_search_setting", _SEARCH_SETTING),
     ("016_people", PEOPLE_SCHEMA),  # storage/people.py: people named by a trusted proxy
     ("017_usage", USAGE_SCHEMA),  # storage/usage.py: messages and tokens per session and day
+    ("018_logins", LOGINS_SCHEMA),  # storage/people.py: sign-ins under way
 ]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from h2ochat.server.storage import Session, StoreOptions, now
-from h2ochat.server.storage.people import ApiKey, Person
+from h2ochat.server.storage.people import ApiKey, Login, Person
 from h2ochat.server.storage.sqlite_schema import transaction
 from h2ochat.server.storage.usage import PersonUsage, day
 
@@ -70,6 +70,42 @@ class SQLitePeople:
         person = Person(row[0], login, row[1], row[2])
         return person, Session(live[0], live[1], bool(live[2]), live[3], bool(live[5]))
 
+    async def session_person(self, session_id: str) -> Person | None:
+        sql = "SELECT id, login, name, session_id FROM people WHERE session_id = ?"
+        row = await self._call(lambda db: db.execute(sql, (session_id,)).fetchone())
+        return None if row is None else Person(*row)
+
+    async def merge_session(self, old: str, into: str) -> None:
+        def merge(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                for table in ("conversations", "shares", "web_searches"):
+                    db.execute(f"UPDATE {table} SET session_id = ? WHERE session_id = ?", (into, old))
+                db.execute(  # the welcome modal, accepted in this browser, stays accepted
+                    "UPDATE sessions SET ethics_accepted_at = (SELECT ethics_accepted_at FROM sessions WHERE id = ?) "
+                    "WHERE id = ? AND ethics_accepted_at IS NULL",
+                    (old, into),
+                )
+                db.execute("DELETE FROM usage WHERE session_id = ?", (old,))  # an anonymous count, not the person's
+
+        await self._call(merge)
+
+    async def begin_login(self, state: str, login: Login, ttl: float) -> None:
+        def begin(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                db.execute("DELETE FROM logins WHERE expires_at <= ?", (now(),))
+                db.execute(
+                    "INSERT INTO logins (state, nonce, verifier, next, session_id, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (state, login.nonce, login.verifier, login.next, login.session_id, now(-ttl)),
+                )
+
+        await self._call(begin)
+
+    async def take_login(self, state: str) -> Login | None:
+        sql = "DELETE FROM logins WHERE state = ? AND expires_at > ? RETURNING nonce, verifier, next, session_id"
+        row = await self._call(lambda db: db.execute(sql, (state, now())).fetchone())
+        return None if row is None else Login(*row)
+
     async def create_api_key(self, login: str, name: str, key_hash: str) -> ApiKey:
         key = ApiKey(secrets.token_urlsafe(9), name, now(), None, None)
 
@@ -127,6 +163,10 @@ class SQLitePeople:
         sql = "SELECT tokens FROM usage WHERE session_id = ? AND day = ?"
         row = await self._call(lambda db: db.execute(sql, (session_id, day())).fetchone())
         return int(row[0]) if row else 0
+
+    async def messages_total(self, session_id: str) -> int:
+        sql = "SELECT coalesce(sum(messages), 0) FROM usage WHERE session_id = ?"
+        return int((await self._call(lambda db: db.execute(sql, (session_id,)).fetchone()))[0])
 
     async def usage(self, since: str) -> list[PersonUsage]:
         sql = (

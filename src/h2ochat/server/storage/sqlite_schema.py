@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from h2ochat.server.storage import SchemaTooNew, now
 from h2ochat.server.storage.devices import DEVICES_SCHEMA
-from h2ochat.server.storage.people import PEOPLE_SCHEMA
+from h2ochat.server.storage.people import LOGINS_SCHEMA, PEOPLE_SCHEMA
 from h2ochat.server.storage.portability import IMPORTS_SCHEMA
 from h2ochat.server.storage.runs import SCHEMA as _RUNS
 from h2ochat.server.storage.shares import SHARES_SCHEMA
@@ -149,6 +149,7 @@ MIGRATIONS: list[tuple[str, Step]] = [
     ("015_search_setting", _statements(_SEARCH_SETTING)),
     ("016_people", _statements(PEOPLE_SCHEMA)),  # storage/people.py
     ("017_usage", _statements(USAGE_SCHEMA)),  # storage/usage.py
+    ("018_logins", _statements(LOGINS_SCHEMA)),  # storage/people.py: sign-ins under way
 ]
 
 

@@ -61,6 +61,10 @@ class Usage(Protocol):
         """Tokens generated for the session today (UTC)."""
         ...
 
+    async def messages_total(self, session_id: str) -> int:
+        """Messages answered for the session, every day together (``messages_before_login`` reads it)."""
+        ...
+
     async def usage(self, since: str) -> list[PersonUsage]:
         """Every person's messages and tokens from the day ``since`` on (:func:`day`), their conversations
         and when they were last seen; the busiest first."""

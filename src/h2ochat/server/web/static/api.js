@@ -169,8 +169,11 @@ export const detachDevice = async (id) => (await request("DELETE", `api/devices/
 // People (README "People: sign-in for teams"): who the identity proxy says this is, and their API keys.
 export async function person() {
   const [{ json: user }, { json: flags }] = await Promise.all([getJSON("api/v2/user"), getJSON("api/v2/feature-flags")]);
-  return user ? { name: user.username, isAdmin: Boolean(flags?.isAdmin) } : null;
+  const signIn = Boolean(flags?.loginEnabled);
+  if (!user) return { signIn, person: null };
+  return { signIn, person: { name: user.username, isAdmin: Boolean(flags?.isAdmin), canSignOut: !user.logoutDisabled } };
 }
+export const signOut = () => call("POST", "logout", { json: {} });
 export const apiKeys = () => getJSON("api/keys");
 export const makeApiKey = async (name) => (await request("POST", "api/keys", { json: { name } })).json();
 export const revokeApiKey = (id) => call("DELETE", `api/keys/${encodeURIComponent(id)}`);

@@ -112,7 +112,13 @@ new SharedLinks({ button: $("shared-links"), dialog: $("shares-dialog") });
 new Portability({ button: $("import-history"), dialog: $("import-dialog"), onImported: () => sidebar.refresh() });
 new DevicesDialog({ button: $("devices-button"), dialog: $("devices-dialog") });
 new KeysDialog({ button: $("api-keys-button"), dialog: $("keys-dialog") });
-showPerson({ line: $("person"), keysButton: $("api-keys-button"), usageLink: $("usage-link") });
+showPerson({
+  line: $("person"),
+  keysButton: $("api-keys-button"),
+  usageLink: $("usage-link"),
+  signIn: $("sign-in"),
+  signOut: $("sign-out"),
+});
 const linking = new LinkDialog({ buttons: [$("have-code"), $("welcome-have-code")], dialog: $("link-dialog") });
 
 // Back after being away: what failed meanwhile is asked again.

@@ -1,16 +1,33 @@
-// A person's place on the page (README "People: sign-in for teams"): who the identity proxy says this
-// is, in the sidebar, their API keys in a dialog (make one, see it once, revoke), and for admins a
-// link to the use by person. An anonymous session sees none of it.
+// A person's place on the page (README "People: sign-in for teams"): who is signed in (by the identity
+// proxy, or here through OpenID Connect), in the sidebar, with Sign in / Sign out where the server signs
+// people in itself; their API keys in a dialog (make one, see it once, revoke); for admins a link to the
+// use by person. An anonymous session sees only "Sign in", and only on a server with sign-in.
 
 import * as api from "./api.js";
 import { listRow, shownError, whenOf } from "./devices.js";
 
-export async function showPerson({ line, keysButton, usageLink }) {
-  const person = await api.person().catch(() => null);
-  if (!person) return;
+export async function showPerson({ line, keysButton, usageLink, signIn, signOut }) {
+  const found = await api.person().catch(() => null);
+  if (!found) return;
+  const { person } = found;
+  if (!person) {
+    if (!found.signIn) return;
+    // Back to the page as it is when clicked, once signed in (the server takes only a path of its own).
+    signIn.addEventListener("click", () => {
+      signIn.href = `login?next=${encodeURIComponent(location.pathname + location.search)}`;
+    });
+    signIn.hidden = false;
+    return;
+  }
   line.textContent = `Signed in as ${person.name}`;
   line.hidden = keysButton.hidden = false;
   usageLink.hidden = !person.isAdmin;
+  signOut.hidden = !person.canSignOut;
+  signOut.addEventListener("click", async () => {
+    signOut.disabled = true;
+    await api.signOut().catch(() => {});
+    location.replace(document.baseURI); // this browser's conversations were the person's: none here now
+  });
 }
 
 export class KeysDialog {
