@@ -266,3 +266,16 @@ async def test_the_callback_may_reach_another_replica(issuer: str, postgres_url:
                 assert (await response.json())["json"]["email"] == "judy@example.com"
         finally:
             await browser.close()
+
+
+async def test_a_flood_of_sign_ins_begun_is_cut_off(issuer: str) -> None:
+    """Each /login keeps a row for ten minutes: one address may begin only so many a minute."""
+    async with start_server(signing_in(issuer, new_sessions_per_minute=3)) as running:
+        browser = Browser(running.url)
+        try:
+            answers = [(await browser.go(f"{running.url}/login")).status for _ in range(5)]
+            assert answers == [303, 303, 303, 429, 429]
+            status, body, response = await browser.request("GET", "/login")
+            assert status == 429 and "sign-ins begun" in body["message"] and "Retry-After" in response.headers
+        finally:
+            await browser.close()

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_DAYS",
     "check_sign_in",
     "check_tokens",
+    "count_accepted",
     "limits_of",
     "metered",
     "people_usage",

@@ -17,7 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
-from h2ochat.server.edge.http import CONFIG, DEVICE, PERSON, SESSION, STORE, ApiError, DeviceCookie, json_response
+from h2ochat.server.edge.http import (
+    CONFIG,
+    DEVICE,
+    PERSON,
+    SESSION,
+    STORE,
+    ApiError,
+    DeviceCookie,
+    json_response,
+    limit_rate,
+)
 from h2ochat.server.edge.security import public
 from h2ochat.server.edge.sessions import COOKIE
 from h2ochat.server.storage.devices import new_code, new_secret
@@ -52,7 +62,11 @@ def _callback_url(request: web.Request) -> str:
 
 @routes.get("/login")
 async def login(request: web.Request) -> web.StreamResponse:
-    provider = _provider(request)
+    provider, config = _provider(request), request.app[CONFIG]
+    # Each start stores a row for ten minutes: as many per address as new sessions, no more.
+    per_minute = config.new_sessions_per_minute
+    what = f"sign-ins begun: this server accepts {per_minute} per minute per client address"
+    await limit_rate(request.app[STORE], f"logins:{request.remote}", per_minute, what)
     wanted = safe_next(request.query.get("next", "/"))
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)
     begun = Login(nonce, verifier, wanted, request.get(SESSION) or "")
