@@ -41,7 +41,7 @@ def login_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def sign_in(page: Page, sub: str) -> None:
     page.get_by_role("link", name="Sign in").click()
     page.get_by_placeholder("sub").fill(sub)
-    page.get_by_role("button", name="Authorize").click()
+    page.get_by_role("button", name="Authorize", exact=True).click()  # not "Authorize as …" (newer versions)
     page.wait_for_selector("body[data-ready]")
     expect(page.get_by_text(f"Signed in as {sub}")).to_be_visible()
 
