@@ -20,14 +20,13 @@ from h2ochat.server.edge.http import API_KEY_ID, CONFIG, PERSON, SESSION, SESSIO
 from h2ochat.server.edge.security import address_in, printable
 from h2ochat.server.storage import Session
 from h2ochat.server.storage.devices import digest
-from h2ochat.server.storage.people import API_KEY, Person
+from h2ochat.server.storage.people import API_KEY, LOGIN, Person
 
 __all__ = ["WARNED", "identify"]
 
 log = logging.getLogger("h2ochat.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_LOGIN = re.compile(r"[^\s\x00-\x1f\x7f]{1,254}")  # an e-mail address (254 at most) or a user name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 200
 _WARNED_MAX = 1000  # addresses remembered for the once-per-address warning; then no more warnings
@@ -74,7 +73,7 @@ async def _by_header(request: web.Request) -> tuple[Person, Session] | None:
         _warn_once(request.app, remote, header)
         return None
     login = request.headers[header].strip().lower()
-    if not _LOGIN.fullmatch(login):
+    if not LOGIN.fullmatch(login):
         raise ApiError(
             400,
             f"The {header} header from the proxy is not a login this server takes ({printable(login[:80])!r}): "

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY",
     "KEY_NAME_RULE",
+    "LOGIN",
     "LOGINS_SCHEMA",
     "Login",
     "PEOPLE_SCHEMA",
@@ -34,6 +35,8 @@ __all__ = [
     "new_api_key",
 ]
 
+# A person's login, as every way in takes it (lower-cased first): an e-mail address (254 at most) or a user name.
+LOGIN = re.compile(r"[^\s\x00-\x1f\x7f]{1,254}")
 # "h2o_" and 43 URL-safe characters (256 random bits): told apart from the deployment's shared key.
 API_KEY = re.compile(r"h2o_[A-Za-z0-9_-]{43}")
 

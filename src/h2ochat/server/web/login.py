@@ -31,7 +31,7 @@ from h2ochat.server.edge.http import (
 from h2ochat.server.edge.security import public
 from h2ochat.server.edge.sessions import COOKIE
 from h2ochat.server.storage.devices import new_code, new_secret
-from h2ochat.server.storage.people import Login
+from h2ochat.server.storage.people import LOGIN, Login
 from h2ochat.server.web.oidc import Provider, SignInRefused
 
 __all__ = ["PROVIDER", "routes", "safe_next"]
@@ -40,7 +40,6 @@ routes = web.RouteTableDef()
 PROVIDER = web.AppKey("oidc_provider", Provider)
 LOGIN_TTL = 600.0  # seconds a sign-in may take at the provider
 _SAFE_PATH = re.compile(r"/(?![/\\])[^\s\\]*")  # this site's own path: not //host, not /\host
-_LOGIN = re.compile(r"[^\s\x00-\x1f\x7f]{1,254}")
 
 
 def safe_next(text: str) -> str:
@@ -130,7 +129,7 @@ def _login_of(claims: dict[str, Any]) -> str:
     else:
         found = str(claims.get("preferred_username") or claims.get("sub") or "")
     login = found.strip().lower()
-    if not _LOGIN.fullmatch(login):
+    if not LOGIN.fullmatch(login):
         raise ApiError(400, "The provider named no usable login (an e-mail, a user name or a subject)")
     return login
 
